@@ -1,0 +1,955 @@
+//! The configuration file as users write it: serde structs that mirror the TOML, and [`load`].
+//!
+//! Every table denies unknown keys, and every value that can be wrong on its own (a duration,
+//! an upstream URL, a prefix, a CIDR) is a small type whose `Deserialize` checks it, so the
+//! toml crate points at the offending value. Checks that span several values (duplicate
+//! prefixes, credentials with a wildcard origin) run after parsing on [`Spanned`] values.
+//! Either way the error names the file, the line, the column and the key path.
+//!
+//! Nothing here is used per request: [`crate::runtime`] compiles this into the form the
+//! proxy reads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+    /// A problem that belongs to the environment rather than to a line of the file.
+    #[error("{path}: {message}")]
+    Environment { path: PathBuf, message: String },
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub access_log: AccessLogSection,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    /// The default per-client limit; absent means routes are not limited unless they say so.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitPolicy>,
+    #[serde(default)]
+    pub cors: CorsSection,
+    #[serde(default)]
+    pub security_headers: SecurityHeadersSection,
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    #[serde(default = "default_listen")]
+    pub listen: Vec<Listen>,
+    /// Worker threads; the number of CPUs when absent.
+    #[serde(default)]
+    pub threads: Option<Threads>,
+    #[serde(default = "default_pid_file")]
+    pub pid_file: String,
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: String,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            threads: None,
+            pid_file: default_pid_file(),
+            upgrade_sock: default_upgrade_sock(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<Listen> {
+    vec![Listen(SocketAddr::from(([0, 0, 0, 0], 5000)))]
+}
+fn default_pid_file() -> String {
+    "/tmp/pylon.pid".to_string()
+}
+fn default_upgrade_sock() -> String {
+    "/tmp/pylon_upgrade.sock".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSection {
+    /// "-" for stdout, "off", or a file path.
+    #[serde(default = "default_log_path")]
+    pub path: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for AccessLogSection {
+    fn default() -> Self {
+        AccessLogSection {
+            path: default_log_path(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_log_path() -> String {
+    "-".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Apache combined, as morgan's "combined" writes it.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Upstream timeouts. At the top level, absent keys take the defaults (connect 2s, read 15s,
+/// write = read); in a route, absent keys take the top-level values.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    pub connect: Option<DurationValue>,
+    pub read: Option<DurationValue>,
+    pub write: Option<DurationValue>,
+}
+
+/// `requests` per `window`, counted per client.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    pub requests: Count,
+    pub window: Window,
+}
+
+/// A route's `rate_limit`: `false`, `true` (the default policy) or its own table.
+#[derive(Debug, Clone, Copy)]
+pub enum RouteRateLimit {
+    Default,
+    Off,
+    Own(RateLimitPolicy),
+}
+
+impl<'de> Deserialize<'de> for RouteRateLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RouteRateLimit;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("false, true, or a table like { requests = 100, window = \"1m\" }")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(if v {
+                    RouteRateLimit::Default
+                } else {
+                    RouteRateLimit::Off
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RateLimitPolicy::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RouteRateLimit::Own)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `["*"]` or a list of origins such as `"https://app.example.com"`.
+    #[serde(default = "default_origins")]
+    pub allow_origins: Spanned<Vec<Origin>>,
+    #[serde(default = "default_methods")]
+    pub allow_methods: Vec<Token>,
+    /// Absent: a preflight's Access-Control-Request-Headers are allowed as asked.
+    #[serde(default)]
+    pub allow_headers: Option<Vec<Token>>,
+    #[serde(default)]
+    pub expose_headers: Vec<Token>,
+    #[serde(default = "no_credentials")]
+    pub allow_credentials: Spanned<bool>,
+    #[serde(default)]
+    pub max_age: Option<MaxAge>,
+}
+
+impl Default for CorsSection {
+    fn default() -> Self {
+        CorsSection {
+            enabled: true,
+            allow_origins: default_origins(),
+            allow_methods: default_methods(),
+            allow_headers: None,
+            expose_headers: Vec::new(),
+            allow_credentials: no_credentials(),
+            max_age: None,
+        }
+    }
+}
+
+fn default_origins() -> Spanned<Vec<Origin>> {
+    Spanned::new(0..0, vec![Origin::Any])
+}
+
+fn no_credentials() -> Spanned<bool> {
+    Spanned::new(0..0, false)
+}
+
+fn default_methods() -> Vec<Token> {
+    ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
+        .into_iter()
+        .map(|m| Token(m.to_string()))
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityHeadersSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Headers stripped from upstream responses.
+    #[serde(default = "default_remove")]
+    pub remove: Vec<Token>,
+    /// Replace the value of a default header (an empty value leaves that header out) or add one.
+    #[serde(default)]
+    pub set: BTreeMap<Token, HeaderText>,
+}
+
+impl Default for SecurityHeadersSection {
+    fn default() -> Self {
+        SecurityHeadersSection {
+            enabled: true,
+            remove: default_remove(),
+            set: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_remove() -> Vec<Token> {
+    vec![
+        Token("Server".to_string()),
+        Token("X-Powered-By".to_string()),
+    ]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub prefix: Spanned<Prefix>,
+    pub upstreams: Upstreams,
+    #[serde(default = "default_true")]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    /// Absent: the default policy from `[rate_limit]`, if any.
+    #[serde(default)]
+    pub rate_limit: Option<RouteRateLimit>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values that check themselves
+// ---------------------------------------------------------------------------------------------
+
+/// A duration written as a string: "500ms", "15s", "1m", "1h".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl FromStr for DurationValue {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(DurationValue)
+    }
+}
+
+/// Parse "500ms", "15s", "1m", "1h" or "1d": a whole number and one unit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "invalid duration \"{s}\": write a whole number and a unit (ms, s, m, h, d), like \"500ms\", \"15s\" or \"1m\""
+        )
+    };
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(bad());
+    }
+    let (number, unit) = s.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
+}
+
+/// A value deserialised from a string through its `FromStr`, with the parse error as the
+/// message; the toml crate adds where it was.
+macro_rules! from_string {
+    ($t:ty, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$t, E> {
+                        v.parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+from_string!(DurationValue, "a duration string like \"15s\"");
+
+/// A rate-limit window: at least one second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window(pub Duration);
+
+impl FromStr for Window {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = parse_duration(s)?;
+        if d < Duration::from_secs(1) {
+            return Err(format!(
+                "window \"{s}\" is too short: the smallest window is 1s"
+            ));
+        }
+        if d.subsec_millis() != 0 {
+            return Err(format!(
+                "window \"{s}\" must be a whole number of seconds (RateLimit headers count in seconds)"
+            ));
+        }
+        Ok(Window(d))
+    }
+}
+from_string!(Window, "a duration string like \"1m\"");
+
+/// A positive request count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub u32);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if n < 1 || n > i64::from(u32::MAX) {
+            return Err(de::Error::custom(format!(
+                "requests must be between 1 and {}, not {n}",
+                u32::MAX
+            )));
+        }
+        Ok(Count(n as u32))
+    }
+}
+
+/// A worker-thread count: 1 to 1024.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads(pub usize);
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(1..=1024).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "threads must be between 1 and 1024, not {n}"
+            )));
+        }
+        Ok(Threads(n as usize))
+    }
+}
+
+/// A listen address: "0.0.0.0:5000" or "[::]:5000".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub SocketAddr);
+
+impl FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(Listen).map_err(|_| {
+            format!(
+                "invalid listen address \"{s}\": write an IP address and a port, like \"0.0.0.0:5000\" or \"[::]:5000\""
+            )
+        })
+    }
+}
+from_string!(Listen, "a listen address like \"0.0.0.0:5000\"");
+
+/// A network in CIDR notation, or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub IpNet);
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(Cidr(net.trunc()));
+        }
+        s.parse::<IpAddr>()
+            .map(|ip| Cidr(IpNet::from(ip)))
+            .map_err(|_| {
+                format!("invalid CIDR \"{s}\": write a network like \"10.0.0.0/8\" or an address")
+            })
+    }
+}
+from_string!(Cidr, "a CIDR like \"10.0.0.0/8\"");
+
+/// A route prefix: starts with '/', no query, no dot segments, no empty segments.
+/// Stored without its trailing slash ("/users/" is "/users"), except the root "/".
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Prefix(pub String);
+
+impl FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.starts_with('/') {
+            return Err(format!("prefix \"{s}\" must start with '/'"));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| matches!(c, '?' | '#' | '%') || c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "prefix \"{s}\" contains {c:?}: a prefix is a plain path, without query, fragment or escapes"
+            ));
+        }
+        let trimmed = if s.len() > 1 {
+            s.trim_end_matches('/')
+        } else {
+            s
+        };
+        if trimmed.is_empty() {
+            return Err(format!("prefix \"{s}\" is all slashes: write \"/\""));
+        }
+        if trimmed.len() > 1 {
+            for segment in trimmed[1..].split('/') {
+                if segment.is_empty() || segment == "." || segment == ".." {
+                    return Err(format!(
+                        "prefix \"{s}\" has an empty or dot segment: write each segment once, like \"/api/users\""
+                    ));
+                }
+            }
+        }
+        Ok(Prefix(trimmed.to_string()))
+    }
+}
+from_string!(Prefix, "a path prefix like \"/users\"");
+
+/// How to reach one upstream instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The address it resolved to when the configuration was loaded.
+    pub addr: SocketAddr,
+    /// "host:port" as written, for the Host header and logs.
+    pub authority: String,
+}
+
+impl FromStr for Upstream {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("invalid upstream \"{s}\": {why}; write \"http://host:port\" or \"host:port\"")
+        };
+        let with_scheme = if s.contains("://") {
+            s.to_string()
+        } else {
+            format!("http://{s}")
+        };
+        let uri: http::Uri = with_scheme.parse().map_err(|_| bad("not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad("https upstreams are not supported by this version"));
+            }
+            _ => return Err(bad("the scheme must be http")),
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad("an upstream has no path or query"));
+        }
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("credentials in the URL are not supported"));
+        }
+        let host = authority.host();
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = authority.port_u16().unwrap_or(80);
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = (bare_host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("upstream \"{s}\": cannot resolve \"{bare_host}\": {e}"))?
+            .next()
+            .ok_or_else(|| format!("upstream \"{s}\": \"{bare_host}\" has no address"))?;
+        let authority = if authority.port().is_some() {
+            authority.as_str().to_string()
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(Upstream { addr, authority })
+    }
+}
+from_string!(Upstream, "an upstream URL like \"http://127.0.0.1:7002\"");
+
+/// A non-empty list of upstreams.
+#[derive(Debug, Clone)]
+pub struct Upstreams(pub Vec<Upstream>);
+
+impl<'de> Deserialize<'de> for Upstreams {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<Upstream>::deserialize(d)?;
+        if list.is_empty() {
+            return Err(de::Error::custom(
+                "the upstream list is empty: a route needs at least one upstream",
+            ));
+        }
+        Ok(Upstreams(list))
+    }
+}
+
+/// A CORS origin: "*" or "scheme://host[:port]".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Any,
+    Exact(String),
+}
+
+impl FromStr for Origin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "*" {
+            return Ok(Origin::Any);
+        }
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"))
+            .ok_or_else(|| {
+                format!("invalid origin \"{s}\": write \"*\" or an origin like \"https://app.example.com\"")
+            })?;
+        if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '*']) {
+            return Err(format!(
+                "invalid origin \"{s}\": an origin is scheme://host[:port], without a path or trailing slash"
+            ));
+        }
+        Ok(Origin::Exact(s.to_ascii_lowercase()))
+    }
+}
+from_string!(Origin, "an origin like \"https://app.example.com\"");
+
+/// An HTTP token: a header name or a method.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Token(pub String);
+
+impl FromStr for Token {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if s.is_empty() || !s.bytes().all(is_tchar) {
+            return Err(format!(
+                "\"{s}\" is not a valid HTTP token (a header name or method, like \"X-Api-Key\")"
+            ));
+        }
+        Ok(Token(s.to_string()))
+    }
+}
+from_string!(Token, "a header name or method");
+
+/// A header value: visible ASCII and spaces only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderText(pub String);
+
+impl FromStr for HeaderText {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.bytes()
+            .any(|b| !(b == b' ' || b == b'\t' || b.is_ascii_graphic()))
+        {
+            return Err(format!(
+                "header value {s:?} may hold only visible ASCII characters and spaces"
+            ));
+        }
+        Ok(HeaderText(s.to_string()))
+    }
+}
+from_string!(HeaderText, "a header value");
+
+/// `Access-Control-Max-Age`: a duration string or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxAge(pub u64);
+
+impl<'de> Deserialize<'de> for MaxAge {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaxAge;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"10m\" or a number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MaxAge, E> {
+                u64::try_from(v)
+                    .map(MaxAge)
+                    .map_err(|_| E::custom("max_age cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MaxAge, E> {
+                parse_duration(v)
+                    .map(|d| MaxAge(d.as_secs()))
+                    .map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------
+
+/// Read and check a configuration file.
+pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parse and check configuration text; `path` is only used in messages.
+pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let located = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
+        let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            key,
+            message,
+        }
+    };
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| located(e.span(), "(syntax)".to_string(), e.message().to_string()))?;
+    let config: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = key_of(&e.path().to_string(), e.inner().message());
+        located(e.inner().span(), key, e.inner().message().to_string())
+    })?;
+    check(&config).map_err(|(span, key, message)| located(Some(span), key, message))?;
+    Ok(config)
+}
+
+type Located = (std::ops::Range<usize>, String, String);
+
+/// The checks that look at more than one value.
+fn check(config: &FileConfig) -> Result<(), Located> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let prefix = &route.prefix.get_ref().0;
+        if let Some(first) = seen.insert(prefix, i) {
+            return Err((
+                route.prefix.span(),
+                format!("routes[{i}].prefix"),
+                format!("duplicate prefix \"{prefix}\": routes[{first}] already has it"),
+            ));
+        }
+    }
+    let cors = &config.cors;
+    if *cors.allow_credentials.get_ref() && cors.allow_origins.get_ref().contains(&Origin::Any) {
+        return Err((
+            cors.allow_credentials.span(),
+            "cors.allow_credentials".to_string(),
+            "allow_credentials = true needs a list of origins: browsers refuse credentials with \"*\""
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// The key path of an error: serde's path without toml's internal span markers, plus the
+/// field a "missing field" message names.
+fn key_of(path: &str, message: &str) -> String {
+    let path = path.replace(".$__serde_spanned_private_value", "");
+    let path = if path == "." { String::new() } else { path };
+    let field = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|lead| message.strip_prefix(lead))
+        .and_then(|rest| rest.split('`').next())
+        .filter(|f| !path.ends_with(&format!(".{f}")) && path != *f);
+    match (path.is_empty(), field) {
+        (true, Some(f)) => f.to_string(),
+        (false, Some(f)) => format!("{path}.{f}"),
+        (true, None) => "(top level)".to_string(),
+        (false, None) => path,
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    (line, offset - line_start + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<FileConfig, ConfigError> {
+        parse(Path::new("test.toml"), text)
+    }
+
+    fn error_of(text: &str) -> String {
+        parse_str(text).unwrap_err().to_string()
+    }
+
+    const ROUTE: &str = "[[routes]]\nprefix = \"/users\"\nupstreams = [\"127.0.0.1:7002\"]\n";
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "15",
+            "s",
+            "1.5s",
+            "-1s",
+            "15x",
+            " 15s",
+            "15 s",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_normalised_and_checked() {
+        assert_eq!("/users/".parse::<Prefix>().unwrap().0, "/users");
+        assert_eq!("/".parse::<Prefix>().unwrap().0, "/");
+        assert_eq!("/a/b".parse::<Prefix>().unwrap().0, "/a/b");
+        for bad in [
+            "users", "/a//b", "/a/../b", "/a/./b", "/a?x=1", "/a b", "/a%2F", "",
+        ] {
+            assert!(bad.parse::<Prefix>().is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn upstreams_accept_url_or_host_port() {
+        let u: Upstream = "http://127.0.0.1:7002".parse().unwrap();
+        assert_eq!(u.addr, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(u.authority, "127.0.0.1:7002");
+        let u: Upstream = "127.0.0.1:7002".parse().unwrap();
+        assert_eq!(u.authority, "127.0.0.1:7002");
+        let u: Upstream = "http://[::1]:8080".parse().unwrap();
+        assert_eq!(u.addr, "[::1]:8080".parse().unwrap());
+        let u: Upstream = "http://127.0.0.1".parse().unwrap();
+        assert_eq!(u.authority, "127.0.0.1:80");
+        for bad in [
+            "ftp://x:1",
+            "http://",
+            "http://127.0.0.1:7002/api",
+            "http://a@b:1",
+            "::",
+        ] {
+            assert!(
+                bad.parse::<Upstream>().is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = parse_str(
+            r#"
+[server]
+listen = ["0.0.0.0:5000"]
+threads = 2
+trusted_proxies = ["10.0.0.0/8", "127.0.0.1"]
+[access_log]
+format = "json"
+[timeouts]
+connect = "2s"
+read = "15s"
+[rate_limit]
+requests = 20
+window = "1m"
+[cors]
+allow_origins = ["https://a.example"]
+allow_credentials = true
+max_age = 600
+[security_headers]
+remove = ["Server"]
+set = { "Content-Security-Policy" = "default-src 'none'" }
+[[routes]]
+prefix = "/users"
+upstreams = ["http://127.0.0.1:7002"]
+timeouts = { read = "30s" }
+rate_limit = { requests = 100, window = "1m" }
+[[routes]]
+prefix = "/orders"
+upstreams = ["127.0.0.1:7003"]
+rate_limit = false
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.routes.len(), 2);
+        assert!(matches!(c.routes[1].rate_limit, Some(RouteRateLimit::Off)));
+        assert!(matches!(
+            c.routes[0].rate_limit,
+            Some(RouteRateLimit::Own(RateLimitPolicy {
+                requests: Count(100),
+                ..
+            }))
+        ));
+        assert_eq!(c.access_log.format, LogFormat::Json);
+        assert_eq!(c.cors.max_age, Some(MaxAge(600)));
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = error_of(&format!("{ROUTE}strip_prefx = true\n"));
+        assert!(e.starts_with("test.toml:4:1:"), "{e}");
+        assert!(e.contains("key `routes[0].strip_prefx`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_line_and_key() {
+        let e = error_of("[timeouts]\nconnect = \"2s\"\nread = \"15x\"\n");
+        assert!(e.starts_with("test.toml:3:8:"), "{e}");
+        assert!(e.contains("key `timeouts.read`"), "{e}");
+        assert!(e.contains("invalid duration \"15x\""), "{e}");
+    }
+
+    #[test]
+    fn bad_upstream_names_line_and_key() {
+        let e =
+            error_of("[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\", \"ftp://x\"]\n");
+        assert!(e.starts_with("test.toml:3:"), "{e}");
+        assert!(e.contains("key `routes[0].upstreams[1]`"), "{e}");
+        assert!(e.contains("invalid upstream \"ftp://x\""), "{e}");
+    }
+
+    #[test]
+    fn empty_upstream_list_names_line_and_key() {
+        let e = error_of("[[routes]]\nprefix = \"/a\"\nupstreams = []\n");
+        assert!(e.starts_with("test.toml:3:"), "{e}");
+        assert!(e.contains("key `routes[0].upstreams`"), "{e}");
+        assert!(e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_prefix_names_the_second_one() {
+        let e = error_of(&format!("{ROUTE}{ROUTE}"));
+        assert!(e.starts_with("test.toml:5:10:"), "{e}");
+        assert!(e.contains("key `routes[1].prefix`"), "{e}");
+        assert!(e.contains("routes[0] already has it"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_prefix_is_found_after_normalisation() {
+        let text =
+            format!("{ROUTE}[[routes]]\nprefix = \"/users/\"\nupstreams = [\"127.0.0.1:1\"]\n");
+        assert!(error_of(&text).contains("duplicate prefix"));
+    }
+
+    #[test]
+    fn missing_upstreams_is_named() {
+        let e = error_of("[[routes]]\nprefix = \"/a\"\n");
+        assert!(e.contains("key `routes[0].upstreams`"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = error_of("[server\nlisten = 1\n");
+        assert!(e.starts_with("test.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_ranges_are_refused() {
+        for (text, key) in [
+            ("[server]\nthreads = 0\n", "server.threads"),
+            ("[server]\nlisten = [\"localhost\"]\n", "server.listen[0]"),
+            ("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "server.trusted_proxies[0]"),
+            ("[rate_limit]\nrequests = 0\nwindow = \"1m\"\n", "rate_limit.requests"),
+            ("[rate_limit]\nrequests = 5\nwindow = \"500ms\"\n", "rate_limit.window"),
+            ("[access_log]\nformat = \"xml\"\n", "access_log.format"),
+            ("[cors]\nallow_origins = [\"https://a.example/\"]\n", "cors.allow_origins[0]"),
+            ("[security_headers]\nremove = [\"Bad Header\"]\n", "security_headers.remove[0]"),
+            (
+                "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nrate_limit = \"yes\"\n",
+                "routes[0].rate_limit",
+            ),
+        ] {
+            let e = error_of(text);
+            assert!(e.contains(&format!("key `{key}`")), "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn credentials_with_wildcard_origin_are_refused() {
+        let e = error_of("[cors]\nallow_credentials = true\n");
+        assert!(e.contains("key `cors.allow_credentials`"), "{e}");
+        assert!(e.starts_with("test.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_file_is_a_valid_config() {
+        let c = parse_str("").unwrap();
+        assert!(c.routes.is_empty());
+        assert!(c.rate_limit.is_none());
+        assert_eq!(c.server.listen, default_listen());
+    }
+}

@@ -1,0 +1,196 @@
+//! The answers the gateway makes itself, and the one place that maps failures to them.
+//!
+//! Every synthetic response has the tutorial gateway's JSON shape:
+//! `{"code":404,"status":"Error","message":"Route not found.","data":null}`.
+//! `fail_to_proxy` turns a Pingora error into a [`GatewayError`] with [`GatewayError::from_proxy_error`];
+//! `request_filter` builds its early answers (404, 429, 400) directly from the enum.
+
+use pingora::{Error, ErrorSource, ErrorType};
+
+/// What went wrong, from the client's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayError {
+    /// The request was malformed (bad path, bad header framing).
+    BadRequest,
+    /// No route matches the request path.
+    NotFound,
+    /// The client spent its budget; `retry_after` is in seconds.
+    RateLimited { retry_after: u32 },
+    /// The upstream refused, reset or answered with something that is not HTTP.
+    BadGateway,
+    /// No upstream instance is available to take the request.
+    ServiceUnavailable { retry_after: u32 },
+    /// The upstream did not connect or answer in the configured time.
+    GatewayTimeout,
+    /// A bug or resource problem inside the gateway itself.
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(self) -> u16 {
+        match self {
+            GatewayError::BadRequest => 400,
+            GatewayError::NotFound => 404,
+            GatewayError::RateLimited { .. } => 429,
+            GatewayError::Internal => 500,
+            GatewayError::BadGateway => 502,
+            GatewayError::ServiceUnavailable { .. } => 503,
+            GatewayError::GatewayTimeout => 504,
+        }
+    }
+
+    /// The JSON body, built at compile time so an error answer costs no formatting.
+    pub fn body(self) -> &'static [u8] {
+        match self {
+            GatewayError::BadRequest => {
+                br#"{"code":400,"status":"Error","message":"Bad request.","data":null}"#
+            }
+            GatewayError::NotFound => {
+                br#"{"code":404,"status":"Error","message":"Route not found.","data":null}"#
+            }
+            GatewayError::RateLimited { .. } => {
+                br#"{"code":429,"status":"Error","message":"Rate limit exceeded.","data":null}"#
+            }
+            GatewayError::Internal => {
+                br#"{"code":500,"status":"Error","message":"Internal server error.","data":null}"#
+            }
+            GatewayError::BadGateway => {
+                br#"{"code":502,"status":"Error","message":"Bad gateway.","data":null}"#
+            }
+            GatewayError::ServiceUnavailable { .. } => {
+                br#"{"code":503,"status":"Error","message":"Service unavailable.","data":null}"#
+            }
+            GatewayError::GatewayTimeout => {
+                br#"{"code":504,"status":"Error","message":"Gateway timeout.","data":null}"#
+            }
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, when the answer has one.
+    pub fn retry_after(self) -> Option<u32> {
+        match self {
+            GatewayError::RateLimited { retry_after }
+            | GatewayError::ServiceUnavailable { retry_after } => Some(retry_after),
+            _ => None,
+        }
+    }
+
+    /// Map an error that ended proxying to the answer the client gets.
+    ///
+    /// `None` means the client connection is already gone and nothing can be written.
+    /// Pingora's own default answers 502 for upstream timeouts; a gateway owes the client
+    /// a 504 there, so the timeouts are singled out first.
+    pub fn from_proxy_error(e: &Error) -> Option<GatewayError> {
+        use ErrorType::*;
+        match e.etype() {
+            HTTPStatus(code) => return Some(Self::from_status(*code)),
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout
+                if *e.esource() != ErrorSource::Downstream =>
+            {
+                return Some(GatewayError::GatewayTimeout);
+            }
+            _ => {}
+        }
+        match e.esource() {
+            ErrorSource::Upstream => Some(GatewayError::BadGateway),
+            ErrorSource::Downstream => match e.etype() {
+                // the client hung up or its socket broke: nobody to answer
+                WriteError | ReadError | ConnectionClosed | ReadTimedout | WriteTimedout => None,
+                _ => Some(GatewayError::BadRequest),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
+                // connection-level failures raised before a source was attached come
+                // from talking to the upstream
+                ConnectRefused | ConnectError | ConnectNoRoute | ConnectProxyFailure
+                | TLSHandshakeFailure | InvalidCert | ConnectionClosed => {
+                    Some(GatewayError::BadGateway)
+                }
+                _ => Some(GatewayError::Internal),
+            },
+        }
+    }
+
+    fn from_status(code: u16) -> GatewayError {
+        match code {
+            400..=499 if code != 404 && code != 429 => GatewayError::BadRequest,
+            404 => GatewayError::NotFound,
+            429 => GatewayError::RateLimited { retry_after: 1 },
+            503 => GatewayError::ServiceUnavailable { retry_after: 1 },
+            504 => GatewayError::GatewayTimeout,
+            502 => GatewayError::BadGateway,
+            _ => GatewayError::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(etype: ErrorType, source: ErrorSource) -> Box<Error> {
+        let mut e = Error::new(etype);
+        e.esource = source;
+        e
+    }
+
+    #[test]
+    fn upstream_timeouts_are_504_not_502() {
+        for t in [ErrorType::ConnectTimedout, ErrorType::ReadTimedout] {
+            let e = err(t, ErrorSource::Upstream);
+            assert_eq!(
+                GatewayError::from_proxy_error(&e),
+                Some(GatewayError::GatewayTimeout)
+            );
+        }
+    }
+
+    #[test]
+    fn refused_and_reset_upstreams_are_502() {
+        for t in [
+            ErrorType::ConnectRefused,
+            ErrorType::ConnectionClosed,
+            ErrorType::InvalidHTTPHeader,
+        ] {
+            let e = err(t, ErrorSource::Upstream);
+            assert_eq!(
+                GatewayError::from_proxy_error(&e),
+                Some(GatewayError::BadGateway)
+            );
+        }
+    }
+
+    #[test]
+    fn a_vanished_client_gets_no_answer() {
+        let e = err(ErrorType::ConnectionClosed, ErrorSource::Downstream);
+        assert_eq!(GatewayError::from_proxy_error(&e), None);
+    }
+
+    #[test]
+    fn a_malformed_request_body_is_400() {
+        let e = err(ErrorType::InvalidHTTPHeader, ErrorSource::Downstream);
+        assert_eq!(
+            GatewayError::from_proxy_error(&e),
+            Some(GatewayError::BadRequest)
+        );
+    }
+
+    #[test]
+    fn bodies_are_the_tutorial_json_shape() {
+        let all = [
+            GatewayError::BadRequest,
+            GatewayError::NotFound,
+            GatewayError::RateLimited { retry_after: 3 },
+            GatewayError::Internal,
+            GatewayError::BadGateway,
+            GatewayError::ServiceUnavailable { retry_after: 3 },
+            GatewayError::GatewayTimeout,
+        ];
+        for e in all {
+            let v: serde_json::Value = serde_json::from_slice(e.body()).unwrap();
+            assert_eq!(v["code"], e.status());
+            assert_eq!(v["status"], "Error");
+            assert!(v["message"].as_str().unwrap().ends_with('.'));
+            assert!(v["data"].is_null());
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The Pingora `ProxyHttp` implementation: each phase orchestrates, the components decide.
+//!
+//! - `request_filter`: who the client is, the request id, then the early answers: 400 for a
+//!   path with dot segments, 204 for a CORS preflight, 429 when over the limit, 404 when no
+//!   route matches.
+//! - `upstream_peer`: the route's upstream with its timeouts.
+//! - `upstream_request_filter`: strip the prefix, set Host, X-Forwarded-*, X-Request-Id.
+//! - `response_filter`: security, CORS and RateLimit headers, X-Request-Id.
+//! - `fail_to_proxy`: the one place a failure becomes a 4xx/5xx answer (see [`crate::error`]).
+//! - `logging`: hand the access line to the background writer.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderValue, Method, Version};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, Result};
+
+use crate::access_log::Entry;
+use crate::error::GatewayError;
+use crate::forwarding::{
+    acceptable_request_id, appended_forwarded_for, new_request_id, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO, X_REQUEST_ID,
+};
+use crate::headers::AllowOrigin;
+use crate::limits::{Policy, Verdict};
+use crate::router::stripped;
+use crate::runtime::{Route, Runtime};
+
+/// How long an idle upstream connection stays in the pool.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+
+/// The gateway service: shared, read-only state built at start.
+pub struct Gateway {
+    rt: Arc<Runtime>,
+}
+
+impl Gateway {
+    pub fn new(rt: Arc<Runtime>) -> Gateway {
+        Gateway { rt }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    fn route(&self, ctx: &RequestCtx) -> Option<&Route> {
+        ctx.route.and_then(|i| self.rt.routes.get(i))
+    }
+
+    /// The rate-limit policy that applies: the route's, or the default for unmatched paths.
+    fn policy(&self, ctx: &RequestCtx) -> Option<&Policy> {
+        match self.route(ctx) {
+            Some(route) => route.limit.as_ref(),
+            None => self.rt.default_limit.as_ref(),
+        }
+    }
+}
+
+/// Per-request state, shared across the phases.
+pub struct RequestCtx {
+    started: Instant,
+    client_ip: Option<IpAddr>,
+    peer_trusted: bool,
+    request_id: Option<HeaderValue>,
+    /// Index into the runtime's routes, and how many path bytes its prefix covers.
+    route: Option<usize>,
+    matched: usize,
+    origin: AllowOrigin,
+    verdict: Option<Verdict>,
+    /// The upstream instance chosen, as an index into the route's upstreams.
+    upstream: Option<usize>,
+    /// Set when the gateway answered itself.
+    answered: Option<GatewayError>,
+}
+
+/// What the early checks of `request_filter` decided.
+enum Early {
+    Continue,
+    Preflight,
+    Refuse(GatewayError),
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            client_ip: None,
+            peer_trusted: false,
+            request_id: None,
+            route: None,
+            matched: 0,
+            origin: AllowOrigin::Off,
+            verdict: None,
+            upstream: None,
+            answered: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.identify(session, ctx);
+        match self.early_answer(session, ctx) {
+            Early::Continue => Ok(false),
+            Early::Preflight => {
+                self.answer_preflight(session, ctx).await?;
+                Ok(true)
+            }
+            Early::Refuse(err) => {
+                self.answer(session, ctx, err).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = self
+            .route(ctx)
+            .ok_or_else(|| Error::explain(pingora::ErrorType::InternalError, "no route chosen"))?;
+        let index = 0;
+        let target = route.upstreams.get(index).ok_or_else(|| {
+            Error::explain(pingora::ErrorType::InternalError, "route has no upstream")
+        })?;
+        ctx.upstream = Some(index);
+        let mut peer = HttpPeer::new(target.addr, false, String::new());
+        let t = &route.timeouts;
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(t.read);
+        peer.options.write_timeout = Some(t.write);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = self.route(ctx) else {
+            return Ok(());
+        };
+        if route.strip_prefix && ctx.matched > 0 {
+            let target = stripped_target(session.req_header(), ctx.matched);
+            upstream.set_raw_path(&target)?;
+        }
+        if !route.preserve_host {
+            if let Some(target) = ctx.upstream.and_then(|i| route.upstreams.get(i)) {
+                upstream.insert_header("Host", target.host.clone())?;
+            }
+        }
+        self.forwarding_headers(session, upstream, ctx)?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.rt.security.strip(resp);
+        self.decorate(resp, ctx);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some(err) = GatewayError::from_proxy_error(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        // once the upstream's header went out, the status is decided: just end the stream
+        if let Some(sent) = session.response_written() {
+            return FailToProxy {
+                error_code: sent.status.as_u16(),
+                can_reuse_downstream: false,
+            };
+        }
+        if let Err(write_error) = self.answer(session, ctx, err).await {
+            log::debug!("could not send the error answer: {write_error}");
+        }
+        FailToProxy {
+            error_code: err.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let log = &self.rt.access_log;
+        if log.is_off() {
+            return;
+        }
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.answered.map(GatewayError::status))
+            .unwrap_or(0);
+        let route = self.route(ctx);
+        let upstream = route
+            .zip(ctx.upstream)
+            .and_then(|(r, i)| r.upstreams.get(i))
+            .map(|u| &*u.authority);
+        log.log(&Entry {
+            client: ctx.client_ip,
+            time: SystemTime::now(),
+            method: req.method.as_str(),
+            uri: req.raw_path(),
+            version: version_str(req.version),
+            status,
+            body_bytes: session.body_bytes_sent(),
+            referer: req.headers.get("referer").map(HeaderValue::as_bytes),
+            user_agent: req.headers.get("user-agent").map(HeaderValue::as_bytes),
+            request_id: ctx.request_id.as_ref().map(HeaderValue::as_bytes),
+            duration: ctx.started.elapsed(),
+            route: route.map(|r| &*r.prefix),
+            upstream,
+        });
+    }
+}
+
+impl Gateway {
+    /// The client's address (through trusted proxies) and the request id.
+    fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
+        let req = session.req_header();
+        if let Some(peer) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            ctx.peer_trusted = self.rt.trusted_proxies.contains(peer.to_canonical());
+            ctx.client_ip = Some(self.rt.trusted_proxies.client_ip(peer, &req.headers));
+        }
+        ctx.request_id = Some(match req.headers.get(X_REQUEST_ID) {
+            Some(id) if acceptable_request_id(id) => id.clone(),
+            _ => new_request_id(),
+        });
+        ctx.origin = self.rt.cors.allow_origin(req);
+    }
+
+    /// The checks that can answer before any upstream is involved, in the order the
+    /// tutorial's middleware ran them: CORS, the limiter, then the routes.
+    fn early_answer(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
+        let req = session.req_header();
+        let path = req.uri.path();
+        if has_dot_segment(path) {
+            return Early::Refuse(GatewayError::BadRequest);
+        }
+        if self.rt.cors.is_preflight(req) {
+            return Early::Preflight;
+        }
+        if let Some(m) = self.rt.router.lookup(path) {
+            ctx.route = Some(*m.value);
+            ctx.matched = m.matched;
+        }
+        if let (Some(policy), Some(client)) = (self.policy(ctx), ctx.client_ip) {
+            let verdict = policy.check(&client);
+            ctx.verdict = Some(verdict);
+            if let Verdict::Limited { reset } = verdict {
+                return Early::Refuse(GatewayError::RateLimited { retry_after: reset });
+            }
+        }
+        if ctx.route.is_none() {
+            return Early::Refuse(GatewayError::NotFound);
+        }
+        Early::Continue
+    }
+
+    /// X-Forwarded-For/-Proto/-Host and X-Request-Id for the upstream.
+    fn forwarding_headers(
+        &self,
+        session: &Session,
+        upstream: &mut RequestHeader,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        let req = session.req_header();
+        if let Some(peer) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            upstream.insert_header(
+                "X-Forwarded-For",
+                appended_forwarded_for(&req.headers, peer),
+            )?;
+        }
+        // a trusted proxy's view of the original scheme and host wins over ours
+        if !(ctx.peer_trusted && req.headers.contains_key(X_FORWARDED_PROTO)) {
+            upstream.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
+        }
+        if !(ctx.peer_trusted && req.headers.contains_key(X_FORWARDED_HOST)) {
+            match req.headers.get("host") {
+                Some(host) => upstream.insert_header("X-Forwarded-Host", host.clone())?,
+                None => {
+                    upstream.remove_header(X_FORWARDED_HOST);
+                }
+            }
+        }
+        if let Some(id) = &ctx.request_id {
+            upstream.insert_header("X-Request-Id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    /// The headers every response gets, upstream's or the gateway's own.
+    fn decorate(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+        self.rt.security.add(resp);
+        self.rt.cors.apply(&ctx.origin, resp);
+        self.rate_limit_headers(resp, ctx);
+        if let Some(id) = &ctx.request_id {
+            let _ = resp.insert_header("X-Request-Id", id.clone());
+        }
+    }
+
+    fn rate_limit_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+        if let (Some(policy), Some(verdict)) = (self.policy(ctx), ctx.verdict) {
+            let _ = resp.insert_header("RateLimit-Policy", policy.policy_header.clone());
+            let _ = resp.insert_header("RateLimit", policy.rate_limit_header(verdict));
+        }
+    }
+
+    /// Write one of the gateway's own JSON answers.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        err: GatewayError,
+    ) -> Result<()> {
+        ctx.answered = Some(err);
+        let body = err.body();
+        let mut resp = ResponseHeader::build(err.status(), Some(20))?;
+        resp.insert_header(
+            "Content-Type",
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        )?;
+        resp.insert_header("Content-Length", HeaderValue::from(body.len()))?;
+        resp.insert_header("Cache-Control", HeaderValue::from_static("no-store"))?;
+        if let Some(seconds) = err.retry_after() {
+            resp.insert_header("Retry-After", HeaderValue::from(seconds))?;
+        }
+        self.decorate(&mut resp, ctx);
+        let head_only = session.req_header().method == Method::HEAD;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session
+                .write_response_body(Some(Bytes::from_static(body)), true)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The 204 answer to a CORS preflight; it never reaches an upstream or the limiter.
+    async fn answer_preflight(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let mut resp = ResponseHeader::build(204, Some(16))?;
+        self.rt
+            .cors
+            .preflight(&ctx.origin, session.req_header(), &mut resp);
+        resp.insert_header("Content-Length", HeaderValue::from_static("0"))?;
+        self.rt.security.add(&mut resp);
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("X-Request-Id", id.clone())?;
+        }
+        session.write_response_header(Box::new(resp), true).await
+    }
+}
+
+/// The request target with `matched` bytes of prefix removed from its path; the query
+/// string is carried over byte for byte.
+fn stripped_target(req: &RequestHeader, matched: usize) -> Bytes {
+    let path = req.uri.path();
+    let rest = stripped(path, matched);
+    let raw = req.raw_path();
+    let query = raw
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(&[][..], |i| &raw[i..]);
+    let mut target = BytesMut::with_capacity(rest.len() + query.len());
+    target.put_slice(rest.as_bytes());
+    target.put_slice(query);
+    target.freeze()
+}
+
+/// A path with a "." or ".." segment, plain or percent-encoded, which an upstream could
+/// resolve to somewhere the prefix did not allow.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let lower = segment.as_bytes();
+        if lower.len() > 6
+            || !lower
+                .iter()
+                .all(|&b| b == b'.' || b == b'%' || b == b'2' || b == b'e' || b == b'E')
+        {
+            return false;
+        }
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_spotted_plain_and_encoded() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a/..",
+            "/a/%2e%2e/b",
+            "/a/%2E./b",
+            "/a/.%2e",
+        ] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for good in [
+            "/a/b",
+            "/a/...",
+            "/a/.hidden",
+            "/a/b.c",
+            "/",
+            "/a/%2e%2ex",
+            "/a/2e",
+        ] {
+            assert!(!has_dot_segment(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn stripping_keeps_the_query_byte_for_byte() {
+        let req = RequestHeader::build("GET", b"/users/7?q=a%20b&x=%zz", None).unwrap();
+        assert_eq!(&stripped_target(&req, 6)[..], b"/7?q=a%20b&x=%zz");
+        let req = RequestHeader::build("GET", b"/users?x", None).unwrap();
+        assert_eq!(&stripped_target(&req, 6)[..], b"/?x");
+        let req = RequestHeader::build("GET", b"/users", None).unwrap();
+        assert_eq!(&stripped_target(&req, 6)[..], b"/");
+    }
+}

@@ -1,0 +1,28 @@
+//! Pylon: an API gateway on Cloudflare's Pingora.
+//!
+//! One process in front of many HTTP services: it routes by path prefix, limits each
+//! client's rate, answers CORS preflights, adds security headers, maps upstream trouble to
+//! JSON 502/504 answers and logs every request.
+//!
+//! # Layout
+//! - [`config`]: the TOML file's structs and [`config::load`]; errors name file, line and key.
+//! - [`runtime`]: the compiled form the proxy reads: routes, policies, header values.
+//! - [`router`]: the prefix table (longest match on segment boundaries).
+//! - [`gateway`]: the Pingora `ProxyHttp` phases, which orchestrate the components below.
+//! - [`limits`]: per-client rate limits on pingora-limits and the RateLimit header fields.
+//! - [`headers`]: helmet's security headers and CORS.
+//! - [`forwarding`]: client IP through trusted proxies, X-Forwarded-*, request ids.
+//! - [`access_log`]: combined/JSON lines, formatted on the request path, written off it.
+//! - [`error`]: the gateway's own answers and the mapping from failures to them.
+//! - [`server`]: the command line and the wiring into a Pingora server.
+
+pub mod access_log;
+pub mod config;
+pub mod error;
+pub mod forwarding;
+pub mod gateway;
+pub mod headers;
+pub mod limits;
+pub mod router;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,270 @@
+//! The compiled form of the configuration: everything a request needs, decided at start.
+//!
+//! [`Runtime::from_config`] turns the file's structs into a route table, limiter policies and
+//! ready-made header values. It is never deserialised; the phases in [`crate::gateway`] only
+//! look things up in it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use crate::access_log::AccessLog;
+use crate::config::{ConfigError, FileConfig, RouteRateLimit, TimeoutsSection};
+use crate::forwarding::TrustedProxies;
+use crate::headers::{Cors, SecurityHeaders};
+use crate::limits::{Policy, PolicyBuilder};
+use crate::router::Router;
+
+const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
+const DEFAULT_READ: Duration = Duration::from_secs(15);
+
+/// Upstream timeouts of one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+}
+
+impl Timeouts {
+    fn resolve(over: &TimeoutsSection, base: Timeouts) -> Timeouts {
+        let read = over.read.map_or(base.read, |d| d.0);
+        Timeouts {
+            connect: over.connect.map_or(base.connect, |d| d.0),
+            read,
+            // a route that only raises `read` expects writes to get as long
+            write: over.write.map_or(
+                if over.read.is_some() {
+                    read
+                } else {
+                    base.write
+                },
+                |d| d.0,
+            ),
+        }
+    }
+}
+
+/// One upstream instance, ready to connect to.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub addr: SocketAddr,
+    /// "host:port", the Host header upstreams get unless `preserve_host`.
+    pub host: HeaderValue,
+    /// For logs.
+    pub authority: Arc<str>,
+}
+
+/// One route, compiled.
+#[derive(Debug)]
+pub struct Route {
+    pub prefix: Arc<str>,
+    pub upstreams: Vec<UpstreamTarget>,
+    pub strip_prefix: bool,
+    pub preserve_host: bool,
+    pub timeouts: Timeouts,
+    /// `None`: not limited.
+    pub limit: Option<Policy>,
+}
+
+/// Everything the gateway needs at run time.
+pub struct Runtime {
+    pub config_path: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub routes: Vec<Route>,
+    /// Prefix -> index into `routes`.
+    pub router: Router<usize>,
+    /// The `[rate_limit]` policy, also applied to requests that match no route.
+    pub default_limit: Option<Policy>,
+    pub trusted_proxies: TrustedProxies,
+    pub security: SecurityHeaders,
+    pub cors: Cors,
+    pub access_log: Arc<AccessLog>,
+}
+
+impl Runtime {
+    /// Compile a loaded config. `port_override` is the PORT environment variable, which
+    /// replaces the port of the first listener.
+    pub fn from_config(
+        path: &Path,
+        file: &FileConfig,
+        port_override: Option<&str>,
+    ) -> Result<Runtime, ConfigError> {
+        let env_error = |message: String| ConfigError::Environment {
+            path: path.to_path_buf(),
+            message,
+        };
+
+        let mut listen: Vec<SocketAddr> = file.server.listen.iter().map(|l| l.0).collect();
+        if let Some(port) = port_override {
+            let port: u16 = port.trim().parse().map_err(|_| {
+                env_error(format!(
+                    "the PORT environment variable ({port:?}) is not a port number"
+                ))
+            })?;
+            match listen.first_mut() {
+                Some(first) => first.set_port(port),
+                None => listen.push(SocketAddr::from(([0, 0, 0, 0], port))),
+            }
+        }
+        if listen.is_empty() {
+            return Err(env_error(
+                "server.listen is empty: the gateway needs at least one listener".into(),
+            ));
+        }
+
+        let base = Timeouts::resolve(
+            &file.timeouts,
+            Timeouts {
+                connect: DEFAULT_CONNECT,
+                read: DEFAULT_READ,
+                write: DEFAULT_READ,
+            },
+        );
+
+        let mut policies = PolicyBuilder::default();
+        let default_limit = file
+            .rate_limit
+            .map(|p| policies.policy("default", p.requests.0, p.window.0));
+
+        let mut routes = Vec::with_capacity(file.routes.len());
+        for r in &file.routes {
+            let prefix: Arc<str> = Arc::from(r.prefix.get_ref().0.as_str());
+            let limit = match r.rate_limit {
+                None | Some(RouteRateLimit::Default) => default_limit.clone(),
+                Some(RouteRateLimit::Off) => None,
+                Some(RouteRateLimit::Own(p)) => {
+                    Some(policies.policy(&prefix, p.requests.0, p.window.0))
+                }
+            };
+            let upstreams = r
+                .upstreams
+                .0
+                .iter()
+                .map(|u| {
+                    Ok(UpstreamTarget {
+                        addr: u.addr,
+                        host: HeaderValue::from_str(&u.authority).map_err(|_| {
+                            env_error(format!("upstream {} is not a valid Host", u.authority))
+                        })?,
+                        authority: Arc::from(u.authority.as_str()),
+                    })
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?;
+            routes.push(Route {
+                prefix,
+                upstreams,
+                strip_prefix: r.strip_prefix,
+                preserve_host: r.preserve_host,
+                timeouts: Timeouts::resolve(&r.timeouts, base),
+                limit,
+            });
+        }
+        let router = Router::new(
+            routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.prefix.to_string(), i)),
+        );
+
+        let access_log = AccessLog::new(&file.access_log).map_err(|e| {
+            env_error(format!(
+                "access_log.path \"{}\" cannot be opened for writing: {e}",
+                file.access_log.path
+            ))
+        })?;
+
+        Ok(Runtime {
+            config_path: path.to_path_buf(),
+            listen,
+            threads: file.server.threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |t| t.0,
+            ),
+            pid_file: file.server.pid_file.clone(),
+            upgrade_sock: file.server.upgrade_sock.clone(),
+            routes,
+            router,
+            default_limit,
+            trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),
+            security: SecurityHeaders::from_config(&file.security_headers).map_err(env_error)?,
+            cors: Cors::from_config(&file.cors).map_err(env_error)?,
+            access_log: Arc::new(access_log),
+        })
+    }
+
+    /// Load, check and compile a configuration file, taking PORT from the environment.
+    pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
+        let file = crate::config::load(path)?;
+        let port = std::env::var("PORT").ok();
+        Runtime::from_config(path, &file, port.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn compile(text: &str, port: Option<&str>) -> Result<Runtime, ConfigError> {
+        let path = Path::new("t.toml");
+        let file = config::parse(path, &format!("[access_log]\npath = \"off\"\n{text}")).unwrap();
+        Runtime::from_config(path, &file, port)
+    }
+
+    #[test]
+    fn port_replaces_the_first_listener_only() {
+        let rt = compile(
+            "[server]\nlisten = [\"127.0.0.1:5000\", \"127.0.0.1:5001\"]\n",
+            Some("8080"),
+        )
+        .unwrap();
+        assert_eq!(rt.listen[0], "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(rt.listen[1], "127.0.0.1:5001".parse().unwrap());
+        let e = compile("", Some("http")).err().unwrap().to_string();
+        assert!(e.contains("PORT"), "{e}");
+    }
+
+    #[test]
+    fn route_timeouts_override_the_defaults() {
+        let rt = compile(
+            "[timeouts]\nconnect = \"1s\"\n[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\ntimeouts = { read = \"30s\" }\n[[routes]]\nprefix = \"/b\"\nupstreams = [\"127.0.0.1:1\"]\n",
+            None,
+        )
+        .unwrap();
+        let a = &rt.routes[0].timeouts;
+        assert_eq!(
+            (a.connect, a.read, a.write),
+            (
+                Duration::from_secs(1),
+                Duration::from_secs(30),
+                Duration::from_secs(30)
+            )
+        );
+        let b = &rt.routes[1].timeouts;
+        assert_eq!(
+            (b.connect, b.read, b.write),
+            (Duration::from_secs(1), DEFAULT_READ, DEFAULT_READ)
+        );
+    }
+
+    #[test]
+    fn routes_share_the_default_policy_or_have_their_own() {
+        let rt = compile(
+            "[rate_limit]\nrequests = 20\nwindow = \"1m\"\n[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\n[[routes]]\nprefix = \"/b\"\nupstreams = [\"127.0.0.1:1\"]\nrate_limit = false\n[[routes]]\nprefix = \"/c\"\nupstreams = [\"127.0.0.1:1\"]\nrate_limit = { requests = 5, window = \"10s\" }\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(rt.routes[0].limit.as_ref().unwrap().name(), "default");
+        assert!(rt.routes[1].limit.is_none());
+        let c = rt.routes[2].limit.as_ref().unwrap();
+        assert_eq!(c.policy_header, "\"/c\";q=5;w=10");
+        assert_eq!(rt.router.lookup("/c/x").map(|m| *m.value), Some(2));
+    }
+}

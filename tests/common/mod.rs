@@ -1,0 +1,530 @@
+//! Test helpers: real upstream servers and the real `pylon` binary on ephemeral loopback
+//! ports.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+// ---------------------------------------------------------------------------------------------
+// Upstreams
+// ---------------------------------------------------------------------------------------------
+
+/// A request as an upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// The request target exactly as received (path and query).
+    pub target: String,
+    /// Lower-case names, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has_header(&self, name: &str) -> bool {
+        self.header(name).is_some()
+    }
+}
+
+/// What an upstream answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn ok(body: &str) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: body.as_bytes().to_vec(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+/// A real HTTP/1.1 server (hyper) on an ephemeral loopback port, recording what it sees.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start(handler: Handler) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let seen_in = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let (stream, _) = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok(a) => a,
+                            Err(_) => continue,
+                        },
+                        _ = &mut stop_rx => return,
+                    };
+                    let handler = handler.clone();
+                    let seen = seen_in.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req: Request<Incoming>| {
+                            let handler = handler.clone();
+                            let seen = seen.clone();
+                            async move { Ok::<_, Infallible>(serve(req, handler, seen).await) }
+                        });
+                        let _ = http1::Builder::new()
+                            .preserve_header_case(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await;
+                    });
+                }
+            });
+        });
+        Upstream {
+            addr,
+            seen,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers 200 with a JSON echo of the request: method, target and headers.
+    pub fn echo() -> Upstream {
+        Upstream::start(Arc::new(|seen: &Seen| {
+            let headers: BTreeMap<&str, &str> = seen
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let body = serde_json::json!({
+                "method": seen.method,
+                "target": seen.target,
+                "headers": headers,
+            });
+            Reply::ok(&body.to_string()).header("content-type", "application/json")
+        }))
+    }
+
+    /// Always answers with the same reply.
+    pub fn fixed(reply: Reply) -> Upstream {
+        Upstream::start(Arc::new(move |_| reply.clone()))
+    }
+
+    /// Everything seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(
+    req: Request<Incoming>,
+    handler: Handler,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Response<Full<Bytes>> {
+    let method = req.method().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let request = Seen {
+        method,
+        target,
+        headers,
+        body,
+    };
+    seen.lock().unwrap().push(request.clone());
+    let reply = handler(&request);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut resp = Response::builder().status(reply.status);
+    for (k, v) in &reply.headers {
+        resp = resp.header(k, v);
+    }
+    resp.body(Full::new(Bytes::from(reply.body))).unwrap()
+}
+
+/// How a broken upstream misbehaves.
+#[derive(Debug, Clone, Copy)]
+pub enum Misbehaviour {
+    /// Accept, then close without a word.
+    Reset,
+    /// Accept, read the request, answer with bytes that are not HTTP.
+    Garbage,
+    /// Accept, read the request, never answer.
+    Silent,
+}
+
+/// A TCP server that breaks HTTP in a chosen way.
+pub struct BrokenUpstream {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl BrokenUpstream {
+    pub fn start(how: Misbehaviour) -> BrokenUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_in = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop_in.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        match how {
+                            Misbehaviour::Reset => {
+                                // an RST, not a FIN: linger 0 then close
+                                let sock = socket2::SockRef::from(&s);
+                                let _ = sock.set_linger(Some(Duration::ZERO));
+                                drop(s);
+                            }
+                            Misbehaviour::Garbage => {
+                                let mut buf = [0u8; 4096];
+                                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                                let _ = s.read(&mut buf);
+                                let _ = s.write_all(b"this is not HTTP at all\r\n\r\n");
+                                let _ = s.shutdown(Shutdown::Both);
+                            }
+                            Misbehaviour::Silent => held.push(s),
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        BrokenUpstream { addr, stop }
+    }
+}
+
+impl Drop for BrokenUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway
+// ---------------------------------------------------------------------------------------------
+
+pub fn pylon_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pylon")
+}
+
+/// A running `pylon` process with its own config, logs and port.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    child: Child,
+}
+
+impl Gateway {
+    /// Start the gateway with `[server]` extras and the rest of a config. The listen address,
+    /// pid file, upgrade socket and access log are filled in.
+    pub fn start(server_extra: &str, rest: &str) -> Gateway {
+        Gateway::start_with_log_format(server_extra, rest, "combined")
+    }
+
+    pub fn start_with_log_format(server_extra: &str, rest: &str, format: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        for _attempt in 0..5 {
+            let addr = closed_port();
+            let log = dir.path().join("access.log");
+            let config = format!(
+                "[server]\nlisten = [\"{addr}\"]\nthreads = 2\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\n{server_extra}\n\n[access_log]\npath = \"{log}\"\nformat = \"{format}\"\n\n{rest}\n",
+                pid = dir.path().join("pylon.pid").display(),
+                sock = dir.path().join("upgrade.sock").display(),
+                log = log.display(),
+            );
+            let config_path = dir.path().join("pylon.toml");
+            std::fs::write(&config_path, &config).unwrap();
+            let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+            let mut child = Command::new(pylon_bin())
+                .arg("-c")
+                .arg(&config_path)
+                .env_remove("PORT")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap();
+            if wait_until_listening(addr, &mut child) {
+                return Gateway {
+                    addr,
+                    dir,
+                    config_path,
+                    child,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "the gateway did not start; stderr:\n{}",
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Wait until the access log has at least `n` lines, and return them.
+    pub fn access_log_lines(&self, n: usize) -> Vec<String> {
+        let path = self.dir.path().join("access.log");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until_listening(addr: SocketAddr, child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Run `pylon` with arguments and a config text; returns (exit code, stdout, stderr).
+pub fn run_pylon(args: &[&str], config: Option<&str>) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(pylon_bin());
+    cmd.args(args).env_remove("PORT");
+    if let Some(text) = config {
+        let path = dir.path().join("pylon.toml");
+        std::fs::write(&path, text).unwrap();
+        cmd.arg("-c").arg(&path);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------------
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Send raw bytes (one request, `Connection: close` expected) and parse the answer.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf).unwrap_or_else(|| {
+        panic!(
+            "no HTTP response to {:?}: got {:?}",
+            String::from_utf8_lossy(request),
+            String::from_utf8_lossy(&buf)
+        )
+    })
+}
+
+pub fn parse_response(buf: &[u8]) -> Option<RawResponse> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status = status_line.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(RawResponse {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
+    })
+}
+
+/// The gateway's JSON error body for a status.
+pub fn error_body(code: u16, message: &str) -> serde_json::Value {
+    serde_json::json!({"code": code, "status": "Error", "message": message, "data": null})
+}
+
+/// The security headers helmet adds by default, lower-case.
+pub const HELMET_HEADERS: [&str; 12] = [
+    "content-security-policy",
+    "cross-origin-opener-policy",
+    "cross-origin-resource-policy",
+    "origin-agent-cluster",
+    "referrer-policy",
+    "strict-transport-security",
+    "x-content-type-options",
+    "x-dns-prefetch-control",
+    "x-download-options",
+    "x-frame-options",
+    "x-permitted-cross-domain-policies",
+    "x-xss-protection",
+];
+
+/// A route table entry for a config.
+pub fn route(prefix: &str, upstream: SocketAddr, extra: &str) -> String {
+    format!("[[routes]]\nprefix = \"{prefix}\"\nupstreams = [\"http://{upstream}\"]\n{extra}\n")
+}
