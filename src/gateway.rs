@@ -27,7 +27,7 @@ use crate::forwarding::{
     acceptable_request_id, appended_forwarded_for, new_request_id, X_FORWARDED_HOST,
     X_FORWARDED_PROTO, X_REQUEST_ID,
 };
-use crate::headers::AllowOrigin;
+use crate::headers::{strip_hop_by_hop, AllowOrigin};
 use crate::limits::{Policy, Verdict};
 use crate::router::stripped;
 use crate::runtime::{Route, Runtime};
@@ -170,6 +170,12 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // answer in our own protocol version, whatever the upstream spoke (an HTTP/1.0
+        // upstream must not turn the client's keep-alive connection into 1.0)
+        if resp.version != Version::HTTP_2 {
+            resp.set_version(Version::HTTP_11);
+        }
+        strip_hop_by_hop(resp);
         self.rt.security.strip(resp);
         self.decorate(resp, ctx);
         Ok(())
@@ -194,6 +200,8 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
+        // Pingora closes the client connection after a proxy failure: say so in the answer
+        session.set_keepalive(None);
         if let Err(write_error) = self.answer(session, ctx, err).await {
             log::debug!("could not send the error answer: {write_error}");
         }

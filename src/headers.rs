@@ -278,6 +278,33 @@ impl Cors {
     }
 }
 
+/// Remove the hop-by-hop fields of an upstream response: they describe the connection to
+/// the upstream, not the one to the client (Pingora writes the client's own `Connection`).
+/// A 101 keeps `Upgrade` and `Connection`, which the protocol switch needs.
+pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+    if resp.status.as_u16() == 101 {
+        resp.remove_header("keep-alive");
+        resp.remove_header("proxy-connection");
+        return;
+    }
+    let nominated: Vec<HeaderName> = resp
+        .headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in &nominated {
+        resp.remove_header(name);
+    }
+    for name in ["connection", "keep-alive", "proxy-connection", "upgrade"] {
+        resp.remove_header(name);
+    }
+}
+
 /// Add a token to Vary unless it is there already.
 fn add_vary(resp: &mut ResponseHeader, token: &'static str) {
     let present = resp.headers.get_all("vary").iter().any(|v| {
@@ -429,6 +456,26 @@ mod tests {
         let mut r = response();
         cors.preflight(&cors.allow_origin(&pre), &pre, &mut r);
         assert_eq!(r.headers["access-control-max-age"], "600");
+    }
+
+    #[test]
+    fn hop_by_hop_response_fields_are_dropped() {
+        let mut r = response();
+        r.insert_header("Connection", "keep-alive, X-Conn-Only")
+            .unwrap();
+        r.insert_header("X-Conn-Only", "1").unwrap();
+        r.insert_header("Keep-Alive", "timeout=5").unwrap();
+        r.insert_header("Upgrade", "h2c").unwrap();
+        r.insert_header("X-Kept", "1").unwrap();
+        strip_hop_by_hop(&mut r);
+        assert_eq!(r.headers.len(), 1);
+        assert!(r.headers.contains_key("x-kept"));
+
+        let mut switching = ResponseHeader::build(101, None).unwrap();
+        switching.insert_header("Connection", "Upgrade").unwrap();
+        switching.insert_header("Upgrade", "websocket").unwrap();
+        strip_hop_by_hop(&mut switching);
+        assert_eq!(switching.headers.len(), 2);
     }
 
     #[test]

@@ -139,3 +139,20 @@ fn methods_and_bodies_are_proxied() {
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().method, "DELETE");
 }
+
+#[test]
+fn an_http_1_0_upstream_is_answered_as_http_1_1() {
+    let old = BrokenUpstream::start(Misbehaviour::Fixed(
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold but fine",
+    ));
+    let gw = Gateway::start("", &route("/old", old.addr, ""));
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /old HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("old but fine"), "{text}");
+}

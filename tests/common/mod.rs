@@ -246,6 +246,8 @@ pub enum Misbehaviour {
     Garbage,
     /// Accept, read the request, never answer.
     Silent,
+    /// Accept, read the request, answer with these bytes and close.
+    Fixed(&'static [u8]),
 }
 
 /// A TCP server that breaks HTTP in a chosen way.
@@ -282,6 +284,13 @@ impl BrokenUpstream {
                                 let _ = s.shutdown(Shutdown::Both);
                             }
                             Misbehaviour::Silent => held.push(s),
+                            Misbehaviour::Fixed(bytes) => {
+                                let mut buf = [0u8; 4096];
+                                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                                let _ = s.read(&mut buf);
+                                let _ = s.write_all(bytes);
+                                let _ = s.shutdown(Shutdown::Both);
+                            }
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),

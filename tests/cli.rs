@@ -1,0 +1,153 @@
+//! The command line: `-t` checks, config errors name file, line and key, a listen address
+//! that cannot be bound ends the process, malformed requests get 400.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::net::TcpListener;
+use std::time::Duration;
+
+const OK_ROUTE: &str = "[[routes]]\nprefix = \"/users\"\nupstreams = [\"127.0.0.1:7002\"]\n";
+
+#[test]
+fn the_shipped_default_config_passes_the_check() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/pylon.toml");
+    let (code, out, err) = run_pylon(&["-t", "-c", conf], None);
+    assert_eq!(code, 0, "stdout {out} stderr {err}");
+    assert!(out.contains("test is successful"), "{out}");
+}
+
+#[test]
+fn check_exits_0_for_a_good_config() {
+    let (code, out, _) = run_pylon(
+        &["-t"],
+        Some(&format!("[access_log]\npath = \"off\"\n{OK_ROUTE}")),
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("test is successful"));
+}
+
+/// Each bad config: exit 1, and the message names the file, the line and the key.
+#[test]
+fn bad_configs_are_refused_with_file_line_and_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[[routes]]\nprefix = \"/users\"\nupstreams = [\"127.0.0.1:7002\"]\nstrip_prefx = true\n",
+            ":4:",
+            "routes[0].strip_prefx",
+        ),
+        ("[timeouts]\nread = \"15 seconds\"\n", ":2:", "timeouts.read"),
+        (
+            "[[routes]]\nprefix = \"/users\"\nupstreams = [\"htp//nope:x\"]\n",
+            ":3:",
+            "routes[0].upstreams[0]",
+        ),
+        (
+            "[[routes]]\nprefix = \"/users\"\nupstreams = []\n",
+            ":3:",
+            "routes[0].upstreams",
+        ),
+        (
+            "[[routes]]\nprefix = \"/users\"\nupstreams = [\"127.0.0.1:1\"]\n[[routes]]\nprefix = \"/users\"\nupstreams = [\"127.0.0.1:2\"]\n",
+            ":5:",
+            "routes[1].prefix",
+        ),
+        ("[server]\nlisten = [\"nowhere\"]\n", ":2:", "server.listen[0]"),
+        ("[rate_limit]\nrequests = -1\nwindow = \"1m\"\n", ":2:", "rate_limit.requests"),
+        ("[bogus]\nx = 1\n", ":1:", "bogus"),
+        ("[server\n", ":1:", "(syntax)"),
+    ];
+    for (text, line, key) in cases {
+        let (code, _, err) = run_pylon(&["-t"], Some(text));
+        assert_eq!(code, 1, "{text:?} was accepted");
+        assert!(
+            err.contains("pylon.toml"),
+            "no file name for {text:?}: {err}"
+        );
+        assert!(err.contains(line), "no line {line} for {text:?}: {err}");
+        assert!(
+            err.contains(&format!("key `{key}`")),
+            "no key {key} for {text:?}: {err}"
+        );
+        // without -t the gateway refuses to start the same way
+        let (code, _, err2) = run_pylon(&[], Some(text));
+        assert_eq!(code, 1);
+        let tail = |e: &str| e.split_once("pylon.toml").map(|(_, t)| t.to_string());
+        assert_eq!(tail(&err), tail(&err2));
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    let (code, _, err) = run_pylon(&["-t", "-c", "/nonexistent/pylon.toml"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/pylon.toml"), "{err}");
+}
+
+#[test]
+fn a_listen_address_in_use_ends_the_process() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config =
+        format!("[server]\nlisten = [\"{addr}\"]\n[access_log]\npath = \"off\"\n{OK_ROUTE}");
+    let started = std::time::Instant::now();
+    let (code, _, err) = run_pylon(&[], Some(&config));
+    assert_ne!(code, 0);
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn port_env_replaces_the_first_listen_port() {
+    let up = Upstream::echo();
+    let port = closed_port().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\npid_file = \"{}\"\n[access_log]\npath = \"off\"\n{}",
+            dir.path().join("pid").display(),
+            route("/u", up.addr, "")
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(pylon_bin())
+        .arg("-c")
+        .arg(&path)
+        .env("PORT", port.to_string())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/u");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Ok(r) = client().get(&url).send() {
+            status = Some(r.status());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, Some(reqwest::StatusCode::OK));
+}
+
+#[test]
+fn malformed_requests_get_400_and_the_gateway_keeps_serving() {
+    let up = Upstream::echo();
+    let mut gw = Gateway::start("", &route("/u", up.addr, ""));
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /u HTTP/1.1\r\nHost: gw\r\nBad Header Name: x\r\n\r\n",
+        b"GET /u HTTP/1.1\r\nHost: gw\r\nContent-Length: abc\r\n\r\n",
+        b"GET /u HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET /u HTTP/9.9\r\nHost: gw\r\n\r\n",
+    ] {
+        let r = raw_request(gw.addr, bad);
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(bad));
+    }
+    assert!(gw.is_running());
+    assert_eq!(client().get(gw.url("/u")).send().unwrap().status(), 200);
+    assert_eq!(up.hits(), 1, "no malformed request reached the upstream");
+}
