@@ -292,11 +292,8 @@ pub fn format_json(e: &Entry, out: &mut Vec<u8>) {
 }
 
 fn push_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
-    use std::io::Write as _;
     match ip {
-        Some(ip) => {
-            let _ = write!(out, "{ip}");
-        }
+        Some(ip) => crate::forwarding::push_ip(out, ip),
         None => out.push(b'-'),
     }
 }

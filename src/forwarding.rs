@@ -13,10 +13,7 @@ use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
-pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
-pub const X_REQUEST_ID: &str = "x-request-id";
+use crate::headers::names::X_FORWARDED_FOR;
 
 /// The proxies whose X-Forwarded-For is believed.
 #[derive(Debug, Clone, Default)]
@@ -75,14 +72,6 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
 
 /// The X-Forwarded-For value to send upstream: what came in, then the socket peer.
 pub fn appended_forwarded_for(headers: &HeaderMap, peer: IpAddr) -> HeaderValue {
-    let mut peer_text = [0u8; 48];
-    let peer_len = {
-        use std::io::Write;
-        let mut cursor = std::io::Cursor::new(&mut peer_text[..]);
-        // an IPv6 address is at most 45 characters: the buffer always holds it
-        let _ = write!(cursor, "{}", peer.to_canonical());
-        cursor.position() as usize
-    };
     let incoming = headers.get_all(X_FORWARDED_FOR);
     let mut buf = BytesMut::with_capacity(64);
     for value in incoming.iter() {
@@ -98,9 +87,33 @@ pub fn appended_forwarded_for(headers: &HeaderMap, peer: IpAddr) -> HeaderValue 
     if !buf.is_empty() {
         buf.put_slice(b", ");
     }
-    buf.put_slice(&peer_text[..peer_len]);
+    push_ip(&mut buf, peer.to_canonical());
     // the parts are header values already, and an address is plain ASCII
     HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Write an address as text. IPv4, the common case, without the formatting machinery.
+pub fn push_ip(out: &mut impl BufMut, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.put_u8(b'.');
+                }
+                out.put_slice(digits.format(*octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            // an IPv6 address is at most 45 characters
+            let mut text = [0u8; 48];
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            let _ = write!(cursor, "{v6}");
+            let len = cursor.position() as usize;
+            out.put_slice(&text[..len]);
+        }
+    }
 }
 
 /// Is an incoming X-Request-Id worth keeping? 1 to 200 visible ASCII characters.
@@ -218,6 +231,22 @@ mod tests {
             t.client_ip(ip("::ffff:127.0.0.1"), &headers(&["1.2.3.4"])),
             ip("1.2.3.4")
         );
+    }
+
+    #[test]
+    fn addresses_are_written_like_display() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "255.255.255.255",
+            "10.20.3.4",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip(text));
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderValue, Method, Version};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -23,9 +24,9 @@ use pingora::{Error, Result};
 
 use crate::access_log::Entry;
 use crate::error::GatewayError;
-use crate::forwarding::{
-    acceptable_request_id, appended_forwarded_for, new_request_id, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO, X_REQUEST_ID,
+use crate::forwarding::{acceptable_request_id, appended_forwarded_for, new_request_id};
+use crate::headers::names::{
+    RATELIMIT, RATELIMIT_POLICY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::headers::{strip_hop_by_hop, AllowOrigin};
 use crate::limits::{Policy, Verdict};
@@ -151,17 +152,21 @@ impl ProxyHttp for Gateway {
         let Some(route) = self.route(ctx) else {
             return Ok(());
         };
-        if route.strip_prefix && ctx.matched > 0 {
-            let target = stripped_target(session.req_header(), ctx.matched);
-            upstream.set_raw_path(&target)?;
-        }
+        let req = session.req_header();
+        // the upstream always gets an origin-form target: the path, stripped or not, and
+        // the query as received
+        let matched = if route.strip_prefix { ctx.matched } else { 0 };
+        let target = stripped_target(req, matched);
+        // header work on the plain map (see `with_plain_headers`)
+        let mut parts = take_request_parts(upstream);
         if !route.preserve_host {
             if let Some(target) = ctx.upstream.and_then(|i| route.upstreams.get(i)) {
-                upstream.insert_header("Host", target.host.clone())?;
+                parts.headers.insert(header::HOST, target.host.clone());
             }
         }
-        self.forwarding_headers(session, upstream, ctx)?;
-        Ok(())
+        self.forwarding_headers(session, &mut parts.headers, ctx);
+        *upstream = RequestHeader::from(parts);
+        upstream.set_raw_path(&target)
     }
 
     async fn response_filter(
@@ -170,14 +175,17 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // answer in our own protocol version, whatever the upstream spoke (an HTTP/1.0
-        // upstream must not turn the client's keep-alive connection into 1.0)
-        if resp.version != Version::HTTP_2 {
-            resp.set_version(Version::HTTP_11);
-        }
-        strip_hop_by_hop(resp);
-        self.rt.security.strip(resp);
-        self.decorate(resp, ctx);
+        with_plain_headers(resp, |parts| {
+            // answer in our own protocol version, whatever the upstream spoke (an HTTP/1.0
+            // upstream must not turn the client's keep-alive connection into 1.0)
+            if parts.version != Version::HTTP_2 {
+                parts.version = Version::HTTP_11;
+            }
+            strip_hop_by_hop(parts.status, &mut parts.headers);
+            self.rt.security.strip(&mut parts.headers);
+            parts.headers.reserve(self.rt.security.count() + 5);
+            self.decorate(&mut parts.headers, ctx);
+        });
         Ok(())
     }
 
@@ -261,7 +269,7 @@ impl Gateway {
             Some(id) if acceptable_request_id(id) => id.clone(),
             _ => new_request_id(),
         });
-        ctx.origin = self.rt.cors.allow_origin(req);
+        ctx.origin = self.rt.cors.allow_origin(&req.headers);
     }
 
     /// The checks that can answer before any upstream is involved, in the order the
@@ -272,7 +280,7 @@ impl Gateway {
         if has_dot_segment(path) {
             return Early::Refuse(GatewayError::BadRequest);
         }
-        if self.rt.cors.is_preflight(req) {
+        if self.rt.cors.is_preflight(&req.method, &req.headers) {
             return Early::Preflight;
         }
         if let Some(m) = self.rt.router.lookup(path) {
@@ -293,55 +301,44 @@ impl Gateway {
     }
 
     /// X-Forwarded-For/-Proto/-Host and X-Request-Id for the upstream.
-    fn forwarding_headers(
-        &self,
-        session: &Session,
-        upstream: &mut RequestHeader,
-        ctx: &RequestCtx,
-    ) -> Result<()> {
+    fn forwarding_headers(&self, session: &Session, headers: &mut HeaderMap, ctx: &RequestCtx) {
         let req = session.req_header();
         if let Some(peer) = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
-            upstream.insert_header(
-                "X-Forwarded-For",
-                appended_forwarded_for(&req.headers, peer),
-            )?;
+            headers.insert(X_FORWARDED_FOR, appended_forwarded_for(&req.headers, peer));
         }
         // a trusted proxy's view of the original scheme and host wins over ours
         if !(ctx.peer_trusted && req.headers.contains_key(X_FORWARDED_PROTO)) {
-            upstream.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
+            headers.insert(X_FORWARDED_PROTO, HTTP);
         }
         if !(ctx.peer_trusted && req.headers.contains_key(X_FORWARDED_HOST)) {
-            match req.headers.get("host") {
-                Some(host) => upstream.insert_header("X-Forwarded-Host", host.clone())?,
+            match req.headers.get(header::HOST) {
+                Some(host) => {
+                    headers.insert(X_FORWARDED_HOST, host.clone());
+                }
                 None => {
-                    upstream.remove_header(X_FORWARDED_HOST);
+                    headers.remove(X_FORWARDED_HOST);
                 }
             }
         }
         if let Some(id) = &ctx.request_id {
-            upstream.insert_header("X-Request-Id", id.clone())?;
+            headers.insert(X_REQUEST_ID, id.clone());
         }
-        Ok(())
     }
 
     /// The headers every response gets, upstream's or the gateway's own.
-    fn decorate(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
-        self.rt.security.add(resp);
-        self.rt.cors.apply(&ctx.origin, resp);
-        self.rate_limit_headers(resp, ctx);
-        if let Some(id) = &ctx.request_id {
-            let _ = resp.insert_header("X-Request-Id", id.clone());
-        }
-    }
-
-    fn rate_limit_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+    fn decorate(&self, headers: &mut HeaderMap, ctx: &RequestCtx) {
+        self.rt.security.add(headers);
+        self.rt.cors.apply(&ctx.origin, headers);
         if let (Some(policy), Some(verdict)) = (self.policy(ctx), ctx.verdict) {
-            let _ = resp.insert_header("RateLimit-Policy", policy.policy_header.clone());
-            let _ = resp.insert_header("RateLimit", policy.rate_limit_header(verdict));
+            headers.insert(RATELIMIT_POLICY, policy.policy_header.clone());
+            headers.insert(RATELIMIT, policy.rate_limit_header(verdict));
+        }
+        if let Some(id) = &ctx.request_id {
+            headers.insert(X_REQUEST_ID, id.clone());
         }
     }
 
@@ -354,20 +351,18 @@ impl Gateway {
     ) -> Result<()> {
         ctx.answered = Some(err);
         let body = err.body();
-        let mut resp = ResponseHeader::build(err.status(), Some(20))?;
-        resp.insert_header(
-            "Content-Type",
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        )?;
-        resp.insert_header("Content-Length", HeaderValue::from(body.len()))?;
-        resp.insert_header("Cache-Control", HeaderValue::from_static("no-store"))?;
+        let mut parts = response_parts(err.status(), self.rt.security.count() + 10);
+        let headers = &mut parts.headers;
+        headers.insert(header::CONTENT_TYPE, JSON);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        headers.insert(header::CACHE_CONTROL, NO_STORE);
         if let Some(seconds) = err.retry_after() {
-            resp.insert_header("Retry-After", HeaderValue::from(seconds))?;
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        self.decorate(&mut resp, ctx);
+        self.decorate(headers, ctx);
         let head_only = session.req_header().method == Method::HEAD;
         session
-            .write_response_header(Box::new(resp), head_only)
+            .write_response_header(Box::new(ResponseHeader::from(parts)), head_only)
             .await?;
         if !head_only {
             session
@@ -379,17 +374,54 @@ impl Gateway {
 
     /// The 204 answer to a CORS preflight; it never reaches an upstream or the limiter.
     async fn answer_preflight(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        let mut resp = ResponseHeader::build(204, Some(16))?;
+        let mut parts = response_parts(204, self.rt.security.count() + 10);
+        let headers = &mut parts.headers;
         self.rt
             .cors
-            .preflight(&ctx.origin, session.req_header(), &mut resp);
-        resp.insert_header("Content-Length", HeaderValue::from_static("0"))?;
-        self.rt.security.add(&mut resp);
+            .preflight(&ctx.origin, &session.req_header().headers, headers);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        self.rt.security.add(headers);
         if let Some(id) = &ctx.request_id {
-            resp.insert_header("X-Request-Id", id.clone())?;
+            headers.insert(X_REQUEST_ID, id.clone());
         }
-        session.write_response_header(Box::new(resp), true).await
+        session
+            .write_response_header(Box::new(ResponseHeader::from(parts)), true)
+            .await
     }
+}
+
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// Work on a response's headers as a plain `http` map, then hand it back.
+///
+/// Pingora's `ResponseHeader` keeps a second map with each header name's original case, so
+/// every insert through it parses the name and updates two maps. Converting to the plain
+/// parts drops the case map: header work becomes one map operation with prebuilt names,
+/// and the response goes out with standard names in their usual case and other names in
+/// lower case (as HTTP/2 and Envoy send them). The reason phrase becomes the standard one.
+fn with_plain_headers(resp: &mut ResponseHeader, f: impl FnOnce(&mut http::response::Parts)) {
+    let placeholder = ResponseHeader::from(response_parts(200, 0));
+    let mut parts = http::response::Parts::from(std::mem::replace(resp, placeholder));
+    f(&mut parts);
+    *resp = ResponseHeader::from(parts);
+}
+
+/// The request counterpart of [`with_plain_headers`]; the caller sets the target again.
+fn take_request_parts(req: &mut RequestHeader) -> http::request::Parts {
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    http::request::Parts::from(std::mem::replace(req, placeholder))
+}
+
+/// Empty response parts with room for `headers` headers.
+fn response_parts(status: u16, headers: usize) -> http::response::Parts {
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if headers > 0 {
+        parts.headers.reserve(headers);
+    }
+    parts
 }
 
 /// The request target with `matched` bytes of prefix removed from its path; the query

@@ -1,75 +1,73 @@
 //! Response headers the gateway adds: helmet's security headers and the `cors` package's
-//! CORS answers. Names and values are built once from the config; per response they are
-//! only copied in.
+//! CORS answers, plus the hop-by-hop cleanup of upstream responses.
+//!
+//! Everything works on a plain [`HeaderMap`] with names and values built once from the
+//! config. Values derived from the config are made from `'static` strings (see
+//! [`static_value`]), so copying one into a response is free: no allocation and no shared
+//! reference count for the worker threads to fight over.
 
 use std::collections::HashSet;
 
-use http::{HeaderName, HeaderValue, Method};
-use pingora::http::{RequestHeader, ResponseHeader};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
 
-use crate::config::{CorsSection, Origin, SecurityHeadersSection};
+use crate::config::{CorsSection, Origin, SecurityHeadersSection, Token};
+
+/// Header names the gateway uses, built at compile time.
+pub mod names {
+    use http::header::HeaderName;
+
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+    pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+}
+
+/// A header value for the life of the process, from text checked at config load. The text
+/// is leaked once, so that clones are free (see the module docs).
+pub fn static_value(text: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(text).map_err(|_| format!("{text:?} is not a valid header value"))?;
+    let text: &'static str = Box::leak(text.to_string().into_boxed_str());
+    Ok(HeaderValue::from_static(text))
+}
+
+/// A header name for the life of the process (lower-cased and leaked once, like
+/// [`static_value`]).
+pub fn static_name(text: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| format!("\"{text}\" is not a valid header name"))?;
+    let lower: &'static str = Box::leak(text.to_ascii_lowercase().into_boxed_str());
+    Ok(HeaderName::from_static(lower))
+}
 
 /// helmet's defaults, in the order helmet sends them.
 const HELMET_DEFAULTS: [(&str, &str); 12] = [
     (
-        "Content-Security-Policy",
+        "content-security-policy",
         "default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests",
     ),
-    ("Cross-Origin-Opener-Policy", "same-origin"),
-    ("Cross-Origin-Resource-Policy", "same-origin"),
-    ("Origin-Agent-Cluster", "?1"),
-    ("Referrer-Policy", "no-referrer"),
-    ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-DNS-Prefetch-Control", "off"),
-    ("X-Download-Options", "noopen"),
-    ("X-Frame-Options", "SAMEORIGIN"),
-    ("X-Permitted-Cross-Domain-Policies", "none"),
-    ("X-XSS-Protection", "0"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+    ("origin-agent-cluster", "?1"),
+    ("referrer-policy", "no-referrer"),
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-dns-prefetch-control", "off"),
+    ("x-download-options", "noopen"),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("x-permitted-cross-domain-policies", "none"),
+    ("x-xss-protection", "0"),
 ];
-
-/// A header to add: the name as users spell it (sent as is on HTTP/1) and its value.
-#[derive(Debug, Clone)]
-struct Field {
-    /// Lower-case, for lookups.
-    name: HeaderName,
-    /// As written, for the wire.
-    spelled: &'static str,
-    value: HeaderValue,
-}
-
-impl Field {
-    fn new(spelled: &'static str, value: &str) -> Result<Field, String> {
-        let name = HeaderName::from_bytes(spelled.as_bytes())
-            .map_err(|_| format!("\"{spelled}\" is not a valid header name"))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| format!("the value of {spelled} is not a valid header value"))?;
-        Ok(Field {
-            name,
-            spelled,
-            value,
-        })
-    }
-
-    /// Set the header, replacing what is there.
-    fn insert(&self, resp: &mut ResponseHeader) {
-        // the name and value were validated when the config was compiled
-        let _ = resp.insert_header(self.spelled, self.value.clone());
-    }
-
-    /// Set the header unless the response already has one.
-    fn insert_if_absent(&self, resp: &mut ResponseHeader) {
-        if !resp.headers.contains_key(&self.name) {
-            self.insert(resp);
-        }
-    }
-}
 
 /// helmet's headers, added where the upstream did not set them, and headers stripped from
 /// upstream responses.
 #[derive(Debug, Clone, Default)]
 pub struct SecurityHeaders {
-    add: Vec<Field>,
+    add: Vec<(HeaderName, HeaderValue)>,
     remove: Vec<HeaderName>,
 }
 
@@ -78,10 +76,7 @@ impl SecurityHeaders {
         let remove = section
             .remove
             .iter()
-            .map(|t| {
-                HeaderName::from_bytes(t.0.as_bytes())
-                    .map_err(|_| format!("\"{}\" is not a valid header name", t.0))
-            })
+            .map(|t| static_name(&t.0))
             .collect::<Result<Vec<_>, _>>()?;
         if !section.enabled {
             return Ok(SecurityHeaders {
@@ -89,7 +84,6 @@ impl SecurityHeaders {
                 remove,
             });
         }
-        let mut add: Vec<Field> = Vec::new();
         let overridden = |name: &str| {
             section
                 .set
@@ -97,10 +91,15 @@ impl SecurityHeaders {
                 .find(|(k, _)| k.0.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.0.as_str())
         };
+        let mut add = Vec::new();
         for (name, value) in HELMET_DEFAULTS {
-            let value = overridden(name).unwrap_or(value);
-            if !value.is_empty() {
-                add.push(Field::new(name, value)?);
+            match overridden(name) {
+                Some("") => {}
+                Some(value) => add.push((HeaderName::from_static(name), static_value(value)?)),
+                None => add.push((
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )),
             }
         }
         for (name, value) in &section.set {
@@ -108,26 +107,65 @@ impl SecurityHeaders {
                 .iter()
                 .any(|(d, _)| d.eq_ignore_ascii_case(&name.0));
             if !is_default && !value.0.is_empty() {
-                // leaked once at start, so responses can borrow the spelling for the life
-                // of the process instead of copying it per response
-                let spelled: &'static str = Box::leak(name.0.clone().into_boxed_str());
-                add.push(Field::new(spelled, &value.0)?);
+                add.push((static_name(&name.0)?, static_value(&value.0)?));
             }
         }
         Ok(SecurityHeaders { add, remove })
     }
 
     /// Strip the configured headers from an upstream response.
-    pub fn strip(&self, resp: &mut ResponseHeader) {
+    pub fn strip(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
-            resp.remove_header(name);
+            if headers.contains_key(name) {
+                headers.remove(name);
+            }
         }
     }
 
     /// Add every security header the response does not already carry.
-    pub fn add(&self, resp: &mut ResponseHeader) {
-        for field in &self.add {
-            field.insert_if_absent(resp);
+    pub fn add(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.add {
+            // one hash per header: the entry both tests and fills the slot
+            if let header::Entry::Vacant(slot) = headers.entry(name.clone()) {
+                slot.insert(value.clone());
+            }
+        }
+    }
+
+    /// How many headers [`Self::add`] may insert, to size a map once.
+    pub fn count(&self) -> usize {
+        self.add.len()
+    }
+}
+
+/// Remove the hop-by-hop fields of an upstream response: they describe the connection to
+/// the upstream, not the one to the client (Pingora writes the client's own `Connection`).
+/// A 101 keeps `Upgrade` and `Connection`, which the protocol switch needs.
+pub fn strip_hop_by_hop(status: StatusCode, headers: &mut HeaderMap) {
+    if headers.contains_key(names::KEEP_ALIVE) {
+        headers.remove(names::KEEP_ALIVE);
+    }
+    if headers.contains_key(names::PROXY_CONNECTION) {
+        headers.remove(names::PROXY_CONNECTION);
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    if headers.contains_key(header::UPGRADE) {
+        headers.remove(header::UPGRADE);
+    }
+    let Some(connection) = headers.remove(header::CONNECTION) else {
+        return;
+    };
+    // fields the upstream nominated as hop-by-hop; `close` and `keep-alive` name none
+    if let Ok(tokens) = connection.to_str() {
+        for token in tokens.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                headers.remove(name);
+            }
         }
     }
 }
@@ -159,24 +197,22 @@ pub struct Cors {
     max_age: Option<HeaderValue>,
 }
 
-const ACAO: &str = "Access-Control-Allow-Origin";
-const ACAC: &str = "Access-Control-Allow-Credentials";
-const ACAM: &str = "Access-Control-Allow-Methods";
-const ACAH: &str = "Access-Control-Allow-Headers";
-const ACEH: &str = "Access-Control-Expose-Headers";
-const ACMA: &str = "Access-Control-Max-Age";
-const ACRM: &str = "access-control-request-method";
-const ACRH: &str = "access-control-request-headers";
+const ANY: HeaderValue = HeaderValue::from_static("*");
+const TRUE: HeaderValue = HeaderValue::from_static("true");
+const VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
+const VARY_REQUEST_HEADERS: HeaderValue =
+    HeaderValue::from_static("Access-Control-Request-Headers");
 
 impl Cors {
     pub fn from_config(section: &CorsSection) -> Result<Self, String> {
-        let join = |items: &[crate::config::Token]| {
-            let text = items
-                .iter()
-                .map(|t| t.0.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
-            HeaderValue::from_str(&text).map_err(|_| format!("cannot build a header from {text:?}"))
+        let join = |items: &[Token]| {
+            static_value(
+                &items
+                    .iter()
+                    .map(|t| t.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
         };
         let origins = section.allow_origins.get_ref();
         Ok(Cors {
@@ -197,27 +233,30 @@ impl Cors {
                 Some(join(&section.expose_headers)?)
             },
             allow_credentials: *section.allow_credentials.get_ref(),
-            max_age: section.max_age.map(|m| HeaderValue::from(m.0)),
+            max_age: section
+                .max_age
+                .map(|m| static_value(&m.0.to_string()))
+                .transpose()?,
         })
     }
 
     /// A CORS preflight: OPTIONS with Origin and Access-Control-Request-Method.
-    pub fn is_preflight(&self, req: &RequestHeader) -> bool {
+    pub fn is_preflight(&self, method: &Method, headers: &HeaderMap) -> bool {
         self.enabled
-            && req.method == Method::OPTIONS
-            && req.headers.contains_key("origin")
-            && req.headers.contains_key(ACRM)
+            && *method == Method::OPTIONS
+            && headers.contains_key(header::ORIGIN)
+            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     }
 
     /// Decide once per request what the Origin earns.
-    pub fn allow_origin(&self, req: &RequestHeader) -> AllowOrigin {
+    pub fn allow_origin(&self, headers: &HeaderMap) -> AllowOrigin {
         if !self.enabled {
             return AllowOrigin::Off;
         }
         if self.any_origin {
             return AllowOrigin::Any;
         }
-        match req.headers.get("origin") {
+        match headers.get(header::ORIGIN) {
             Some(origin) => match origin.to_str() {
                 Ok(text) if self.origins.contains(&text.to_ascii_lowercase()) => {
                     AllowOrigin::Echo(origin.clone())
@@ -230,91 +269,69 @@ impl Cors {
 
     /// Headers for an actual (non-preflight) response. The gateway's policy replaces any
     /// CORS headers the upstream set, so the upstream cannot widen it.
-    pub fn apply(&self, decision: &AllowOrigin, resp: &mut ResponseHeader) {
+    pub fn apply(&self, decision: &AllowOrigin, headers: &mut HeaderMap) {
         match decision {
             AllowOrigin::Off => return,
             AllowOrigin::Any => {
-                let _ = resp.insert_header(ACAO, HeaderValue::from_static("*"));
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, ANY);
             }
             AllowOrigin::Echo(origin) => {
-                let _ = resp.insert_header(ACAO, origin.clone());
-                add_vary(resp, "Origin");
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                add_vary(headers, VARY_ORIGIN);
             }
             AllowOrigin::Refused => {
-                resp.remove_header(ACAO);
-                add_vary(resp, "Origin");
+                headers.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+                headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+                add_vary(headers, VARY_ORIGIN);
             }
         }
         if self.allow_credentials && !matches!(decision, AllowOrigin::Refused) {
-            let _ = resp.insert_header(ACAC, HeaderValue::from_static("true"));
+            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE);
         }
         if let Some(expose) = &self.expose_headers {
-            let _ = resp.insert_header(ACEH, expose.clone());
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
         }
     }
 
-    /// The 204 answer to a preflight (`decision` from [`Self::allow_origin`]).
-    pub fn preflight(
-        &self,
-        decision: &AllowOrigin,
-        req: &RequestHeader,
-        resp: &mut ResponseHeader,
-    ) {
-        self.apply(decision, resp);
-        let _ = resp.insert_header(ACAM, self.allow_methods.clone());
-        match (&self.allow_headers, req.headers.get(ACRH)) {
+    /// The headers of the 204 answer to a preflight (`decision` from
+    /// [`Self::allow_origin`], `request` the preflight's headers).
+    pub fn preflight(&self, decision: &AllowOrigin, request: &HeaderMap, headers: &mut HeaderMap) {
+        self.apply(decision, headers);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            self.allow_methods.clone(),
+        );
+        match (
+            &self.allow_headers,
+            request.get(header::ACCESS_CONTROL_REQUEST_HEADERS),
+        ) {
             (Some(configured), _) => {
-                let _ = resp.insert_header(ACAH, configured.clone());
+                headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, configured.clone());
             }
             (None, Some(requested)) => {
-                let _ = resp.insert_header(ACAH, requested.clone());
-                add_vary(resp, "Access-Control-Request-Headers");
+                headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+                add_vary(headers, VARY_REQUEST_HEADERS);
             }
             (None, None) => {}
         }
         if let Some(max_age) = &self.max_age {
-            let _ = resp.insert_header(ACMA, max_age.clone());
+            headers.insert(header::ACCESS_CONTROL_MAX_AGE, max_age.clone());
         }
     }
 }
 
-/// Remove the hop-by-hop fields of an upstream response: they describe the connection to
-/// the upstream, not the one to the client (Pingora writes the client's own `Connection`).
-/// A 101 keeps `Upgrade` and `Connection`, which the protocol switch needs.
-pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
-    if resp.status.as_u16() == 101 {
-        resp.remove_header("keep-alive");
-        resp.remove_header("proxy-connection");
-        return;
-    }
-    let nominated: Vec<HeaderName> = resp
-        .headers
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in &nominated {
-        resp.remove_header(name);
-    }
-    for name in ["connection", "keep-alive", "proxy-connection", "upgrade"] {
-        resp.remove_header(name);
-    }
-}
-
 /// Add a token to Vary unless it is there already.
-fn add_vary(resp: &mut ResponseHeader, token: &'static str) {
-    let present = resp.headers.get_all("vary").iter().any(|v| {
+fn add_vary(headers: &mut HeaderMap, token: HeaderValue) {
+    let wanted = token.to_str().unwrap_or_default();
+    let present = headers.get_all(header::VARY).iter().any(|v| {
         v.to_str().is_ok_and(|s| {
             s.split(',')
-                .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case(token))
+                .map(str::trim)
+                .any(|t| t == "*" || t.eq_ignore_ascii_case(wanted))
         })
     });
     if !present {
-        let _ = resp.append_header("Vary", HeaderValue::from_static(token));
+        headers.append(header::VARY, token);
     }
 }
 
@@ -328,33 +345,32 @@ mod tests {
         config::parse(Path::new("t.toml"), text).unwrap()
     }
 
-    fn request(method: &str, headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build(method, b"/x", None).unwrap();
+    fn request(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
         for (k, v) in headers {
-            r.insert_header(k.to_string(), *v).unwrap();
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
-        r
-    }
-
-    fn response() -> ResponseHeader {
-        ResponseHeader::build(200, None).unwrap()
+        h
     }
 
     #[test]
     fn helmet_defaults_are_added_unless_present() {
         let s = SecurityHeaders::from_config(&section("").security_headers).unwrap();
-        let mut r = response();
-        r.insert_header("X-Frame-Options", "DENY").unwrap();
+        let mut r = request(&[("X-Frame-Options", "DENY")]);
         s.add(&mut r);
-        assert_eq!(r.headers["x-frame-options"], "DENY");
-        assert_eq!(r.headers["x-content-type-options"], "nosniff");
-        assert_eq!(r.headers["origin-agent-cluster"], "?1");
-        assert_eq!(r.headers["x-xss-protection"], "0");
-        assert!(r.headers["content-security-policy"]
+        assert_eq!(r["x-frame-options"], "DENY");
+        assert_eq!(r["x-content-type-options"], "nosniff");
+        assert_eq!(r["origin-agent-cluster"], "?1");
+        assert_eq!(r["x-xss-protection"], "0");
+        assert!(r["content-security-policy"]
             .to_str()
             .unwrap()
             .starts_with("default-src 'self'"));
-        assert_eq!(r.headers.len(), 12);
+        assert_eq!(r.len(), 12);
+        assert_eq!(s.count(), 12);
     }
 
     #[test]
@@ -363,61 +379,72 @@ mod tests {
             "[security_headers]\nset = { \"content-security-policy\" = \"default-src 'none'\", \"X-Frame-Options\" = \"\", \"Permissions-Policy\" = \"camera=()\" }\n",
         );
         let s = SecurityHeaders::from_config(&c.security_headers).unwrap();
-        let mut r = response();
+        let mut r = HeaderMap::new();
         s.add(&mut r);
-        assert_eq!(r.headers["content-security-policy"], "default-src 'none'");
-        assert!(!r.headers.contains_key("x-frame-options"));
-        assert_eq!(r.headers["permissions-policy"], "camera=()");
+        assert_eq!(r["content-security-policy"], "default-src 'none'");
+        assert!(!r.contains_key("x-frame-options"));
+        assert_eq!(r["permissions-policy"], "camera=()");
     }
 
     #[test]
     fn disabled_adds_nothing_but_still_strips() {
         let c = section("[security_headers]\nenabled = false\n");
         let s = SecurityHeaders::from_config(&c.security_headers).unwrap();
-        let mut r = response();
-        r.insert_header("Server", "nginx").unwrap();
-        r.insert_header("X-Powered-By", "Express").unwrap();
+        let mut r = request(&[("Server", "nginx"), ("X-Powered-By", "Express")]);
         s.strip(&mut r);
         s.add(&mut r);
-        assert!(r.headers.is_empty());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn hop_by_hop_response_fields_are_dropped() {
+        let mut r = request(&[
+            ("Connection", "keep-alive, X-Conn-Only"),
+            ("X-Conn-Only", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Upgrade", "h2c"),
+            ("X-Kept", "1"),
+        ]);
+        strip_hop_by_hop(StatusCode::OK, &mut r);
+        assert_eq!(r.len(), 1);
+        assert!(r.contains_key("x-kept"));
+
+        let mut switching = request(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
+        strip_hop_by_hop(StatusCode::SWITCHING_PROTOCOLS, &mut switching);
+        assert_eq!(switching.len(), 2);
     }
 
     #[test]
     fn cors_defaults_allow_any_origin() {
         let cors = Cors::from_config(&section("").cors).unwrap();
-        let req = request("GET", &[]);
-        let d = cors.allow_origin(&req);
+        let d = cors.allow_origin(&HeaderMap::new());
         assert_eq!(d, AllowOrigin::Any);
-        let mut r = response();
+        let mut r = HeaderMap::new();
         cors.apply(&d, &mut r);
-        assert_eq!(r.headers["access-control-allow-origin"], "*");
-        assert!(!r.headers.contains_key("vary"));
+        assert_eq!(r["access-control-allow-origin"], "*");
+        assert!(!r.contains_key("vary"));
     }
 
     #[test]
     fn preflight_reflects_requested_headers() {
         let cors = Cors::from_config(&section("").cors).unwrap();
-        let req = request(
-            "OPTIONS",
-            &[
-                ("Origin", "https://a.example"),
-                ("Access-Control-Request-Method", "PUT"),
-                ("Access-Control-Request-Headers", "x-token, content-type"),
-            ],
-        );
-        assert!(cors.is_preflight(&req));
-        let mut r = response();
+        let req = request(&[
+            ("Origin", "https://a.example"),
+            ("Access-Control-Request-Method", "PUT"),
+            ("Access-Control-Request-Headers", "x-token, content-type"),
+        ]);
+        assert!(cors.is_preflight(&Method::OPTIONS, &req));
+        assert!(!cors.is_preflight(&Method::GET, &req));
+        let mut r = HeaderMap::new();
         cors.preflight(&cors.allow_origin(&req), &req, &mut r);
         assert_eq!(
-            r.headers["access-control-allow-methods"],
+            r["access-control-allow-methods"],
             "GET,HEAD,PUT,PATCH,POST,DELETE"
         );
-        assert_eq!(
-            r.headers["access-control-allow-headers"],
-            "x-token, content-type"
-        );
-        assert_eq!(r.headers["vary"], "Access-Control-Request-Headers");
-        assert!(!cors.is_preflight(&request("OPTIONS", &[("Origin", "https://a.example")])));
+        assert_eq!(r["access-control-allow-headers"], "x-token, content-type");
+        assert_eq!(r["vary"], "Access-Control-Request-Headers");
+        let no_method = request(&[("Origin", "https://a.example")]);
+        assert!(!cors.is_preflight(&Method::OPTIONS, &no_method));
     }
 
     #[test]
@@ -426,81 +453,60 @@ mod tests {
             "[cors]\nallow_origins = [\"https://a.example\"]\nallow_credentials = true\nexpose_headers = [\"X-Total\"]\nmax_age = \"10m\"\n",
         );
         let cors = Cors::from_config(&c.cors).unwrap();
-        let ok = request("GET", &[("Origin", "https://a.example")]);
-        let mut r = response();
-        r.insert_header("Access-Control-Allow-Origin", "*").unwrap();
+        let ok = request(&[("Origin", "https://a.example")]);
+        let mut r = request(&[("Access-Control-Allow-Origin", "*")]);
         cors.apply(&cors.allow_origin(&ok), &mut r);
-        assert_eq!(
-            r.headers["access-control-allow-origin"],
-            "https://a.example"
-        );
-        assert_eq!(r.headers["access-control-allow-credentials"], "true");
-        assert_eq!(r.headers["access-control-expose-headers"], "X-Total");
-        assert_eq!(r.headers["vary"], "Origin");
+        assert_eq!(r["access-control-allow-origin"], "https://a.example");
+        assert_eq!(r["access-control-allow-credentials"], "true");
+        assert_eq!(r["access-control-expose-headers"], "X-Total");
+        assert_eq!(r["vary"], "Origin");
 
-        let other = request("GET", &[("Origin", "https://evil.example")]);
-        let mut r = response();
-        r.insert_header("Access-Control-Allow-Origin", "*").unwrap();
+        let other = request(&[("Origin", "https://evil.example")]);
+        let mut r = request(&[
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Allow-Credentials", "true"),
+        ]);
         cors.apply(&cors.allow_origin(&other), &mut r);
-        assert!(!r.headers.contains_key("access-control-allow-origin"));
-        assert!(!r.headers.contains_key("access-control-allow-credentials"));
-        assert_eq!(r.headers["vary"], "Origin");
+        assert!(!r.contains_key("access-control-allow-origin"));
+        assert!(!r.contains_key("access-control-allow-credentials"));
+        assert_eq!(r["vary"], "Origin");
 
-        let pre = request(
-            "OPTIONS",
-            &[
-                ("Origin", "https://a.example"),
-                ("Access-Control-Request-Method", "GET"),
-            ],
-        );
-        let mut r = response();
+        let pre = request(&[
+            ("Origin", "https://a.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ]);
+        let mut r = HeaderMap::new();
         cors.preflight(&cors.allow_origin(&pre), &pre, &mut r);
-        assert_eq!(r.headers["access-control-max-age"], "600");
-    }
-
-    #[test]
-    fn hop_by_hop_response_fields_are_dropped() {
-        let mut r = response();
-        r.insert_header("Connection", "keep-alive, X-Conn-Only")
-            .unwrap();
-        r.insert_header("X-Conn-Only", "1").unwrap();
-        r.insert_header("Keep-Alive", "timeout=5").unwrap();
-        r.insert_header("Upgrade", "h2c").unwrap();
-        r.insert_header("X-Kept", "1").unwrap();
-        strip_hop_by_hop(&mut r);
-        assert_eq!(r.headers.len(), 1);
-        assert!(r.headers.contains_key("x-kept"));
-
-        let mut switching = ResponseHeader::build(101, None).unwrap();
-        switching.insert_header("Connection", "Upgrade").unwrap();
-        switching.insert_header("Upgrade", "websocket").unwrap();
-        strip_hop_by_hop(&mut switching);
-        assert_eq!(switching.headers.len(), 2);
+        assert_eq!(r["access-control-max-age"], "600");
     }
 
     #[test]
     fn vary_is_not_repeated() {
-        let mut r = response();
-        r.insert_header("Vary", "Accept-Encoding, origin").unwrap();
-        add_vary(&mut r, "Origin");
-        assert_eq!(r.headers.get_all("vary").iter().count(), 1);
-        add_vary(&mut r, "Access-Control-Request-Headers");
-        assert_eq!(r.headers.get_all("vary").iter().count(), 2);
+        let mut r = request(&[("Vary", "Accept-Encoding, origin")]);
+        add_vary(&mut r, VARY_ORIGIN);
+        assert_eq!(r.get_all("vary").iter().count(), 1);
+        add_vary(&mut r, VARY_REQUEST_HEADERS);
+        assert_eq!(r.get_all("vary").iter().count(), 2);
     }
 
     #[test]
     fn disabled_cors_does_nothing() {
         let cors = Cors::from_config(&section("[cors]\nenabled = false\n").cors).unwrap();
-        let req = request(
-            "OPTIONS",
-            &[
-                ("Origin", "https://a.example"),
-                ("Access-Control-Request-Method", "GET"),
-            ],
-        );
-        assert!(!cors.is_preflight(&req));
-        let mut r = response();
+        let req = request(&[
+            ("Origin", "https://a.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ]);
+        assert!(!cors.is_preflight(&Method::OPTIONS, &req));
+        let mut r = HeaderMap::new();
         cors.apply(&cors.allow_origin(&req), &mut r);
-        assert!(r.headers.is_empty());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn static_values_are_checked() {
+        assert!(static_value("ok value").is_ok());
+        assert!(static_value("bad\nvalue").is_err());
+        assert_eq!(static_name("X-Api-Key").unwrap(), "x-api-key");
+        assert!(static_name("bad name").is_err());
     }
 }

@@ -15,6 +15,8 @@ use bytes::{BufMut, BytesMut};
 use http::HeaderValue;
 use pingora_limits::rate::Rate;
 
+use crate::headers::static_value;
+
 /// Counters per hash row of each window's sketch. With 4 rows of 32,768 counters a `Rate`
 /// holds 2 x 1 MiB. Estimates are exact until the counts of many clients share a counter in
 /// every row: with up to about 30,000 requests per window across all clients a client is
@@ -98,7 +100,7 @@ impl PolicyBuilder {
             window,
             rate,
             // names come from config prefixes, which are plain visible ASCII
-            policy_header: HeaderValue::from_str(&header)
+            policy_header: static_value(&header)
                 .unwrap_or_else(|_| HeaderValue::from_static("\"route\"")),
             name: Arc::from(name),
         }

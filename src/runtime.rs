@@ -14,7 +14,7 @@ use http::HeaderValue;
 use crate::access_log::AccessLog;
 use crate::config::{ConfigError, FileConfig, RouteRateLimit, TimeoutsSection};
 use crate::forwarding::TrustedProxies;
-use crate::headers::{Cors, SecurityHeaders};
+use crate::headers::{static_value, Cors, SecurityHeaders};
 use crate::limits::{Policy, PolicyBuilder};
 use crate::router::Router;
 
@@ -150,9 +150,7 @@ impl Runtime {
                 .map(|u| {
                     Ok(UpstreamTarget {
                         addr: u.addr,
-                        host: HeaderValue::from_str(&u.authority).map_err(|_| {
-                            env_error(format!("upstream {} is not a valid Host", u.authority))
-                        })?,
+                        host: static_value(&u.authority).map_err(env_error)?,
                         authority: Arc::from(u.authority.as_str()),
                     })
                 })

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: repeatable whatever else the
+# machine is doing, so it shows what a change to the request path costs.
+#
+#   benches/instructions.sh [REQUESTS] [PATH]     (default 2000 requests of /api/small)
+#
+# Runs target/release/pylon (threads = 1, full policy: rate limit, security headers, CORS,
+# combined access log to a file) under callgrind in front of an nginx upstream, once with
+# no requests and once with REQUESTS keep-alive requests from h2load, and prints
+# (Ir with requests - Ir without) / REQUESTS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests=${1:-2000}
+path=${2:-/api/small}
+for cmd in valgrind nginx h2load; do
+  command -v "$cmd" >/dev/null || { echo "instructions.sh needs $cmd" >&2; exit 1; }
+done
+[ -x target/release/pylon ] || { echo "build first: cargo build --release" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+cleanup() {
+  [ -f "$tmp/up.pid" ] && kill "$(cat "$tmp/up.pid")" 2>/dev/null || true
+  pkill -f "callgrind-out-file=$tmp" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+up_port=18190
+gw_port=18191
+cat > "$tmp/up.conf" <<CONF
+worker_processes 1;
+pid $tmp/up.pid;
+error_log $tmp/up.err;
+daemon on;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$up_port;
+    keepalive_requests 1000000;
+    location / { return 200 "hello, world\n"; }
+  }
+}
+CONF
+nginx -c "$tmp/up.conf"
+
+cat > "$tmp/pylon.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$gw_port"]
+threads = 1
+pid_file = "$tmp/pylon.pid"
+upgrade_sock = "$tmp/pylon.sock"
+[access_log]
+path = "$tmp/access.log"
+[rate_limit]
+requests = 1000000000
+window = "1m"
+[[routes]]
+prefix = "/api"
+upstreams = ["127.0.0.1:$up_port"]
+CONF
+
+# Ir of one run of pylon that serves $1 requests
+measure() {
+  local n=$1 out="$tmp/cg.$1"
+  RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
+    target/release/pylon -c "$tmp/pylon.toml" >/dev/null 2>"$tmp/vg.$n" &
+  local pid=$!
+  for _ in $(seq 200); do
+    curl -s -o /dev/null "http://127.0.0.1:$gw_port/" 2>/dev/null && break
+    sleep 0.1
+  done
+  if [ "$n" -gt 0 ]; then
+    h2load --h1 -n "$n" -c 4 -m 1 "http://127.0.0.1:$gw_port$path" >"$tmp/h2load.$n" 2>&1
+    grep -q "$n succeeded" "$tmp/h2load.$n" || { cat "$tmp/h2load.$n" >&2; exit 1; }
+  fi
+  kill -INT "$pid"
+  wait "$pid" || true
+  grep "summary:\|totals:" "$out" | awk '{print $2}' | head -1
+}
+
+# the readiness probe (one 404) happens in both runs and cancels out
+base=$(measure 0)
+with=$(measure "$requests")
+echo "requests: $requests of $path"
+echo "instructions without requests: $base"
+echo "instructions with requests:    $with"
+echo "instructions per request:      $(( (with - base) / requests ))"
+if [ -n "${KEEP:-}" ]; then cp "$tmp/cg.$requests" "$KEEP"; echo "callgrind profile: $KEEP"; fi
