@@ -9,8 +9,11 @@ CONF ?= conf/pylon.toml
 
 # Debian packages the build needs: cmake for Pingora's zlib-ng, OpenSSL headers for its TLS.
 BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
-# The load harness's contenders and load generators.
-BENCH_PACKAGES := wrk nginx-light haproxy nghttp2-client gnuplot-nox
+# The load harness (benches/load.py): wrk drives Pylon, nginx and HAProxy; nginx is also
+# the upstream; matplotlib draws the chart. An nginx already installed (nginx, nginx-full,
+# ...) is used as it is; otherwise nginx-light.
+BENCH_NGINX := $(if $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null),,nginx-light)
+BENCH_PACKAGES := wrk $(BENCH_NGINX) haproxy python3 python3-matplotlib
 
 .PHONY: all build release run test lint deps bench-deps bench microbench install clean
 
@@ -23,6 +26,12 @@ deps:
 
 bench-deps: deps
 	@bash scripts/ensure-packages.sh $(BENCH_PACKAGES)
+
+# Pylon against nginx and HAProxy doing the same work, on this machine; results in
+# benches/results/latest.{md,json,png}. BENCH_ARGS="--quick" for a smoke test,
+# "--only pylon,nginx", "--skip-scaling", "--duration 20 --rounds 3", "--soak 600".
+bench: bench-deps release
+	python3 benches/load.py $(BENCH_ARGS)
 
 build: deps
 	$(CARGO) build

@@ -21,6 +21,28 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+/// A value deserialised from a string through its `FromStr`, with the parse error as the
+/// message; the toml crate adds where it was.
+macro_rules! from_string {
+    ($t:ty, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$t, E> {
+                        v.parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -271,7 +293,7 @@ fn default_remove() -> Vec<Token> {
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
     pub prefix: Spanned<Prefix>,
-    pub upstreams: Upstreams,
+    pub upstreams: Spanned<Upstreams>,
     #[serde(default = "default_true")]
     pub strip_prefix: bool,
     #[serde(default)]
@@ -281,7 +303,239 @@ pub struct RouteSection {
     /// Absent: the default policy from `[rate_limit]`, if any.
     #[serde(default)]
     pub rate_limit: Option<RouteRateLimit>,
+    #[serde(default = "default_balance")]
+    pub balance: Spanned<BalanceKind>,
+    #[serde(default)]
+    pub hash_key: Option<Spanned<HashKeySpec>>,
+    /// Further instances a failed request may try; default 2.
+    #[serde(default = "default_retries")]
+    pub retries: Retries,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSection>,
+    #[serde(default)]
+    pub passive: Option<PassiveSection>,
+    /// https upstreams: check the certificate and the host name.
+    #[serde(default = "default_tls_verify")]
+    pub tls_verify: Spanned<bool>,
+    /// https upstreams: trust these CA certificates (PEM) too.
+    #[serde(default)]
+    pub ca_file: Option<CaFile>,
 }
+
+fn default_balance() -> Spanned<BalanceKind> {
+    Spanned::new(0..0, BalanceKind::RoundRobin)
+}
+
+fn default_retries() -> Retries {
+    Retries(2)
+}
+
+fn default_tls_verify() -> Spanned<bool> {
+    Spanned::new(0..0, true)
+}
+
+/// `balance`: how requests spread over a route's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceKind {
+    #[default]
+    RoundRobin,
+    Random,
+    Hash,
+    LeastRequest,
+}
+
+/// `hash_key`: "client_ip", "path" or "header:NAME".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKeySpec {
+    ClientIp,
+    Path,
+    Header(String),
+}
+
+impl FromStr for HashKeySpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "client_ip" => Ok(HashKeySpec::ClientIp),
+            "path" => Ok(HashKeySpec::Path),
+            _ => match s.strip_prefix("header:") {
+                Some(name) if name.parse::<Token>().is_ok() => {
+                    Ok(HashKeySpec::Header(name.to_ascii_lowercase()))
+                }
+                _ => Err(format!(
+                    "unknown hash_key \"{s}\": write \"client_ip\", \"path\" or \"header:NAME\""
+                )),
+            },
+        }
+    }
+}
+from_string!(HashKeySpec, "\"client_ip\", \"path\" or \"header:NAME\"");
+
+/// `retries`: 0 to 10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries(pub u32);
+
+impl<'de> Deserialize<'de> for Retries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(0..=10).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "retries must be between 0 and 10, not {n}"
+            )));
+        }
+        Ok(Retries(n as u32))
+    }
+}
+
+/// `health_check = { interval, timeout, path, healthy, unhealthy }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    #[serde(default = "default_hc_interval")]
+    pub interval: Interval,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: DurationValue,
+    /// Absent: a TCP connect check.
+    #[serde(default)]
+    pub path: Option<CheckPath>,
+    #[serde(default = "default_healthy")]
+    pub healthy: Threshold,
+    #[serde(default = "default_unhealthy")]
+    pub unhealthy: Threshold,
+}
+
+fn default_hc_interval() -> Interval {
+    Interval(Duration::from_secs(5))
+}
+fn default_hc_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(1))
+}
+fn default_healthy() -> Threshold {
+    Threshold(2)
+}
+fn default_unhealthy() -> Threshold {
+    Threshold(3)
+}
+
+/// A health-check interval: at least 100ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Duration);
+
+impl FromStr for Interval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = parse_duration(s)?;
+        if d < Duration::from_millis(100) {
+            return Err(format!(
+                "interval \"{s}\" is too short: health checks run at most every 100ms"
+            ));
+        }
+        Ok(Interval(d))
+    }
+}
+from_string!(Interval, "a duration like \"5s\"");
+
+/// A health-check path: starts with '/'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckPath(pub String);
+
+impl FromStr for CheckPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.starts_with('/') || s.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(format!(
+                "health check path \"{s}\" must start with '/' and hold no spaces"
+            ));
+        }
+        Ok(CheckPath(s.to_string()))
+    }
+}
+from_string!(CheckPath, "a path like \"/healthz\"");
+
+/// A consecutive-results threshold: 1 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold(pub u32);
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(1..=100).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "a threshold must be between 1 and 100, not {n}"
+            )));
+        }
+        Ok(Threshold(n as u32))
+    }
+}
+
+/// `passive = { failures, cooldown }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveSection {
+    #[serde(default = "default_unhealthy")]
+    pub failures: Threshold,
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Cooldown,
+}
+
+fn default_cooldown() -> Cooldown {
+    Cooldown(Duration::from_secs(10))
+}
+
+/// A passive-check cooldown: at least 100ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cooldown(pub Duration);
+
+impl FromStr for Cooldown {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = parse_duration(s)?;
+        if d < Duration::from_millis(100) {
+            return Err(format!(
+                "cooldown \"{s}\" is too short: the smallest is 100ms"
+            ));
+        }
+        Ok(Cooldown(d))
+    }
+}
+from_string!(Cooldown, "a duration like \"10s\"");
+
+/// A PEM file of CA certificates, read and parsed when the config is loaded.
+#[derive(Clone)]
+pub struct CaFile {
+    pub path: String,
+    pub certificates: Vec<pingora::tls::x509::X509>,
+}
+
+impl std::fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CaFile({}, {} certificates)",
+            self.path,
+            self.certificates.len()
+        )
+    }
+}
+
+impl FromStr for CaFile {
+    type Err = String;
+    fn from_str(path: &str) -> Result<Self, String> {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read the CA file \"{path}\": {e}"))?;
+        let certificates = pingora::tls::x509::X509::stack_from_pem(&pem)
+            .map_err(|_| format!("the CA file \"{path}\" is not PEM certificates"))?;
+        if certificates.is_empty() {
+            return Err(format!("the CA file \"{path}\" holds no certificate"));
+        }
+        Ok(CaFile {
+            path: path.to_string(),
+            certificates,
+        })
+    }
+}
+from_string!(CaFile, "a path to a PEM file");
 
 // ---------------------------------------------------------------------------------------------
 // Values that check themselves
@@ -322,28 +576,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(unit_ms)
         .map(Duration::from_millis)
         .ok_or_else(bad)
-}
-
-/// A value deserialised from a string through its `FromStr`, with the parse error as the
-/// message; the toml crate adds where it was.
-macro_rules! from_string {
-    ($t:ty, $expecting:literal) => {
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $t;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$t, E> {
-                        v.parse().map_err(E::custom)
-                    }
-                }
-                d.deserialize_str(V)
-            }
-        }
-    };
 }
 
 from_string!(DurationValue, "a duration string like \"15s\"");
@@ -483,17 +715,21 @@ from_string!(Prefix, "a path prefix like \"/users\"");
 /// How to reach one upstream instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    /// The address it resolved to when the configuration was loaded.
+    /// The address it resolved to when the configuration was loaded (IPv4 preferred).
     pub addr: SocketAddr,
     /// "host:port" as written, for the Host header and logs.
     pub authority: String,
+    /// The host name (or address) without the port.
+    pub host: String,
+    pub tls: bool,
+    pub weight: u32,
 }
 
 impl FromStr for Upstream {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = |why: &str| {
-            format!("invalid upstream \"{s}\": {why}; write \"http://host:port\" or \"host:port\"")
+            format!("invalid upstream \"{s}\": {why}; write \"http://host:port\", \"https://host:port\" or \"host:port\"")
         };
         let with_scheme = if s.contains("://") {
             s.to_string()
@@ -501,13 +737,11 @@ impl FromStr for Upstream {
             format!("http://{s}")
         };
         let uri: http::Uri = with_scheme.parse().map_err(|_| bad("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad("https upstreams are not supported by this version"));
-            }
-            _ => return Err(bad("the scheme must be http")),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("the scheme must be http or https")),
+        };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(bad("an upstream has no path or query"));
         }
@@ -519,22 +753,83 @@ impl FromStr for Upstream {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-        let addr = (bare_host, port)
+        let addrs: Vec<SocketAddr> = (bare_host, port)
             .to_socket_addrs()
             .map_err(|e| format!("upstream \"{s}\": cannot resolve \"{bare_host}\": {e}"))?
-            .next()
+            .collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
             .ok_or_else(|| format!("upstream \"{s}\": \"{bare_host}\" has no address"))?;
         let authority = if authority.port().is_some() {
             authority.as_str().to_string()
         } else {
             format!("{host}:{port}")
         };
-        Ok(Upstream { addr, authority })
+        Ok(Upstream {
+            addr,
+            authority,
+            host: bare_host.to_string(),
+            tls,
+            weight: 1,
+        })
     }
 }
 from_string!(Upstream, "an upstream URL like \"http://127.0.0.1:7002\"");
+
+/// One entry of `upstreams`: a URL, or `{ url = "...", weight = 2 }`.
+#[derive(Debug, Clone)]
+pub struct UpstreamEntry(pub Upstream);
+
+impl<'de> Deserialize<'de> for UpstreamEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Weighted {
+            url: Upstream,
+            weight: Weight,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UpstreamEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "an upstream URL or a table like { url = \"http://host:port\", weight = 2 }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                v.parse().map(UpstreamEntry).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let w = Weighted::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let mut upstream = w.url;
+                upstream.weight = w.weight.0;
+                Ok(UpstreamEntry(upstream))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An instance weight: 1 to 1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Weight(pub u32);
+
+impl<'de> Deserialize<'de> for Weight {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(1..=1000).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "weight must be between 1 and 1000, not {n}"
+            )));
+        }
+        Ok(Weight(n as u32))
+    }
+}
 
 /// A non-empty list of upstreams.
 #[derive(Debug, Clone)]
@@ -542,13 +837,13 @@ pub struct Upstreams(pub Vec<Upstream>);
 
 impl<'de> Deserialize<'de> for Upstreams {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let list = Vec::<Upstream>::deserialize(d)?;
+        let list = Vec::<UpstreamEntry>::deserialize(d)?;
         if list.is_empty() {
             return Err(de::Error::custom(
                 "the upstream list is empty: a route needs at least one upstream",
             ));
         }
-        Ok(Upstreams(list))
+        Ok(Upstreams(list.into_iter().map(|e| e.0).collect()))
     }
 }
 
@@ -695,6 +990,9 @@ fn check(config: &FileConfig) -> Result<(), Located> {
             ));
         }
     }
+    for (i, route) in config.routes.iter().enumerate() {
+        check_route(i, route)?;
+    }
     let cors = &config.cors;
     if *cors.allow_credentials.get_ref() && cors.allow_origins.get_ref().contains(&Origin::Any) {
         return Err((
@@ -703,6 +1001,59 @@ fn check(config: &FileConfig) -> Result<(), Located> {
             "allow_credentials = true needs a list of origins: browsers refuse credentials with \"*\""
                 .to_string(),
         ));
+    }
+    Ok(())
+}
+
+/// A route's balancing and TLS settings must fit together.
+fn check_route(i: usize, route: &RouteSection) -> Result<(), Located> {
+    let upstreams = &route.upstreams.get_ref().0;
+    let mut seen = HashMap::new();
+    for (j, u) in upstreams.iter().enumerate() {
+        if let Some(first) = seen.insert(u.addr, j) {
+            return Err((
+                route.upstreams.span(),
+                format!("routes[{i}].upstreams[{j}]"),
+                format!(
+                    "{} ({}) is already upstreams[{first}]: list an instance once and give it a weight",
+                    u.authority, u.addr
+                ),
+            ));
+        }
+    }
+    let hashing = *route.balance.get_ref() == BalanceKind::Hash;
+    match (&route.hash_key, hashing) {
+        (Some(key), false) => {
+            return Err((
+                key.span(),
+                format!("routes[{i}].hash_key"),
+                "hash_key is used only with balance = \"hash\"".to_string(),
+            ))
+        }
+        (None, true) => {
+            return Err((
+                route.balance.span(),
+                format!("routes[{i}].balance"),
+                "balance = \"hash\" needs a hash_key: \"client_ip\", \"path\" or \"header:NAME\""
+                    .to_string(),
+            ))
+        }
+        _ => {}
+    }
+    if *route.tls_verify.get_ref() {
+        if let Some(u) = upstreams
+            .iter()
+            .find(|u| u.tls && u.host.parse::<IpAddr>().is_ok())
+        {
+            return Err((
+                route.upstreams.span(),
+                format!("routes[{i}].upstreams"),
+                format!(
+                    "https upstream {} is an IP address: its certificate is checked against a host name, so write https://NAME:PORT, or set tls_verify = false",
+                    u.authority
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -936,6 +1287,59 @@ rate_limit = false
             let e = error_of(text);
             assert!(e.contains(&format!("key `{key}`")), "{text:?} gave {e}");
         }
+    }
+
+    #[test]
+    fn weighted_upstreams_and_balancing_parse() {
+        let c = parse_str(
+            "[[routes]]\nprefix = \"/u\"\nupstreams = [\"127.0.0.1:1\", { url = \"http://127.0.0.1:2\", weight = 3 }]\nbalance = \"hash\"\nhash_key = \"header:X-User\"\nretries = 1\nhealth_check = { interval = \"1s\", path = \"/healthz\" }\npassive = { failures = 2, cooldown = \"5s\" }\n",
+        )
+        .unwrap();
+        let r = &c.routes[0];
+        let weights: Vec<u32> = r.upstreams.get_ref().0.iter().map(|u| u.weight).collect();
+        assert_eq!(weights, vec![1, 3]);
+        assert_eq!(*r.balance.get_ref(), BalanceKind::Hash);
+        assert_eq!(
+            r.hash_key.as_ref().map(|k| k.get_ref().clone()),
+            Some(HashKeySpec::Header("x-user".into()))
+        );
+        assert_eq!(r.retries, Retries(1));
+        let hc = r.health_check.as_ref().unwrap();
+        assert_eq!((hc.healthy.0, hc.unhealthy.0), (2, 3));
+        assert_eq!(hc.timeout, DurationValue(Duration::from_secs(1)));
+        assert_eq!(r.passive.unwrap().failures, Threshold(2));
+    }
+
+    #[test]
+    fn balancing_settings_must_fit_together() {
+        let route = "[[routes]]\nprefix = \"/u\"\nupstreams = [\"127.0.0.1:1\"]\n";
+        for (extra, key) in [
+            ("hash_key = \"path\"\n", "routes[0].hash_key"),
+            ("balance = \"hash\"\n", "routes[0].balance"),
+            ("retries = 11\n", "routes[0].retries"),
+            (
+                "passive = { cooldown = \"10ms\" }\n",
+                "routes[0].passive.cooldown",
+            ),
+            (
+                "health_check = { path = \"healthz\" }\n",
+                "routes[0].health_check.path",
+            ),
+            (
+                "health_check = { healthy = 0 }\n",
+                "routes[0].health_check.healthy",
+            ),
+        ] {
+            let e = error_of(&format!("{route}{extra}"));
+            assert!(e.contains(&format!("key `{key}`")), "{extra:?} gave {e}");
+        }
+        let twice =
+            "[[routes]]\nprefix = \"/u\"\nupstreams = [\"127.0.0.1:1\", \"http://127.0.0.1:1\"]\n";
+        assert!(error_of(twice).contains("already upstreams[0]"));
+        let ip_tls = "[[routes]]\nprefix = \"/u\"\nupstreams = [\"https://127.0.0.1:1\"]\n";
+        assert!(error_of(ip_tls).contains("tls_verify = false"));
+        let ip_tls_unverified = format!("{ip_tls}tls_verify = false\n");
+        assert!(parse_str(&ip_tls_unverified).is_ok());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -20,7 +20,7 @@ use http::{Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 
 use crate::access_log::Entry;
 use crate::error::GatewayError;
@@ -29,12 +29,10 @@ use crate::headers::names::{
     RATELIMIT, RATELIMIT_POLICY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::headers::{strip_hop_by_hop, AllowOrigin};
-use crate::limits::{Policy, Verdict};
+use crate::limits::{ClientKey, Policy, Verdict};
 use crate::router::stripped;
 use crate::runtime::{Route, Runtime};
-
-/// How long an idle upstream connection stays in the pool.
-const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+use crate::upstream::{SelectInput, Tried};
 
 /// The gateway service: shared, read-only state built at start.
 pub struct Gateway {
@@ -74,8 +72,13 @@ pub struct RequestCtx {
     matched: usize,
     origin: AllowOrigin,
     verdict: Option<Verdict>,
-    /// The upstream instance chosen, as an index into the route's upstreams.
+    /// The upstream instance of the current attempt, as an index into the route's pool.
     upstream: Option<usize>,
+    /// Instances this request already tried, and how many attempts it made.
+    tried: Tried,
+    attempts: u32,
+    /// Set when no instance was available: the Retry-After of the 503.
+    unavailable: Option<u32>,
     /// Set when the gateway answered itself.
     answered: Option<GatewayError>,
 }
@@ -102,6 +105,9 @@ impl ProxyHttp for Gateway {
             origin: AllowOrigin::Off,
             verdict: None,
             upstream: None,
+            tried: Tried::default(),
+            attempts: 0,
+            unavailable: None,
             answered: None,
         }
     }
@@ -123,24 +129,84 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let route = self
             .route(ctx)
-            .ok_or_else(|| Error::explain(pingora::ErrorType::InternalError, "no route chosen"))?;
-        let index = 0;
-        let target = route.upstreams.get(index).ok_or_else(|| {
-            Error::explain(pingora::ErrorType::InternalError, "route has no upstream")
-        })?;
-        ctx.upstream = Some(index);
-        let mut peer = HttpPeer::new(target.addr, false, String::new());
-        let t = &route.timeouts;
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(t.read);
-        peer.options.write_timeout = Some(t.write);
-        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
+        let pool = &route.pool;
+        // a retry: the previous attempt is over
+        if let Some(previous) = ctx.upstream.take() {
+            pool.end(previous);
+        }
+        let req = session.req_header();
+        let input = SelectInput {
+            client_ip: ctx.client_ip,
+            path: req.uri.path(),
+            headers: &req.headers,
+        };
+        let Some(i) = pool.select(&input, &ctx.tried) else {
+            ctx.unavailable = Some(pool.retry_after());
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no upstream instance available");
+        };
+        ctx.tried.insert(i);
+        ctx.upstream = Some(i);
+        ctx.attempts += 1;
+        pool.begin(i);
+        let peer = pool
+            .peer(i, &route.timeouts)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "instance vanished"))?;
         Ok(Box::new(peer))
+    }
+
+    /// Connecting failed: the request has not been sent, so another instance may take it.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) {
+            route.pool.report_failure(i);
+            e.set_retry(self.may_retry(route, ctx));
+        }
+        e
+    }
+
+    /// Proxying failed after connecting. A stale pooled connection is retried as Pingora
+    /// would; otherwise another instance is tried only when replaying the request is safe:
+    /// an idempotent method, a body still fully buffered, nothing sent to the client yet.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) else {
+            e.set_retry(false);
+            return e;
+        };
+        if matches!(e.retry, RetryType::ReusedOnly) && client_reused {
+            // the instance closed an idle connection we reused: not its fault
+            ctx.tried.remove(i);
+            e.set_retry(replayable);
+            return e;
+        }
+        if *e.esource() == ErrorSource::Upstream {
+            route.pool.report_failure(i);
+        }
+        let retry =
+            replayable && *e.esource() == ErrorSource::Upstream && self.may_retry(route, ctx);
+        e.set_retry(retry);
+        e
     }
 
     async fn upstream_request_filter(
@@ -160,8 +226,8 @@ impl ProxyHttp for Gateway {
         // header work on the plain map (see `with_plain_headers`)
         let mut parts = take_request_parts(upstream);
         if !route.preserve_host {
-            if let Some(target) = ctx.upstream.and_then(|i| route.upstreams.get(i)) {
-                parts.headers.insert(header::HOST, target.host.clone());
+            if let Some(instance) = ctx.upstream.and_then(|i| route.pool.instance(i)) {
+                parts.headers.insert(header::HOST, instance.host.clone());
             }
         }
         self.forwarding_headers(session, &mut parts.headers, ctx);
@@ -175,6 +241,9 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) {
+            route.pool.report_success(i);
+        }
         with_plain_headers(resp, |parts| {
             // answer in our own protocol version, whatever the upstream spoke (an HTTP/1.0
             // upstream must not turn the client's keep-alive connection into 1.0)
@@ -195,7 +264,13 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let Some(err) = GatewayError::from_proxy_error(e) else {
+        let err = match (GatewayError::from_proxy_error(e), ctx.unavailable) {
+            (Some(GatewayError::ServiceUnavailable { .. }), Some(retry_after)) => {
+                Some(GatewayError::ServiceUnavailable { retry_after })
+            }
+            (err, _) => err,
+        };
+        let Some(err) = err else {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -222,6 +297,9 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let log = &self.rt.access_log;
         if log.is_off() {
+            if let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) {
+                route.pool.end(i);
+            }
             return;
         }
         let req = session.req_header();
@@ -231,10 +309,11 @@ impl ProxyHttp for Gateway {
             .or(ctx.answered.map(GatewayError::status))
             .unwrap_or(0);
         let route = self.route(ctx);
-        let upstream = route
-            .zip(ctx.upstream)
-            .and_then(|(r, i)| r.upstreams.get(i))
-            .map(|u| &*u.authority);
+        let instance = route.zip(ctx.upstream).and_then(|(r, i)| {
+            r.pool.end(i);
+            r.pool.instance(i)
+        });
+        let upstream = instance.map(|u| &*u.authority);
         log.log(&Entry {
             client: ctx.client_ip,
             time: SystemTime::now(),
@@ -272,6 +351,11 @@ impl Gateway {
         ctx.origin = self.rt.cors.allow_origin(&req.headers);
     }
 
+    /// May a failed attempt be tried again elsewhere?
+    fn may_retry(&self, route: &Route, ctx: &RequestCtx) -> bool {
+        ctx.attempts <= route.pool.retries && route.pool.has_untried(&ctx.tried)
+    }
+
     /// The checks that can answer before any upstream is involved, in the order the
     /// tutorial's middleware ran them: CORS, the limiter, then the routes.
     fn early_answer(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
@@ -288,7 +372,7 @@ impl Gateway {
             ctx.matched = m.matched;
         }
         if let (Some(policy), Some(client)) = (self.policy(ctx), ctx.client_ip) {
-            let verdict = policy.check(&client);
+            let verdict = policy.check(ClientKey::Ip(client));
             ctx.verdict = Some(verdict);
             if let Verdict::Limited { reset } = verdict {
                 return Early::Refuse(GatewayError::RateLimited { retry_after: reset });

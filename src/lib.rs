@@ -14,6 +14,7 @@
 //! - [`forwarding`]: client IP through trusted proxies, X-Forwarded-*, request ids.
 //! - [`access_log`]: combined/JSON lines, formatted on the request path, written off it.
 //! - [`error`]: the gateway's own answers and the mapping from failures to them.
+//! - [`upstream`]: a route's instances: balancing, passive ejection, active health checks.
 //! - [`server`]: the command line and the wiring into a Pingora server.
 
 pub mod access_log;
@@ -26,3 +27,4 @@ pub mod limits;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod upstream;

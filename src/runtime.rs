@@ -9,14 +9,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
-
 use crate::access_log::AccessLog;
-use crate::config::{ConfigError, FileConfig, RouteRateLimit, TimeoutsSection};
+use crate::config::{
+    BalanceKind, ConfigError, FileConfig, HashKeySpec, RouteRateLimit, RouteSection,
+    TimeoutsSection,
+};
 use crate::forwarding::TrustedProxies;
-use crate::headers::{static_value, Cors, SecurityHeaders};
+use crate::headers::{static_name, Cors, SecurityHeaders};
 use crate::limits::{Policy, PolicyBuilder};
 use crate::router::Router;
+use crate::upstream::{
+    Balance, HashKey, HealthCheckSpec, InstanceSpec, PassiveSpec, Pool, TlsSpec,
+};
 
 const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
 const DEFAULT_READ: Duration = Duration::from_secs(15);
@@ -48,21 +52,11 @@ impl Timeouts {
     }
 }
 
-/// One upstream instance, ready to connect to.
-#[derive(Debug, Clone)]
-pub struct UpstreamTarget {
-    pub addr: SocketAddr,
-    /// "host:port", the Host header upstreams get unless `preserve_host`.
-    pub host: HeaderValue,
-    /// For logs.
-    pub authority: Arc<str>,
-}
-
 /// One route, compiled.
 #[derive(Debug)]
 pub struct Route {
     pub prefix: Arc<str>,
-    pub upstreams: Vec<UpstreamTarget>,
+    pub pool: Arc<Pool>,
     pub strip_prefix: bool,
     pub preserve_host: bool,
     pub timeouts: Timeouts,
@@ -143,21 +137,11 @@ impl Runtime {
                     Some(policies.policy(&prefix, p.requests.0, p.window.0))
                 }
             };
-            let upstreams = r
-                .upstreams
-                .0
-                .iter()
-                .map(|u| {
-                    Ok(UpstreamTarget {
-                        addr: u.addr,
-                        host: static_value(&u.authority).map_err(env_error)?,
-                        authority: Arc::from(u.authority.as_str()),
-                    })
-                })
-                .collect::<Result<Vec<_>, ConfigError>>()?;
+            let pool =
+                compile_pool(r).map_err(|m| env_error(format!("routes \"{prefix}\": {m}")))?;
             routes.push(Route {
                 prefix,
-                upstreams,
+                pool: Arc::new(pool),
                 strip_prefix: r.strip_prefix,
                 preserve_host: r.preserve_host,
                 timeouts: Timeouts::resolve(&r.timeouts, base),
@@ -197,12 +181,67 @@ impl Runtime {
         })
     }
 
+    /// Every route's pool, for the health checks.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.routes.iter().map(|r| r.pool.clone()).collect()
+    }
+
     /// Load, check and compile a configuration file, taking PORT from the environment.
     pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
         let file = crate::config::load(path)?;
         let port = std::env::var("PORT").ok();
         Runtime::from_config(path, &file, port.as_deref())
     }
+}
+
+/// A route's upstream instances with their balancing, checks and TLS settings.
+fn compile_pool(r: &RouteSection) -> Result<Pool, String> {
+    let specs: Vec<InstanceSpec> = r
+        .upstreams
+        .get_ref()
+        .0
+        .iter()
+        .map(|u| InstanceSpec {
+            addr: u.addr,
+            weight: u.weight,
+            tls: u.tls,
+            host: u.host.clone(),
+            authority: u.authority.clone(),
+        })
+        .collect();
+    let balance = match (
+        r.balance.get_ref(),
+        r.hash_key.as_ref().map(|k| k.get_ref()),
+    ) {
+        (BalanceKind::RoundRobin, _) => Balance::RoundRobin,
+        (BalanceKind::Random, _) => Balance::Random,
+        (BalanceKind::LeastRequest, _) => Balance::LeastRequest,
+        (BalanceKind::Hash, Some(HashKeySpec::ClientIp)) => Balance::Hash(HashKey::ClientIp),
+        (BalanceKind::Hash, Some(HashKeySpec::Path)) => Balance::Hash(HashKey::Path),
+        (BalanceKind::Hash, Some(HashKeySpec::Header(name))) => {
+            Balance::Hash(HashKey::Header(static_name(name)?))
+        }
+        (BalanceKind::Hash, None) => return Err("balance = \"hash\" needs a hash_key".into()),
+    };
+    let health = r.health_check.as_ref().map(|h| HealthCheckSpec {
+        interval: h.interval.0,
+        timeout: h.timeout.0,
+        path: h.path.as_ref().map(|p| p.0.clone()),
+        healthy: h.healthy.0,
+        unhealthy: h.unhealthy.0,
+    });
+    let passive = r.passive.map(|p| PassiveSpec {
+        failures: p.failures.0,
+        cooldown: p.cooldown.0,
+    });
+    let tls = TlsSpec {
+        verify: *r.tls_verify.get_ref(),
+        ca: r
+            .ca_file
+            .as_ref()
+            .map(|ca| Arc::new(ca.certificates.clone().into_boxed_slice())),
+    };
+    Pool::new(&specs, balance, r.retries.0, passive, health, tls)
 }
 
 #[cfg(test)]

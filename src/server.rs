@@ -13,6 +13,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use crate::access_log::AccessLog;
 use crate::gateway::Gateway;
 use crate::runtime::Runtime;
+use crate::upstream::HealthChecks;
 
 /// Pylon, an API gateway on Pingora.
 #[derive(Debug, Parser)]
@@ -94,6 +95,10 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Server {
         "access log writer",
         LogWriter(rt.access_log.clone()),
     ));
+    let health_checks = HealthChecks::new(rt.pools());
+    if !health_checks.is_empty() {
+        server.add_service(background_service("health checks", health_checks));
+    }
     server
 }
 

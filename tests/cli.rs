@@ -55,6 +55,36 @@ fn bad_configs_are_refused_with_file_line_and_key() {
         ("[server]\nlisten = [\"nowhere\"]\n", ":2:", "server.listen[0]"),
         ("[rate_limit]\nrequests = -1\nwindow = \"1m\"\n", ":2:", "rate_limit.requests"),
         ("[bogus]\nx = 1\n", ":1:", "bogus"),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [{ url = \"127.0.0.1:1\", weight = 0 }]\n",
+            ":3:",
+            "routes[0].upstreams[0].weight",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [{ url = \"127.0.0.1:1\", weight = -2 }]\n",
+            ":3:",
+            "routes[0].upstreams[0].weight",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nbalance = \"fastest\"\n",
+            ":4:",
+            "routes[0].balance",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash_key = \"cookie\"\n",
+            ":5:",
+            "routes[0].hash_key",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nhealth_check = { interval = \"50ms\" }\n",
+            ":4:",
+            "routes[0].health_check.interval",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"https://localhost:1\"]\nca_file = \"/nonexistent/ca.pem\"\n",
+            ":4:",
+            "routes[0].ca_file",
+        ),
         ("[server\n", ":1:", "(syntax)"),
     ];
     for (text, line, key) in cases {

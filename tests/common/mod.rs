@@ -92,7 +92,22 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(handler: Handler) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Upstream::start_on("127.0.0.1:0".parse().unwrap(), handler, None)
+    }
+
+    /// An upstream speaking TLS with the given certificate chain and key (PEM).
+    pub fn start_tls(handler: Handler, cert_pem: &str, key_pem: &str) -> Upstream {
+        let acceptor = tls_acceptor(cert_pem, key_pem);
+        Upstream::start_on("127.0.0.1:0".parse().unwrap(), handler, Some(acceptor))
+    }
+
+    /// An upstream on a chosen address (to bring a stopped one back on its port).
+    pub fn start_on(
+        addr: SocketAddr,
+        handler: Handler,
+        tls: Option<openssl::ssl::SslAcceptor>,
+    ) -> Upstream {
+        let listener = bind_with_retry(addr);
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -115,17 +130,38 @@ impl Upstream {
                     };
                     let handler = handler.clone();
                     let seen = seen_in.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req: Request<Incoming>| {
                             let handler = handler.clone();
                             let seen = seen.clone();
                             async move { Ok::<_, Infallible>(serve(req, handler, seen).await) }
                         });
-                        let _ = http1::Builder::new()
-                            .preserve_header_case(true)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .with_upgrades()
-                            .await;
+                        let builder = http1::Builder::new();
+                        match tls {
+                            None => {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .with_upgrades()
+                                    .await;
+                            }
+                            Some(acceptor) => {
+                                let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                                    return;
+                                };
+                                let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, stream)
+                                else {
+                                    return;
+                                };
+                                if std::pin::Pin::new(&mut stream).accept().await.is_err() {
+                                    return;
+                                }
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .with_upgrades()
+                                    .await;
+                            }
+                        }
                     });
                 }
             });
@@ -235,6 +271,76 @@ async fn serve(
         resp = resp.header(k, v);
     }
     resp.body(Full::new(Bytes::from(reply.body))).unwrap()
+}
+
+/// Bind, retrying for a moment while a just-closed socket on that port goes away.
+fn bind_with_retry(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        socket.set_reuse_address(true).unwrap();
+        match socket.bind(&addr.into()).and_then(|_| socket.listen(1024)) {
+            Ok(()) => return socket.into(),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    }
+}
+
+fn tls_acceptor(cert_pem: &str, key_pem: &str) -> openssl::ssl::SslAcceptor {
+    use openssl::ssl::{SslAcceptor, SslMethod};
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    let mut chain = openssl::x509::X509::stack_from_pem(cert_pem.as_bytes())
+        .unwrap()
+        .into_iter();
+    b.set_certificate(&chain.next().unwrap()).unwrap();
+    for extra in chain {
+        b.add_extra_chain_cert(extra).unwrap();
+    }
+    b.set_private_key(&openssl::pkey::PKey::private_key_from_pem(key_pem.as_bytes()).unwrap())
+        .unwrap();
+    b.build()
+}
+
+/// A certificate authority made for one test.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A certificate for these DNS names, signed by this CA: (cert PEM, key PEM).
+    pub fn issue(&self, names: &[&str]) -> (String, String) {
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// How a broken upstream misbehaves.

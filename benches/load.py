@@ -1,0 +1,1337 @@
+#!/usr/bin/env python3
+"""Load benchmark: Pylon against nginx and HAProxy doing the same policy work, on one machine.
+
+    python3 benches/load.py [--duration S] [--rounds N] [--quick] [--only pylon,nginx]
+                            [--skip-scaling] [--soak SECONDS] [--out DIR] [--keep-tmp]
+
+`make bench` builds the release binaries first and runs this with $(BENCH_ARGS).
+
+An nginx upstream (1 worker, fixed bodies) listens on 127.0.0.1:18080. Each contender
+listens on its own loopback port and proxies /api to it with the prefix stripped, with
+upstream keepalive, security headers, CORS, a request id, X-Forwarded-*, a per-client rate
+limit that never triggers and a combined access log to a file:
+
+    pylon    127.0.0.1:18081   benches/pylon.toml
+    nginx    127.0.0.1:18082   benches/peers/nginx.conf
+    haproxy  127.0.0.1:18083   benches/peers/haproxy.cfg
+
+wrk (-t2, HTTP/1.1 keep-alive, --latency) drives each at 10, 100 and 1,000 connections,
+the contenders taking turns (A/B/C/A/B/C) for --rounds rounds; the tables show medians.
+Then the scaling runs (Pylon, and nginx where it is cheap): routes, clients, body sizes
+and the answers the gateway makes itself. --soak runs Pylon alone and samples its memory.
+
+Results go to benches/results/latest.{md,json,png} (--soak: soak.{md,json}); the Markdown
+is printed too. Every process the harness starts is stopped at the end, on Ctrl-C and on
+errors; every run is bounded in time; nothing leaves 127.0.0.1.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    try:
+        import tomli as tomllib
+    except ImportError:
+        tomllib = None
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHES = REPO / "benches"
+PEERS = BENCHES / "peers"
+PYLON = REPO / "target" / "release" / "pylon"
+
+HOST = "127.0.0.1"
+UPSTREAM_PORT = 18080
+PORTS = {"pylon": 18081, "nginx": 18082, "haproxy": 18083}
+# the 10,000-route variants of the scaling runs
+SCALED_PORTS = {"pylon": 18084, "nginx": 18085}
+CONTENDERS = ("pylon", "nginx", "haproxy")
+CONNECTIONS = (10, 100, 1000)
+SCALING_CONNECTIONS = 100
+EXTRA_ROUTES = 10_000
+XFF_CLIENTS = 50_000
+WRK_THREADS = 2
+WRK_TIMEOUT = "5s"
+SMALL_BODY = b"hello, world\n"
+BODY_SIZES = {"empty": 0, "1k": 1024, "1m": 1024 * 1024}
+# After each run, before reading CPU time and log sizes: nginx flushes its log buffer
+# every second and Pylon's writer thread writes in batches.
+SETTLE = 1.2
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+HELMET = (
+    "Content-Security-Policy",
+    "Cross-Origin-Opener-Policy",
+    "Cross-Origin-Resource-Policy",
+    "Origin-Agent-Cluster",
+    "Referrer-Policy",
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "X-DNS-Prefetch-Control",
+    "X-Download-Options",
+    "X-Frame-Options",
+    "X-Permitted-Cross-Domain-Policies",
+    "X-XSS-Protection",
+)
+# what every contender must send on a proxied answer: proof of the same policy work
+EXPECTED_HEADERS = HELMET + ("Access-Control-Allow-Origin", "X-Request-Id")
+PREFLIGHT_HEADERS = {"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"}
+
+
+class BenchError(Exception):
+    """A failure with a message for the user; no traceback needed."""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# /proc
+
+
+def proc_table():
+    """{pid: (ppid, pgrp)} for every process."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                data = f.read()
+        except OSError:
+            continue
+        rest = data[data.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (int(rest[1]), int(rest[2]))
+    return table
+
+
+def descendants(root):
+    """root and every process below it."""
+    table = proc_table()
+    children = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        if pid in table:
+            found.append(pid)
+            stack.extend(children.get(pid, ()))
+    return sorted(found)
+
+
+def cpu_ticks(pids):
+    """utime + stime of the processes, in clock ticks (all threads included)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                data = f.read()
+        except OSError:
+            continue
+        rest = data[data.rindex(")") + 2 :].split()
+        total += int(rest[11]) + int(rest[12])
+    return total
+
+
+def status_kib(pids, field):
+    """The sum of a /proc/PID/status field (VmRSS, VmHWM) over the processes, in KiB."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def reset_peak_rss(pids):
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
+    ok = True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+# ---------------------------------------------------------------------------------------
+# processes
+
+SERVICES = []  # everything started, for the cleanup
+
+
+class Service:
+    """A server the harness runs in its own process group: the upstream or a contender."""
+
+    def __init__(self, name, kind, port, cmd, tmp, stop_signal, access_log=None,
+                 stdout_to_log=False, env=None):
+        self.name = name
+        self.kind = kind  # pylon, nginx, haproxy, upstream
+        self.port = port
+        self.cmd = [str(c) for c in cmd]
+        self.tmp = tmp
+        self.stop_signal = stop_signal
+        self.access_log = access_log
+        self.stdout_to_log = stdout_to_log
+        self.env = env
+        self.proc = None
+        self.files = []
+        self.idle_rss_kib = None
+
+    def start(self, ready_timeout=30):
+        if port_open(self.port):
+            raise BenchError(f"127.0.0.1:{self.port} is already in use (a leftover from an "
+                             f"earlier run?); {self.name} needs it")
+        if self.stdout_to_log:
+            out = open(self.access_log, "ab")
+        else:
+            out = open(self.tmp / f"{self.name}.out", "ab")
+        err = open(self.tmp / f"{self.name}.err", "ab")
+        self.files = [out, err]
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=err, cwd=self.tmp, env=self.env,
+                                     start_new_session=True)
+        SERVICES.append(self)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with status {self.proc.returncode} at "
+                                 f"start:\n{self.stderr_tail()}")
+            if port_open(self.port):
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} did not listen on 127.0.0.1:{self.port} within "
+                                 f"{ready_timeout} s:\n{self.stderr_tail()}")
+            time.sleep(0.05)
+        # nginx forks its workers after binding: wait until they are there
+        if self.kind in ("nginx", "upstream"):
+            want = 1 + (1 if self.kind == "upstream" else 2)
+            while len(self.pids()) < want and time.monotonic() < deadline:
+                time.sleep(0.05)
+        time.sleep(0.2)
+        self.idle_rss_kib = status_kib(self.pids(), "VmRSS")
+
+    def stderr_tail(self, lines=15):
+        try:
+            text = (self.tmp / f"{self.name}.err").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def pids(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        return descendants(self.proc.pid)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.access_log) if self.access_log else 0
+        except OSError:
+            return 0
+
+    def truncate_log(self):
+        # every writer opened the file with O_APPEND, so it carries on at the new end
+        if self.access_log and os.path.exists(self.access_log):
+            os.truncate(self.access_log, 0)
+
+    def stop(self):
+        p = self.proc
+        if p is None:
+            return
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, self.stop_signal)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=5)
+        # members of its group that outlived the leader (nginx workers); while the group
+        # has members its id cannot belong to anyone else
+        if any(pgrp == p.pid for _, pgrp in proc_table().values()):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for f in self.files:
+            f.close()
+        self.files = []
+        if self in SERVICES:
+            SERVICES.remove(self)
+
+
+def stop_all():
+    for svc in reversed(list(SERVICES)):
+        try:
+            svc.stop()
+        except Exception as e:  # keep stopping the others
+            log(f"could not stop {svc.name}: {e}")
+
+
+def port_open(port):
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_request(port, path, method="GET", headers=None, timeout=5):
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------
+# tools and configs
+
+
+def find_tool(name):
+    path = shutil.which(name)
+    if path is None:
+        # /usr/sbin is not on every user's PATH
+        for d in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
+            if os.access(f"{d}/{name}", os.X_OK):
+                return f"{d}/{name}"
+    return path
+
+
+def tool_output(cmd, timeout=20):
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"({e})"
+
+
+def fill_template(src, dst, **values):
+    text = src.read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", str(value))
+    left = sorted(set(re.findall(r"@@[A-Z_]+@@", text)))
+    if left:
+        raise BenchError(f"{src}: placeholders left unfilled: {', '.join(left)}")
+    dst.write_text(text)
+    return dst
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key):
+    return key if _BARE_KEY.match(key) else json.dumps(key)
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # its escapes are TOML's
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        if not v:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise BenchError(f"cannot write {type(v).__name__} values to TOML")
+
+
+def dump_toml(doc):
+    """TOML for a parsed config: top-level tables and arrays of tables, the rest inline."""
+    def is_table_array(v):
+        return isinstance(v, list) and v and all(isinstance(x, dict) for x in v)
+
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in doc.items()
+             if not isinstance(v, dict) and not is_table_array(v)]
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{_toml_key(k)}]"]
+            lines += [f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items()]
+    for k, v in doc.items():
+        if is_table_array(v):
+            for item in v:
+                lines += ["", f"[[{_toml_key(k)}]]"]
+                lines += [f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+def pylon_config(tmp, name, port, extra_routes=0):
+    """benches/pylon.toml with this run's port and temp paths (and extra routes), checked."""
+    with open(BENCHES / "pylon.toml", "rb") as f:
+        doc = tomllib.load(f)
+    server = doc.setdefault("server", {})
+    server["listen"] = [f"{HOST}:{port}"]
+    server["pid_file"] = str(tmp / f"{name}.pid")
+    server["upgrade_sock"] = str(tmp / f"{name}-upgrade.sock")
+    doc.setdefault("access_log", {})["path"] = str(tmp / f"{name}-access.log")
+    routes = doc.setdefault("routes", [])
+    for i in range(extra_routes):
+        routes.append({"prefix": f"/svc{i}", "upstreams": [f"http://{HOST}:{UPSTREAM_PORT}"]})
+    path = tmp / f"{name}.toml"
+    path.write_text(dump_toml(doc))
+    check = subprocess.run([str(PYLON), "-t", "-c", str(path)], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+    if check.returncode != 0:
+        raise BenchError(f"pylon rejects {path}:\n{check.stdout}{check.stderr}")
+    return path, tmp / f"{name}-access.log"
+
+
+def nginx_command(nginx, tmp, name, conf):
+    cmd = [nginx, "-p", str(tmp), "-c", str(conf)]
+    m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", tool_output([nginx, "-v"]))
+    if m and tuple(map(int, m.groups())) >= (1, 19, 5):
+        cmd[1:1] = ["-e", str(tmp / f"{name}-error.log")]
+    return cmd
+
+
+def check_config(cmd, what):
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=60)
+    if p.returncode != 0:
+        raise BenchError(f"{what} config check failed ({' '.join(cmd)}):\n{p.stdout}{p.stderr}")
+
+
+def nginx_has_realip(nginx):
+    return "http_realip_module" in tool_output([nginx, "-V"])
+
+
+def upstream_accepts():
+    """Connections the upstream has accepted so far (stub_status), or None."""
+    try:
+        status, _, body = http_request(UPSTREAM_PORT, "/_upstream_status")
+    except OSError:
+        return None
+    m = re.search(rb"^\s*(\d+)\s+\d+\s+\d+\s*$", body, re.M)
+    return int(m.group(1)) if status == 200 and m else None
+
+
+# ---------------------------------------------------------------------------------------
+# starting the servers
+
+
+def start_upstream(tools, tmp):
+    www = tmp / "www"
+    www.mkdir()
+    for name, size in BODY_SIZES.items():
+        pattern = b"0123456789abcdef" * 64
+        data = (pattern * (size // len(pattern) + 1))[:size]
+        (www / name).write_bytes(data)
+        os.chmod(www / name, 0o644)
+    os.chmod(www, 0o755)
+    (tmp / "upstream-tmp").mkdir()
+    status = ""
+    if tools["nginx_stub_status"]:
+        status = "        location = /_upstream_status {\n            stub_status;\n        }"
+    conf = fill_template(PEERS / "upstream.conf", tmp / "upstream.conf", TMP=tmp, WWW=www,
+                         PORT=UPSTREAM_PORT, STATUS=status)
+    cmd = nginx_command(tools["nginx"], tmp, "upstream", conf)
+    check_config(cmd + ["-t", "-q"], "upstream nginx")
+    svc = Service("upstream", "upstream", UPSTREAM_PORT, cmd, tmp, signal.SIGTERM)
+    svc.start()
+    for path, body in (("/small", SMALL_BODY), ("/", SMALL_BODY)):
+        status, _, got = http_request(UPSTREAM_PORT, path)
+        if status != 200 or got != body:
+            raise BenchError(f"the upstream answers {path} with {status} {got[:40]!r}")
+    for name, size in BODY_SIZES.items():
+        status, _, got = http_request(UPSTREAM_PORT, f"/{name}")
+        if status != 200 or len(got) != size:
+            raise BenchError(f"the upstream answers /{name} with {status}, {len(got)} bytes")
+    return svc
+
+
+def start_pylon(tmp, name, port, extra_routes=0):
+    conf, access_log = pylon_config(tmp, name, port, extra_routes)
+    env = dict(os.environ, RUST_LOG="warn")
+    svc = Service(name, "pylon", port, [PYLON, "-c", conf], tmp, signal.SIGINT,
+                  access_log=access_log, env=env)
+    svc.start(ready_timeout=60)
+    return svc
+
+
+def start_nginx(tools, tmp, name, port, extra_routes=0):
+    extra = "".join(f"        location /svc{i}/ {{\n            proxy_pass http://backend/;\n"
+                    f"        }}\n" for i in range(extra_routes))
+    realip = ""
+    if tools["nginx_realip"]:
+        realip = ("set_real_ip_from 127.0.0.0/8;\n    real_ip_header X-Forwarded-For;\n"
+                  "    real_ip_recursive on;")
+    (tmp / f"{name}-tmp").mkdir(exist_ok=True)
+    conf = fill_template(PEERS / "nginx.conf", tmp / f"{name}.conf", TMP=tmp, NAME=name,
+                         PORT=port, UPSTREAM_PORT=UPSTREAM_PORT, REALIP=realip,
+                         EXTRA_LOCATIONS=extra)
+    cmd = nginx_command(tools["nginx"], tmp, name, conf)
+    check_config(cmd + ["-t", "-q"], "nginx")
+    svc = Service(name, "nginx", port, cmd, tmp, signal.SIGTERM,
+                  access_log=tmp / f"{name}-access.log")
+    svc.start()
+    return svc
+
+
+def start_haproxy(tools, tmp, name, port):
+    conf = fill_template(PEERS / "haproxy.cfg", tmp / f"{name}.cfg", PORT=port,
+                         UPSTREAM_PORT=UPSTREAM_PORT)
+    check_config([tools["haproxy"], "-c", "-q", "-f", str(conf)], "HAProxy")
+    # -db: foreground, no master process; its log lines go to stdout, that is to the file
+    svc = Service(name, "haproxy", port, [tools["haproxy"], "-db", "-f", conf], tmp,
+                  signal.SIGTERM, access_log=tmp / f"{name}-access.log", stdout_to_log=True)
+    svc.start()
+    return svc
+
+
+def start_contender(kind, tools, tmp):
+    if kind == "pylon":
+        return start_pylon(tmp, "pylon", PORTS["pylon"])
+    if kind == "nginx":
+        return start_nginx(tools, tmp, "nginx", PORTS["nginx"])
+    return start_haproxy(tools, tmp, "haproxy", PORTS["haproxy"])
+
+
+def check_proxied(svc):
+    """The contender proxies /api/small, stripped, and does the policy work."""
+    status, headers, body = http_request(svc.port, "/api/small")
+    if status != 200 or body != SMALL_BODY:
+        raise BenchError(f"{svc.name} answers /api/small with {status} {body[:60]!r}, "
+                         f"expected 200 {SMALL_BODY!r}")
+    missing = [h for h in EXPECTED_HEADERS if headers.get(h) is None]
+    if missing:
+        raise BenchError(f"{svc.name} does not send {', '.join(missing)}")
+    if headers.get("X-Powered-By") is not None:
+        raise BenchError(f"{svc.name} passes X-Powered-By on")
+
+
+def check_access_logs(services):
+    """Every contender wrote a line for the check requests."""
+    time.sleep(SETTLE + 0.3)
+    for svc in services:
+        if svc.log_size() == 0:
+            raise BenchError(f"{svc.name} wrote nothing to its access log {svc.access_log}")
+        svc.truncate_log()
+
+
+# ---------------------------------------------------------------------------------------
+# wrk
+
+_UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def _to_us(value, unit):
+    return float(value) * _UNITS_US[unit]
+
+
+def parse_wrk(text):
+    res = {}
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise BenchError(f"cannot read wrk's output:\n{text}")
+    res["requests"] = int(m.group(1))
+    res["elapsed_s"] = _to_us(m.group(2), m.group(3)) / 1e6
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    res["rps"] = float(m.group(1)) if m else res["requests"] / max(res["elapsed_s"], 1e-9)
+    pct = {}
+    block = text.split("Latency Distribution", 1)
+    if len(block) == 2:
+        for p, v, u in re.findall(r"^\s*(\d+)%\s+([\d.]+)(us|ms|s|m|h)\s*$", block[1], re.M):
+            pct[int(p)] = _to_us(v, u)
+    res["p50_us"] = pct.get(50)
+    res["p75_us"] = pct.get(75)
+    res["p90_us"] = pct.get(90)
+    res["p99_us"] = pct.get(99)
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    res["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"),
+                                    map(int, m.groups()))) if m else {}
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    res["non_2xx"] = int(m.group(1)) if m else 0
+    res["errors"] = res["non_2xx"] + sum(res["socket_errors"].values())
+    return res
+
+
+def wrk_command(port, path, conns, duration, script=None, script_args=()):
+    cmd = ["wrk", f"-t{min(WRK_THREADS, conns)}", f"-c{conns}", f"-d{duration}s", "--latency",
+           "--timeout", WRK_TIMEOUT]
+    if script:
+        cmd += ["-s", str(BENCHES / script)]
+    cmd.append(f"http://{HOST}:{port}{path}")
+    if script_args:
+        cmd += ["--", *map(str, script_args)]
+    return cmd
+
+
+def run_wrk(port, path, conns, duration, script=None, script_args=()):
+    cmd = wrk_command(port, path, conns, duration, script, script_args)
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=duration + 60)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk did not finish within {duration + 60} s: {' '.join(cmd)}")
+    if p.returncode != 0:
+        raise BenchError(f"wrk failed ({' '.join(cmd)}):\n{p.stdout}{p.stderr}")
+    res = parse_wrk(p.stdout)
+    res["wrk"] = " ".join(cmd)
+    return res
+
+
+def measure(svc, upstream, path, conns, duration, script=None, script_args=()):
+    """One wrk run against svc, with the contender's CPU time and peak memory."""
+    pids = svc.pids()
+    if not pids:
+        raise BenchError(f"{svc.name} is not running any more:\n{svc.stderr_tail()}")
+    peak_reset = reset_peak_rss(pids)
+    up_pids = upstream.pids()
+    accepts0 = upstream_accepts()
+    ticks0, up0 = cpu_ticks(pids), cpu_ticks(up_pids)
+    res = run_wrk(svc.port, path, conns, duration, script, script_args)
+    time.sleep(SETTLE)
+    after = svc.pids()
+    ticks1, up1 = cpu_ticks(after), cpu_ticks(up_pids)
+    accepts1 = upstream_accepts()
+    # the first status request's own connection is counted in the second reading
+    res["upstream_connections"] = (accepts1 - accepts0 - 1
+                                   if accepts0 is not None and accepts1 is not None else None)
+    n = res["requests"]
+    res["cpu_us_per_req"] = (ticks1 - ticks0) * 1e6 / CLK_TCK / n if n else None
+    res["upstream_cpu_us_per_req"] = (up1 - up0) * 1e6 / CLK_TCK / n if n else None
+    res["peak_rss_kib"] = status_kib(after, "VmHWM")
+    res["peak_rss_since"] = "run" if peak_reset else "process start"
+    res["rss_after_kib"] = status_kib(after, "VmRSS")
+    res["processes"] = len(after)
+    if set(after) != set(pids):
+        res["note"] = "the contender's processes changed during the run"
+    size = svc.log_size()
+    res["access_log_bytes_per_req"] = size / n if n else None
+    svc.truncate_log()
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# the runs
+
+
+def run_main(contenders, upstream, levels, rounds, duration):
+    runs = []
+    total = len(levels) * rounds * len(contenders)
+    done = 0
+    for rnd in range(1, rounds + 1):
+        for conns in levels:
+            for svc in contenders:
+                done += 1
+                res = measure(svc, upstream, "/api/small", conns, duration)
+                res.update(contender=svc.name, connections=conns, round=rnd)
+                runs.append(res)
+                log(f"[{done}/{total}] {svc.name:8} c={conns:<5} round {rnd}: "
+                    f"{res['rps']:>10,.0f} req/s  p99 {fmt_us(res['p99_us'])}  "
+                    f"cpu {fmt_num(res['cpu_us_per_req'], 1)} us/req  errors {res['errors']}")
+    return runs
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs, keys):
+    """Median per group of runs (grouped by keys); errors summed over the rounds."""
+    groups = {}
+    for r in runs:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        row = dict(zip(keys, key))
+        for field in ("rps", "p50_us", "p99_us", "cpu_us_per_req", "upstream_cpu_us_per_req",
+                      "upstream_connections", "peak_rss_kib", "access_log_bytes_per_req"):
+            row[field] = median([r.get(field) for r in rs])
+        row["errors"] = sum(r["errors"] for r in rs)
+        row["non_2xx"] = sum(r["non_2xx"] for r in rs)
+        row["socket_errors"] = sum(sum(r["socket_errors"].values()) for r in rs)
+        row["rounds"] = len(rs)
+        out.append(row)
+    return out
+
+
+def exhaust_limited(port):
+    """Use up the one request per hour that /limited allows, so the run sees only 429s."""
+    for _ in range(3):
+        status, _, _ = http_request(port, "/limited/x")
+        if status == 429:
+            return
+    raise BenchError(f"127.0.0.1:{port}/limited/x never answers 429")
+
+
+def scaling_experiments(pylon, nginx, pylon_routes, nginx_routes, nginx_realip):
+    """[(key, title, [variant, ...])]; a contender's first variant is its baseline."""
+    def v(svc, label, path, script=None, args=(), expect=(200, None), method="GET",
+          headers=None, prep=None):
+        return dict(svc=svc, label=label, path=path, script=script, args=args, expect=expect,
+                    method=method, headers=headers or {}, prep=prep)
+
+    small = len(SMALL_BODY)
+    exps = []
+    variants = []
+    for base, scaled, what in ((pylon, pylon_routes, "routes"),
+                               (nginx, nginx_routes, "locations")):
+        if base and scaled:
+            n = EXTRA_ROUTES + 2
+            variants += [v(base, f"2 {what}", "/api/small", expect=(200, small)),
+                         v(scaled, f"{n:,} {what}", "/api/small", expect=(200, small))]
+    exps.append(("routes", f"Routes: 2 vs {EXTRA_ROUTES + 2:,} (GET /api/small)", variants))
+
+    variants = []
+    for svc in (pylon, nginx if nginx_realip else None):
+        if svc:
+            variants += [
+                v(svc, "1 client", "/api/small", "xff.lua", (1,), (200, small),
+                  headers={"X-Forwarded-For": "10.0.0.1"}),
+                v(svc, f"{XFF_CLIENTS:,} clients", "/api/small", "xff.lua", (XFF_CLIENTS,),
+                  (200, small), headers={"X-Forwarded-For": "10.0.0.2"}),
+            ]
+    exps.append(("clients", f"Clients: 1 vs {XFF_CLIENTS:,} addresses in a trusted "
+                 "X-Forwarded-For (xff.lua, GET /api/small)", variants))
+
+    variants = []
+    for svc in (pylon, nginx):
+        if svc:
+            variants += [v(svc, label, f"/api/{name}", expect=(200, BODY_SIZES[name]))
+                         for name, label in (("empty", "empty"), ("1k", "1 KiB"),
+                                             ("1m", "1 MiB"))]
+    exps.append(("bodies", "Response bodies: empty vs 1 KiB vs 1 MiB", variants))
+
+    variants = []
+    for svc in (pylon, nginx):
+        if svc:
+            variants += [
+                v(svc, "proxied GET /api/small", "/api/small", expect=(200, small)),
+                v(svc, "404 GET /nope", "/nope", expect=(404, None)),
+                v(svc, "429 GET /limited/x", "/limited/x", expect=(429, None),
+                  prep=exhaust_limited),
+                v(svc, "204 CORS preflight", "/api/small", "preflight.lua", expect=(204, 0),
+                  method="OPTIONS", headers=PREFLIGHT_HEADERS),
+            ]
+    exps.append(("gateway_answers", "Answers the gateway makes itself vs a proxied request",
+                 variants))
+    return [e for e in exps if e[2]]
+
+
+def check_variant(var):
+    svc = var["svc"]
+    if var["prep"]:
+        var["prep"](svc.port)
+    status, _, body = http_request(svc.port, var["path"], var["method"], var["headers"])
+    want_status, want_len = var["expect"]
+    if status != want_status or (want_len is not None and len(body) != want_len):
+        raise BenchError(f"{svc.name}: {var['method']} {var['path']} answers {status} with "
+                         f"{len(body)} bytes; expected {want_status}"
+                         + (f" with {want_len} bytes" if want_len is not None else ""))
+
+
+def run_scaling(experiments, upstream, rounds, duration):
+    results = {}
+    total = sum(len(vs) for _, _, vs in experiments) * rounds
+    done = 0
+    for key, title, variants in experiments:
+        for var in variants:
+            check_variant(var)
+            svc = var["svc"]
+            svc.truncate_log()
+        runs = []
+        for rnd in range(1, rounds + 1):
+            for i, var in enumerate(variants):
+                done += 1
+                svc = var["svc"]
+                if var["prep"]:
+                    var["prep"](svc.port)
+                res = measure(svc, upstream, var["path"], SCALING_CONNECTIONS, duration,
+                              var["script"], var["args"])
+                res.update(contender=svc.kind, instance=svc.name, variant=var["label"],
+                           order=i, round=rnd, path=var["path"],
+                           idle_rss_kib=svc.idle_rss_kib)
+                runs.append(res)
+                log(f"[scaling {done}/{total}] {svc.kind:6} {var['label']:28} round {rnd}: "
+                    f"{res['rps']:>10,.0f} req/s  p99 {fmt_us(res['p99_us'])}  "
+                    f"cpu {fmt_num(res['cpu_us_per_req'], 1)} us/req  non-2xx {res['non_2xx']}")
+        rows = summarize(runs, ("contender", "variant"))
+        for row in rows:
+            first = next(r for r in runs if r["contender"] == row["contender"]
+                         and r["variant"] == row["variant"])
+            row["order"] = first["order"]
+            row["path"] = first["path"]
+            row["idle_rss_kib"] = first["idle_rss_kib"]
+        rows.sort(key=lambda r: r["order"])
+        for row in rows:
+            base = next(r for r in rows if r["contender"] == row["contender"])
+            row["baseline"] = base["variant"]
+            row["rps_vs_baseline"] = ratio(row["rps"], base["rps"])
+            row["cpu_vs_baseline"] = ratio(row["cpu_us_per_req"], base["cpu_us_per_req"])
+        results[key] = {"title": title, "connections": SCALING_CONNECTIONS, "runs": runs,
+                        "summary": rows}
+    return results
+
+
+def run_soak(pylon, upstream, seconds):
+    """Pylon alone at 100 connections for `seconds`, its RSS sampled every 10 s."""
+    pids = pylon.pids()
+    start_rss = status_kib(pids, "VmRSS")
+    cmd = wrk_command(pylon.port, "/api/small", 100, seconds)
+    out_path = pylon.tmp / "soak-wrk.out"
+    samples = []
+    t0 = time.monotonic()
+    ticks0 = cpu_ticks(pids)
+    with open(out_path, "w") as out:
+        wrk = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT)
+        try:
+            while True:
+                try:
+                    wrk.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                elapsed = time.monotonic() - t0
+                rss = status_kib(pylon.pids(), "VmRSS")
+                samples.append({"t_s": round(elapsed, 1), "rss_kib": rss})
+                log(f"[soak] {elapsed:6.0f} s  RSS {rss / 1024:.1f} MiB")
+                # the pylon log file grows by about 100 bytes a request; keep it small
+                pylon.truncate_log()
+                if elapsed > seconds + 60:
+                    raise BenchError(f"wrk did not finish the {seconds} s soak in time")
+        finally:
+            if wrk.poll() is None:
+                wrk.kill()
+                wrk.wait()
+    if wrk.returncode != 0:
+        raise BenchError(f"wrk failed in the soak:\n{out_path.read_text()}")
+    res = parse_wrk(out_path.read_text())
+    time.sleep(SETTLE)
+    after = pylon.pids()
+    if not after:
+        raise BenchError(f"pylon died during the soak:\n{pylon.stderr_tail()}")
+    n = res["requests"]
+    res["cpu_us_per_req"] = (cpu_ticks(after) - ticks0) * 1e6 / CLK_TCK / n if n else None
+    load_samples = [s["rss_kib"] for s in samples]
+    res.update(seconds=seconds, connections=100, samples=samples, start_rss_kib=start_rss,
+               peak_rss_kib=max(load_samples + [start_rss]),
+               peak_hwm_kib=status_kib(after, "VmHWM"),
+               end_rss_kib=load_samples[-1] if load_samples else None,
+               after_load_rss_kib=status_kib(after, "VmRSS"),
+               first_sample_rss_kib=load_samples[0] if load_samples else None)
+    pylon.truncate_log()
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# the report
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt_num(x, digits=0):
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def fmt_us(us):
+    if us is None:
+        return "—"
+    if us < 1000:
+        return f"{us:.0f} µs"
+    if us < 1e6:
+        return f"{us / 1000:.2f} ms"
+    return f"{us / 1e6:.2f} s"
+
+
+def fmt_mib(kib):
+    return "—" if kib is None else f"{kib / 1024:.1f}"
+
+
+def fmt_ratio(x):
+    return "—" if x is None else f"{x:.2f}×"
+
+
+def fmt_change(x):
+    return "—" if x is None else f"{(x - 1) * 100:+.0f}%"
+
+
+def machine_info(tools):
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+
+    git = tool_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = tool_output(["git", "-C", str(REPO), "status", "--porcelain",
+                         "--untracked-files=no"])
+    def version(cmd, pattern):
+        m = re.search(pattern, tool_output(cmd))
+        return m.group(1) if m else "unknown"
+
+    versions = {
+        "pylon": version([str(PYLON), "--version"], r"(\S+)\s*$"),
+        "git": git + (" with uncommitted changes" if dirty else ""),
+        "nginx": version([tools["nginx"], "-v"], r"nginx/(\S+)"),
+        "wrk": version(["wrk", "-v"], r"wrk (?:debian/)?(\S+)"),
+    }
+    if tools.get("haproxy"):
+        versions["haproxy"] = version([tools["haproxy"], "-v"], r"HAProxy version (\S+)")
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1) if mem_kib else None,
+        "kernel": platform.release(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def header_md(data, title):
+    m, s = data["machine"], data["settings"]
+    v = m["versions"]
+    vers = ", ".join(f"{k} {val}" for k, val in v.items() if k != "git")
+    lines = [
+        f"# {title}",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, "
+        f"Linux {m['kernel']}",
+        f"- Date: {m['date']}; load average at start "
+        f"{' '.join(str(x) for x in m['load_average_at_start'])}",
+        f"- Versions: {vers}; git {v['git']}",
+        (f"- Settings: soak of {s['soak_s']} s at 100 connections, "
+         if s.get("soak_s") else
+         f"- Settings: {s['duration_s']} s per run, {s['rounds']} round(s), ")
+        + f"wrk -t{WRK_THREADS} --latency, HTTP/1.1 keep-alive"
+        + (" (quick mode)" if s.get("quick") else ""),
+        "- Everything runs on 127.0.0.1 on this one machine: wrk, the contender and the nginx "
+        "upstream (1 worker) share the cores, so the numbers compare the contenders with each "
+        "other here, not with other machines.",
+    ]
+    return lines
+
+
+def main_table_md(data):
+    s = data["settings"]
+    rows = data["main_summary"]
+    lines = [
+        "",
+        "## Proxied GET /api/small (13-byte body)",
+        "",
+        f"Contenders took turns ({'/'.join(s['contenders'])}, repeated) for {s['rounds']} "
+        f"round(s); medians shown, errors summed over the rounds.",
+        "",
+        "| contender | connections | req/s | ratio to nginx | p50 | p99 | CPU µs/req "
+        "| peak RSS MiB | errors | upstream conns opened |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    nginx = {r["connections"]: r["rps"] for r in rows if r["contender"] == "nginx"}
+    for r in sorted(rows, key=lambda r: (r["connections"], s["contenders"].index(r["contender"]))):
+        lines.append(
+            f"| {r['contender']} | {r['connections']:,} | {fmt_num(r['rps'])} "
+            f"| {fmt_ratio(ratio(r['rps'], nginx.get(r['connections'])))} "
+            f"| {fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} "
+            f"| {fmt_num(r['cpu_us_per_req'], 1)} | {fmt_mib(r['peak_rss_kib'])} "
+            f"| {r['errors']:,} | {fmt_num(r['upstream_connections'])} |")
+    if any(r.get("peak_rss_since") != "run" for r in data["main"]):
+        lines += ["", "Warning: /proc/PID/clear_refs could not be written, so peak RSS is the "
+                  "peak since each process started, not per run."]
+    idle = data.get("idle_rss_kib", {})
+    if idle:
+        lines += ["", "Idle RSS right after start, before any load: "
+                  + ", ".join(f"{k} {fmt_mib(val)} MiB" for k, val in idle.items()) + "."]
+    logs = {}
+    for r in rows:
+        if r.get("access_log_bytes_per_req") is not None:
+            logs.setdefault(r["contender"], []).append(r["access_log_bytes_per_req"])
+    if logs:
+        lines += ["", "Access log written per request (checks that every contender logs): "
+                  + ", ".join(f"{k} {median(val):.0f} bytes" for k, val in logs.items()) + "."]
+    up = {}
+    for r in rows:
+        if r.get("upstream_cpu_us_per_req") is not None and r.get("rps"):
+            up.setdefault(r["contender"], []).append(
+                (r["upstream_cpu_us_per_req"], r["upstream_cpu_us_per_req"] * r["rps"] / 1e4))
+    if up:
+        lines += ["", "The upstream nginx (1 worker, so at most one core) per request, and its "
+                  "busiest share of a core: "
+                  + ", ".join(f"{k} runs {median([u for u, _ in val]):.1f} µs, "
+                              f"{max(b for _, b in val):.0f}%" for k, val in up.items()) + "."]
+    return lines
+
+
+def scaling_md(data):
+    lines = []
+    for key, exp in data.get("scaling", {}).items():
+        lines += [
+            "",
+            f"## Scaling — {exp['title']}",
+            "",
+            f"{exp['connections']} connections; each contender's first row is its baseline.",
+            "",
+            "| contender | variant | req/s | req/s vs baseline | p50 | p99 | CPU µs/req "
+            "| CPU vs baseline | peak RSS MiB | idle RSS MiB | non-2xx | socket errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in exp["summary"]:
+            lines.append(
+                f"| {r['contender']} | {r['variant']} | {fmt_num(r['rps'])} "
+                f"| {fmt_ratio(r['rps_vs_baseline'])} | {fmt_us(r['p50_us'])} "
+                f"| {fmt_us(r['p99_us'])} | {fmt_num(r['cpu_us_per_req'], 1)} "
+                f"| {fmt_change(r['cpu_vs_baseline'])} | {fmt_mib(r['peak_rss_kib'])} "
+                f"| {fmt_mib(r['idle_rss_kib'])} | {r['non_2xx']:,} | {r['socket_errors']:,} |")
+    return lines
+
+
+NOTES = [
+    "",
+    "## How to read this",
+    "",
+    "- req/s, p50, p99: wrk's (`--latency`), median over the rounds.",
+    "- CPU µs/req: utime + stime of all the contender's processes (nginx's master and "
+    f"workers) from /proc/PID/stat, from before the run to {SETTLE} s after it (so buffered "
+    "log writes are counted), divided by the requests wrk completed.",
+    "- Peak RSS: the sum of VmHWM over the contender's processes, reset before each run "
+    "(/proc/PID/clear_refs); pages shared between nginx's workers count once per process.",
+    "- errors: non-2xx/3xx answers plus socket errors (connect, read, write, timeout).",
+    "- upstream conns opened: connections the upstream nginx accepted during a run "
+    "(stub_status); with working upstream keepalive it stays near the number of "
+    "connections, far below the number of requests.",
+    "- The contenders do the same policy work: /api stripped, upstream keepalive, helmet's "
+    "12 security headers, CORS, X-Request-Id, X-Forwarded-*, a per-client rate limit that "
+    "never triggers, a combined access log to a file (benches/pylon.toml, "
+    "benches/peers/nginx.conf, benches/peers/haproxy.cfg).",
+]
+
+
+def write_main_results(data, out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = header_md(data, "Pylon load benchmark") + main_table_md(data) + scaling_md(data) + NOTES
+    text = "\n".join(md) + "\n"
+    (out_dir / "latest.md").write_text(text)
+    (out_dir / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
+    chart(out_dir / "latest.json", out_dir / "latest.png")
+    return text
+
+
+def write_soak_results(data, out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    s = data["soak"]
+    md = header_md(data, "Pylon soak") + [
+        "",
+        f"## Pylon alone, GET /api/small, 100 connections for {s['seconds']} s",
+        "",
+        "| req/s | p50 | p99 | CPU µs/req | errors | RSS start MiB | RSS first sample MiB "
+        "| RSS peak MiB | RSS end MiB | RSS after load MiB | VmHWM MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {fmt_num(s['rps'])} | {fmt_us(s['p50_us'])} | {fmt_us(s['p99_us'])} "
+        f"| {fmt_num(s['cpu_us_per_req'], 1)} | {s['errors']:,} | {fmt_mib(s['start_rss_kib'])} "
+        f"| {fmt_mib(s['first_sample_rss_kib'])} | {fmt_mib(s['peak_rss_kib'])} "
+        f"| {fmt_mib(s['end_rss_kib'])} | {fmt_mib(s['after_load_rss_kib'])} "
+        f"| {fmt_mib(s['peak_hwm_kib'])} |",
+        "",
+        "RSS start: VmRSS before the load (idle right after start: "
+        f"{fmt_mib(data['idle_rss_kib'].get('pylon'))} MiB); first sample, peak and end: "
+        "VmRSS sampled under load; after load: 1.2 s after wrk ended; VmHWM: the peak since "
+        "the process started. Growth from the first sample to the end points to a leak.",
+        "",
+        "RSS (VmRSS) every 10 s: "
+        + (", ".join(f"{x['t_s']:.0f} s {fmt_mib(x['rss_kib'])}" for x in s["samples"])
+           or "no sample (the soak was shorter than 10 s)") + " MiB.",
+    ]
+    text = "\n".join(md) + "\n"
+    (out_dir / "soak.md").write_text(text)
+    (out_dir / "soak.json").write_text(json.dumps(data, indent=2) + "\n")
+    return text
+
+
+def draw_chart(json_path, png_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    data = json.loads(Path(json_path).read_text())
+    rows = data["main_summary"]
+    contenders = [c for c in data["settings"]["contenders"]
+                  if any(r["contender"] == c for r in rows)]
+    levels = sorted({r["connections"] for r in rows})
+    value = {(r["contender"], r["connections"]): r for r in rows}
+    fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(12, 4.8))
+    width = 0.8 / max(len(contenders), 1)
+    colors = {"pylon": "#d9534f", "nginx": "#2e8b57", "haproxy": "#3b6ea8"}
+    for i, c in enumerate(contenders):
+        xs = [j + (i - (len(contenders) - 1) / 2) * width for j in range(len(levels))]
+        rps = [(value.get((c, lv)) or {}).get("rps") or 0 for lv in levels]
+        p99 = [((value.get((c, lv)) or {}).get("p99_us") or 0) / 1000 for lv in levels]
+        bars = ax_rps.bar(xs, rps, width, label=c, color=colors.get(c))
+        ax_rps.bar_label(bars, labels=[f"{x / 1000:.1f}k" for x in rps], fontsize=7, padding=2)
+        bars = ax_p99.bar(xs, p99, width, label=c, color=colors.get(c))
+        ax_p99.bar_label(bars, labels=[f"{x:.2f}" for x in p99], fontsize=7, padding=2)
+    for ax, title, unit in ((ax_rps, "Requests per second (higher is better)", "req/s"),
+                            (ax_p99, "p99 latency (lower is better)", "ms")):
+        ax.set_xticks(range(len(levels)))
+        ax.set_xticklabels([f"{lv:,} connections" for lv in levels])
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.margins(y=0.15)
+    ax_rps.yaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(lambda x, _pos: f"{x:,.0f}"))
+    handles, labels = ax_rps.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(len(contenders), 1),
+               frameon=False)
+    m, s = data["machine"], data["settings"]
+    fig.suptitle(f"GET /api/small through each gateway — {m['cores']} cores, {m['cpu']}; "
+                 f"median of {s['rounds']} round(s) of {s['duration_s']} s", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+def chart(json_path, png_path):
+    """Draw the chart here, or with the system Python when this one lacks matplotlib."""
+    try:
+        draw_chart(json_path, png_path)
+        return
+    except ImportError:
+        pass
+    for python in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(python, os.X_OK) and os.path.realpath(python) != os.path.realpath(
+                sys.executable):
+            p = subprocess.run([python, __file__, "--chart-only", str(json_path),
+                                "--chart-out", str(png_path)], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=120)
+            if p.returncode == 0:
+                return
+    log("no chart: matplotlib is missing (apt-get install python3-matplotlib)")
+
+
+# ---------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, help="seconds per run (default 10; --quick 3)")
+    p.add_argument("--rounds", type=int, help="rounds of A/B/C turns (default 2; --quick 1)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 3 s, 1 round, 100 connections only, no scaling runs")
+    p.add_argument("--only", help="contenders to run, comma-separated: pylon,nginx,haproxy")
+    p.add_argument("--skip-scaling", action="store_true", help="only the main comparison")
+    p.add_argument("--connections", help="connection counts (default 10,100,1000)")
+    p.add_argument("--soak", type=int, metavar="SECONDS",
+                   help="Pylon alone at 100 connections this long, RSS sampled every 10 s")
+    p.add_argument("--out", type=Path, default=BENCHES / "results",
+                   help="where results go (default benches/results)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument("--chart-only", metavar="JSON", help=argparse.SUPPRESS)
+    p.add_argument("--chart-out", metavar="PNG", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.duration is None:
+        a.duration = 3 if a.quick else 10
+    if a.rounds is None:
+        a.rounds = 1 if a.quick else 2
+    if a.duration < 1 or a.rounds < 1:
+        p.error("--duration and --rounds must be at least 1")
+    if a.connections:
+        a.levels = tuple(int(x) for x in a.connections.split(","))
+    else:
+        a.levels = (100,) if a.quick else CONNECTIONS
+    if any(c < 1 for c in a.levels):
+        p.error("connection counts must be at least 1")
+    if a.quick:
+        a.skip_scaling = True
+    if a.only:
+        a.contenders = [c.strip() for c in a.only.split(",") if c.strip()]
+        unknown = [c for c in a.contenders if c not in CONTENDERS]
+        if unknown or not a.contenders:
+            p.error(f"--only takes some of {','.join(CONTENDERS)}")
+        a.contenders = [c for c in CONTENDERS if c in a.contenders]
+    else:
+        a.contenders = list(CONTENDERS)
+    if a.soak is not None:
+        if a.soak < 1:
+            p.error("--soak takes a number of seconds")
+        a.contenders = ["pylon"]
+    return a
+
+
+def find_tools(args):
+    tools = {}
+    missing = []
+    for name in ("wrk", "nginx") + (("haproxy",) if "haproxy" in args.contenders else ()):
+        tools[name] = find_tool(name)
+        if tools[name] is None:
+            missing.append(name)
+    if missing:
+        raise BenchError(f"missing on PATH: {', '.join(missing)}; `make bench-deps` installs "
+                         "them (Debian packages wrk, nginx-light, haproxy)")
+    if not PYLON.exists():
+        raise BenchError(f"{PYLON} is missing: build it with `cargo build --release --bins`")
+    if tomllib is None:
+        raise BenchError("Python 3.11 or newer is needed (tomllib)")
+    tools["nginx_realip"] = nginx_has_realip(tools["nginx"])
+    tools["nginx_stub_status"] = "http_stub_status_module" in tool_output([tools["nginx"], "-V"])
+    return tools
+
+
+def raise_fd_limit(levels):
+    """Raise the open files limit for wrk and, inherited, the contenders."""
+    want = 65536
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= want:
+        attempts = [(want, hard)]
+    else:
+        attempts = [(want, want), (hard, hard)]  # raising the hard limit needs privilege
+    for limit in attempts:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+            break
+        except (ValueError, OSError):
+            continue
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * max(levels) + 256  # a gateway holds a client and an upstream socket per request
+    if soft < need:
+        raise BenchError(f"open files limit {soft} is too low for {max(levels)} connections "
+                         f"(need {need}); raise it with ulimit -n")
+    return soft
+
+
+def on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.chart_only:
+        draw_chart(args.chart_only, args.chart_out or Path(args.chart_only).with_suffix(".png"))
+        return 0
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    tmp = None
+    failed = True
+    try:
+        tools = find_tools(args)
+        os.environ["PATH"] = os.path.dirname(tools["wrk"]) + os.pathsep + os.environ["PATH"]
+        fd_limit = raise_fd_limit(args.levels)
+        tmp = Path(tempfile.mkdtemp(prefix="pylon-bench-"))
+        os.chmod(tmp, 0o755)  # nginx workers may run as nobody
+        log(f"temp dir {tmp}; open files limit {fd_limit}")
+        machine = machine_info(tools)
+        settings = {"duration_s": args.duration, "rounds": args.rounds, "quick": args.quick,
+                    "connections": list(args.levels), "contenders": args.contenders,
+                    "wrk_threads": WRK_THREADS, "wrk_timeout": WRK_TIMEOUT,
+                    "upstream": f"nginx, 1 worker, 127.0.0.1:{UPSTREAM_PORT}",
+                    "ports": {c: PORTS[c] for c in args.contenders}}
+
+        upstream = start_upstream(tools, tmp)
+        contenders = [start_contender(kind, tools, tmp) for kind in args.contenders]
+        for svc in contenders:
+            check_proxied(svc)
+        check_access_logs(contenders)
+        idle = {svc.name: svc.idle_rss_kib for svc in contenders}
+
+        if args.soak is not None:
+            data = {"machine": machine, "settings": dict(settings, soak_s=args.soak,
+                                                         connections=[100]),
+                    "idle_rss_kib": idle}
+            data["soak"] = run_soak(contenders[0], upstream, args.soak)
+            text = write_soak_results(data, args.out)
+        else:
+            # a short unmeasured run each: upstream connections, caches, page faults
+            for svc in contenders:
+                run_wrk(svc.port, "/api/small", 100, min(2, args.duration))
+                time.sleep(0.5)
+                svc.truncate_log()
+            runs = run_main(contenders, upstream, args.levels, args.rounds, args.duration)
+            data = {"machine": machine, "settings": settings, "idle_rss_kib": idle,
+                    "main": runs, "main_summary": summarize(runs, ("contender", "connections"))}
+            if not args.skip_scaling:
+                by_kind = {svc.kind: svc for svc in contenders}
+                pylon, nginx = by_kind.get("pylon"), by_kind.get("nginx")
+                scaled = []
+                if pylon:
+                    scaled.append(start_pylon(tmp, "pylon-routes", SCALED_PORTS["pylon"],
+                                              EXTRA_ROUTES))
+                if nginx:
+                    scaled.append(start_nginx(tools, tmp, "nginx-routes", SCALED_PORTS["nginx"],
+                                              EXTRA_ROUTES))
+                for svc in scaled:
+                    check_proxied(svc)
+                    run_wrk(svc.port, "/api/small", 100, min(2, args.duration))
+                    time.sleep(0.5)
+                    svc.truncate_log()
+                by_kind_scaled = {svc.kind: svc for svc in scaled}
+                exps = scaling_experiments(pylon, nginx, by_kind_scaled.get("pylon"),
+                                           by_kind_scaled.get("nginx"), tools["nginx_realip"])
+                data["scaling"] = run_scaling(exps, upstream, args.rounds, args.duration)
+                for svc in scaled:
+                    svc.stop()
+            text = write_main_results(data, args.out)
+        print(text, end="")
+        failed = False
+        return 0
+    except BenchError as e:
+        log(f"load.py: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("load.py: interrupted")
+        return 130
+    finally:
+        stop_all()
+        if tmp is not None:
+            if failed or args.keep_tmp:
+                log(f"load.py: configs and logs kept in {tmp}")
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
