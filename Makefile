@@ -5,6 +5,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 CONF ?= conf/pylon.toml
 
 # Debian packages the build needs: cmake for Pingora's zlib-ng, OpenSSL headers for its TLS.
@@ -52,6 +56,33 @@ test: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Criterion micro-benchmarks (route lookup, rate limit, headers, log lines).
+microbench: deps
+	$(CARGO) bench --bench micro
+
+# The binary, the systemd unit, its user and /etc/pylon/pylon.toml (kept if it exists).
+# DESTDIR and PREFIX work as usual; without DESTDIR the user is created and systemd told.
+install: release
+	install -Dm755 target/release/pylon $(DESTDIR)$(BINDIR)/pylon
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' systemd/pylon.service > $(DESTDIR)$(UNITDIR)/pylon.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/pylon.service
+	install -Dm644 systemd/pylon.sysusers $(DESTDIR)$(SYSUSERSDIR)/pylon.conf
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/pylon/pylon.toml ]; then \
+	  echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/pylon/pylon.toml"; \
+	else \
+	  install -d $(DESTDIR)$(SYSCONFDIR)/pylon; \
+	  sed -e 's|^pid_file = .*|pid_file = "/run/pylon/pylon.pid"|' \
+	      -e 's|^upgrade_sock = .*|upgrade_sock = "/run/pylon/upgrade.sock"|' \
+	      conf/pylon.toml > $(DESTDIR)$(SYSCONFDIR)/pylon/pylon.toml; \
+	  chmod 644 $(DESTDIR)$(SYSCONFDIR)/pylon/pylon.toml; \
+	fi
+	@if [ -z "$(DESTDIR)" ]; then \
+	  if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/pylon.conf; \
+	  elif ! id pylon >/dev/null 2>&1; then useradd --system --no-create-home --shell /usr/sbin/nologin pylon; fi; \
+	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
 
 clean:
 	$(CARGO) clean

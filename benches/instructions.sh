@@ -51,7 +51,7 @@ threads = 1
 pid_file = "$tmp/pylon.pid"
 upgrade_sock = "$tmp/pylon.sock"
 [access_log]
-path = "$tmp/access.log"
+path = "${ACCESS_LOG:-$tmp/access.log}"
 [rate_limit]
 requests = 1000000000
 window = "1m"

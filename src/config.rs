@@ -82,6 +82,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub security_headers: SecurityHeadersSection,
     #[serde(default)]
+    pub metrics: Option<MetricsSection>,
+    #[serde(default)]
     pub routes: Vec<RouteSection>,
 }
 
@@ -99,6 +101,19 @@ pub struct ServerSection {
     pub upgrade_sock: String,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
+    /// After SIGTERM, keep serving (and accepting) this long, telling keep-alive clients
+    /// to close, before the listeners close.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: DurationValue,
+    /// Once the listeners close, how long requests in flight may take before the exit.
+    #[serde(default = "default_graceful_shutdown_timeout")]
+    pub graceful_shutdown_timeout: DurationValue,
+    /// How long an idle client keep-alive connection stays open.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: DurationValue,
+    /// With -d, diagnostics go to this file; otherwise they stay on stderr (journald).
+    #[serde(default)]
+    pub error_log: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -109,8 +124,29 @@ impl Default for ServerSection {
             pid_file: default_pid_file(),
             upgrade_sock: default_upgrade_sock(),
             trusted_proxies: Vec::new(),
+            grace_period: default_grace_period(),
+            graceful_shutdown_timeout: default_graceful_shutdown_timeout(),
+            keepalive_timeout: default_keepalive_timeout(),
+            error_log: None,
         }
     }
+}
+
+fn default_grace_period() -> DurationValue {
+    DurationValue(Duration::ZERO)
+}
+fn default_graceful_shutdown_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(30))
+}
+fn default_keepalive_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(60))
+}
+
+/// `[metrics]`: Prometheus text at /metrics on its own listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub listen: Listen,
 }
 
 fn default_listen() -> Vec<Listen> {

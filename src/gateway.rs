@@ -29,7 +29,9 @@ use crate::headers::names::{
     RATELIMIT, RATELIMIT_POLICY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::headers::{strip_hop_by_hop, AllowOrigin};
+use crate::lifecycle::InFlight;
 use crate::limits::{ClientKey, Policy, Verdict};
+use crate::metrics::Observation;
 use crate::router::stripped;
 use crate::runtime::{Route, Runtime};
 use crate::upstream::{SelectInput, Tried};
@@ -79,8 +81,13 @@ pub struct RequestCtx {
     attempts: u32,
     /// Set when no instance was available: the Retry-After of the 503.
     unavailable: Option<u32>,
+    /// When the request went upstream, and how long the upstream took to answer.
+    upstream_sent: Option<Instant>,
+    upstream_time: Option<std::time::Duration>,
     /// Set when the gateway answered itself.
     answered: Option<GatewayError>,
+    /// Counts this request as in flight until the context drops.
+    _in_flight: InFlight,
 }
 
 /// What the early checks of `request_filter` decided.
@@ -108,11 +115,15 @@ impl ProxyHttp for Gateway {
             tried: Tried::default(),
             attempts: 0,
             unavailable: None,
+            upstream_sent: None,
+            upstream_time: None,
             answered: None,
+            _in_flight: self.rt.life.request(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.keepalive(session);
         self.identify(session, ctx);
         match self.early_answer(session, ctx) {
             Early::Continue => Ok(false),
@@ -232,18 +243,23 @@ impl ProxyHttp for Gateway {
         }
         self.forwarding_headers(session, &mut parts.headers, ctx);
         *upstream = RequestHeader::from(parts);
+        if self.rt.metrics.is_some() {
+            ctx.upstream_sent = Some(Instant::now());
+        }
         upstream.set_raw_path(&target)
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.close_if_draining(session);
         if let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) {
             route.pool.report_success(i);
         }
+        ctx.upstream_time = ctx.upstream_sent.map(|sent| sent.elapsed());
         with_plain_headers(resp, |parts| {
             // answer in our own protocol version, whatever the upstream spoke (an HTTP/1.0
             // upstream must not turn the client's keep-alive connection into 1.0)
@@ -295,25 +311,31 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let log = &self.rt.access_log;
-        if log.is_off() {
-            if let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) {
-                route.pool.end(i);
-            }
-            return;
-        }
-        let req = session.req_header();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .or(ctx.answered.map(GatewayError::status))
-            .unwrap_or(0);
         let route = self.route(ctx);
         let instance = route.zip(ctx.upstream).and_then(|(r, i)| {
             r.pool.end(i);
             r.pool.instance(i)
         });
-        let upstream = instance.map(|u| &*u.authority);
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.answered.map(GatewayError::status))
+            .unwrap_or(0);
+        let duration = ctx.started.elapsed();
+        if let Some(metrics) = &self.rt.metrics {
+            metrics.observe(&Observation {
+                route: ctx.route,
+                status,
+                duration,
+                upstream_time: ctx.upstream_time,
+                answered: ctx.answered,
+            });
+        }
+        let log = &self.rt.access_log;
+        if log.is_off() {
+            return;
+        }
+        let req = session.req_header();
         log.log(&Entry {
             client: ctx.client_ip,
             time: SystemTime::now(),
@@ -322,17 +344,38 @@ impl ProxyHttp for Gateway {
             version: version_str(req.version),
             status,
             body_bytes: session.body_bytes_sent(),
-            referer: req.headers.get("referer").map(HeaderValue::as_bytes),
-            user_agent: req.headers.get("user-agent").map(HeaderValue::as_bytes),
+            referer: req.headers.get(header::REFERER).map(HeaderValue::as_bytes),
+            user_agent: req
+                .headers
+                .get(header::USER_AGENT)
+                .map(HeaderValue::as_bytes),
             request_id: ctx.request_id.as_ref().map(HeaderValue::as_bytes),
-            duration: ctx.started.elapsed(),
+            duration,
             route: route.map(|r| &*r.prefix),
-            upstream,
+            upstream: instance.map(|u| &*u.authority),
         });
     }
 }
 
 impl Gateway {
+    /// Bound how long an idle client connection waits for its next request, and close
+    /// connections while draining (see [`crate::lifecycle`]).
+    fn keepalive(&self, session: &mut Session) {
+        if self.rt.life.is_draining() {
+            session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.rt.keepalive_timeout.as_secs().max(1)));
+        }
+    }
+
+    /// A response written while draining tells the client to close its connection, even
+    /// when the request arrived before the drain began.
+    fn close_if_draining(&self, session: &mut Session) {
+        if self.rt.life.is_draining() {
+            session.set_keepalive(None);
+        }
+    }
+
     /// The client's address (through trusted proxies) and the request id.
     fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
         let req = session.req_header();
@@ -444,6 +487,7 @@ impl Gateway {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         self.decorate(headers, ctx);
+        self.close_if_draining(session);
         let head_only = session.req_header().method == Method::HEAD;
         session
             .write_response_header(Box::new(ResponseHeader::from(parts)), head_only)
@@ -468,6 +512,7 @@ impl Gateway {
         if let Some(id) = &ctx.request_id {
             headers.insert(X_REQUEST_ID, id.clone());
         }
+        self.close_if_draining(session);
         session
             .write_response_header(Box::new(ResponseHeader::from(parts)), true)
             .await

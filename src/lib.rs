@@ -15,6 +15,8 @@
 //! - [`access_log`]: combined/JSON lines, formatted on the request path, written off it.
 //! - [`error`]: the gateway's own answers and the mapping from failures to them.
 //! - [`upstream`]: a route's instances: balancing, passive ejection, active health checks.
+//! - [`metrics`]: per-thread counters and the Prometheus text at /metrics.
+//! - [`lifecycle`]: signals, draining, in-flight requests and the exit.
 //! - [`server`]: the command line and the wiring into a Pingora server.
 
 pub mod access_log;
@@ -23,7 +25,9 @@ pub mod error;
 pub mod forwarding;
 pub mod gateway;
 pub mod headers;
+pub mod lifecycle;
 pub mod limits;
+pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -16,7 +16,9 @@ use crate::config::{
 };
 use crate::forwarding::TrustedProxies;
 use crate::headers::{static_name, Cors, SecurityHeaders};
+use crate::lifecycle::Lifecycle;
 use crate::limits::{Policy, PolicyBuilder};
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::upstream::{
     Balance, HashKey, HealthCheckSpec, InstanceSpec, PassiveSpec, Pool, TlsSpec,
@@ -76,6 +78,14 @@ pub struct Runtime {
     pub router: Router<usize>,
     /// The `[rate_limit]` policy, also applied to requests that match no route.
     pub default_limit: Option<Policy>,
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub error_log: Option<String>,
+    /// Where /metrics is served, and the counters; `None` when `[metrics]` is absent.
+    pub metrics_listen: Option<SocketAddr>,
+    pub metrics: Option<Metrics>,
+    pub life: Arc<Lifecycle>,
     pub trusted_proxies: TrustedProxies,
     pub security: SecurityHeaders,
     pub cors: Cors,
@@ -162,18 +172,30 @@ impl Runtime {
             ))
         })?;
 
+        let threads = file.server.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |t| t.0,
+        );
+        let routes_len = routes.len();
         Ok(Runtime {
             config_path: path.to_path_buf(),
             listen,
-            threads: file.server.threads.map_or_else(
-                || std::thread::available_parallelism().map_or(1, |n| n.get()),
-                |t| t.0,
-            ),
+            threads,
             pid_file: file.server.pid_file.clone(),
             upgrade_sock: file.server.upgrade_sock.clone(),
             routes,
             router,
             default_limit,
+            grace_period: file.server.grace_period.0,
+            graceful_shutdown_timeout: file.server.graceful_shutdown_timeout.0,
+            keepalive_timeout: file.server.keepalive_timeout.0,
+            error_log: file.server.error_log.clone(),
+            metrics_listen: file.metrics.as_ref().map(|m| m.listen.0),
+            metrics: file
+                .metrics
+                .as_ref()
+                .map(|_| Metrics::new(routes_len, threads)),
+            life: Arc::new(Lifecycle::default()),
             trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),
             security: SecurityHeaders::from_config(&file.security_headers).map_err(env_error)?,
             cors: Cors::from_config(&file.cors).map_err(env_error)?,

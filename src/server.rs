@@ -9,9 +9,12 @@ use clap::Parser;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::gateway::Gateway;
+use crate::lifecycle::{ExitWhenIdle, Signals};
+use crate::metrics::MetricsApp;
 use crate::runtime::Runtime;
 use crate::upstream::HealthChecks;
 
@@ -54,22 +57,28 @@ pub fn check(cli: &Cli) -> Result<Runtime, StartError> {
 /// address is reported before the server starts (and before it daemonizes). Pingora would
 /// otherwise fail the listener inside a service thread and leave the process up without it.
 pub fn check_listeners(listen: &[SocketAddr]) -> Result<(), StartError> {
-    for &addr in listen {
+    for &addr in listen.iter() {
         TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
     }
     Ok(())
 }
 
-/// Build the Pingora server for a runtime.
-pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Server {
+/// Build the Pingora server for a runtime, with the signal handling that goes with it.
+pub fn build(rt: Arc<Runtime>, cli: &Cli) -> (Server, RunArgs) {
     let conf = ServerConf {
         threads: rt.threads,
         pid_file: rt.pid_file.clone(),
         upgrade_sock: rt.upgrade_sock.clone(),
         daemon: cli.daemon,
-        // Pingora's default grace period is five minutes; in-flight requests get 5 s here
-        grace_period_seconds: Some(5),
-        graceful_shutdown_timeout_seconds: Some(5),
+        error_log: rt.error_log.clone(),
+        // with -d, the starting process exits only once the new one is ready to serve:
+        // systemd's reload goes on to the old process only then
+        daemon_wait_for_ready: true,
+        daemon_ready_timeout_seconds: std::num::NonZeroU64::new(60),
+        // the longest the runtimes stay up for requests in flight once the listeners
+        // closed; `ExitWhenIdle` ends the process as soon as none is left
+        grace_period_seconds: Some(rt.graceful_shutdown_timeout.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -80,7 +89,9 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Server {
         conf: None,
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
+    // bootstrap (taking over the old process's sockets with -u) runs as a service, after
+    // any daemon fork, so that it can tell the waiting parent when it starts
+    let bootstrap = server.bootstrap_as_a_service();
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -90,7 +101,7 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Server {
     for addr in &rt.listen {
         proxy.add_tcp(&addr.to_string());
     }
-    server.add_service(proxy);
+    server.add_service(proxy).add_dependency(&bootstrap);
     server.add_service(background_service(
         "access log writer",
         LogWriter(rt.access_log.clone()),
@@ -99,7 +110,30 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Server {
     if !health_checks.is_empty() {
         server.add_service(background_service("health checks", health_checks));
     }
-    server
+    if let Some(addr) = rt.metrics_listen {
+        let mut metrics = Service::new("metrics".to_string(), MetricsApp::new(rt.clone()));
+        metrics.add_tcp(&addr.to_string());
+        metrics.threads = Some(1);
+        server.add_service(metrics).add_dependency(&bootstrap);
+    }
+    let exit = ExitWhenIdle::new(
+        rt.life.clone(),
+        rt.access_log.clone(),
+        rt.graceful_shutdown_timeout,
+        server.watch_execution_phase(),
+    );
+    server.add_service(background_service("exit when idle", exit));
+    let signals = Signals {
+        life: rt.life.clone(),
+        grace_period: rt.grace_period,
+        upgrade_sock: rt.upgrade_sock.clone(),
+    };
+    (
+        server,
+        RunArgs {
+            shutdown_signal: Box::new(signals),
+        },
+    )
 }
 
 /// Starts the access-log writer thread inside the serving process, after any daemon fork.
@@ -136,12 +170,18 @@ fn exit_when_a_listener_fails() {
 /// Run until shut down; returns the process exit code.
 pub fn run(rt: Runtime, cli: &Cli) -> i32 {
     if !cli.upgrade {
-        if let Err(e) = check_listeners(&rt.listen) {
+        let all: Vec<SocketAddr> = rt.listen.iter().copied().chain(rt.metrics_listen).collect();
+        if let Err(e) = check_listeners(&all) {
             eprintln!("pylon: {e}");
             return 1;
         }
     }
     exit_when_a_listener_fails();
+    if cli.daemon {
+        if let Err(e) = crate::lifecycle::catch_early_readiness_signal() {
+            log::warn!("cannot guard the daemon's readiness signal: {e}");
+        }
+    }
     let rt = Arc::new(rt);
     log::info!(
         "pylon: {} routes, listening on {:?}, config {}",
@@ -149,8 +189,8 @@ pub fn run(rt: Runtime, cli: &Cli) -> i32 {
         rt.listen,
         rt.config_path.display()
     );
-    let server = build(rt.clone(), cli);
-    server.run(RunArgs::default());
+    let (server, run_args) = build(rt.clone(), cli);
+    server.run(run_args);
     rt.access_log.close();
     0
 }

@@ -432,6 +432,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    server_extra: String,
+    format: String,
     child: Child,
 }
 
@@ -446,30 +448,17 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         for _attempt in 0..5 {
             let addr = closed_port();
-            let log = dir.path().join("access.log");
-            let config = format!(
-                "[server]\nlisten = [\"{addr}\"]\nthreads = 2\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\n{server_extra}\n\n[access_log]\npath = \"{log}\"\nformat = \"{format}\"\n\n{rest}\n",
-                pid = dir.path().join("pylon.pid").display(),
-                sock = dir.path().join("upgrade.sock").display(),
-                log = log.display(),
-            );
             let config_path = dir.path().join("pylon.toml");
+            let config = config_text(&dir, addr, server_extra, format, rest);
             std::fs::write(&config_path, &config).unwrap();
-            let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-            let mut child = Command::new(pylon_bin())
-                .arg("-c")
-                .arg(&config_path)
-                .env_remove("PORT")
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .unwrap();
+            let mut child = spawn_pylon(&dir, &config_path, &[], "stderr.log");
             if wait_until_listening(addr, &mut child) {
                 return Gateway {
                     addr,
                     dir,
                     config_path,
+                    server_extra: server_extra.to_string(),
+                    format: format.to_string(),
                     child,
                 };
             }
@@ -511,6 +500,72 @@ impl Gateway {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Send a signal ("TERM", "QUIT", "INT") to the running process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Wait for the process to end; its exit code, or None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Rewrite the config file with a new rest (same listener, pid file and logs).
+    pub fn write_config(&self, rest: &str) {
+        let text = config_text(&self.dir, self.addr, &self.server_extra, &self.format, rest);
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    /// `pylon -t` on the current config file: true when it passes.
+    pub fn check_config(&self) -> bool {
+        Command::new(pylon_bin())
+            .arg("-t")
+            .arg("-c")
+            .arg(&self.config_path)
+            .env_remove("PORT")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// A zero-downtime upgrade as systemd's reload does it: check the config, SIGQUIT the
+    /// running process, start `pylon -u` to take over its sockets. Returns once the old
+    /// process has exited; its exit code.
+    pub fn upgrade(&mut self) -> i32 {
+        assert!(self.check_config(), "the new config does not pass -t");
+        self.signal("QUIT");
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let new = spawn_pylon(
+            &self.dir,
+            &self.config_path,
+            &["-u"],
+            &format!("stderr.{n}.log"),
+        );
+        let mut old = std::mem::replace(&mut self.child, new);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = old.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "the old process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Gateway {
@@ -518,6 +573,35 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn config_text(
+    dir: &tempfile::TempDir,
+    addr: SocketAddr,
+    server_extra: &str,
+    format: &str,
+    rest: &str,
+) -> String {
+    format!(
+        "[server]\nlisten = [\"{addr}\"]\nthreads = 2\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\n{server_extra}\n\n[access_log]\npath = \"{log}\"\nformat = \"{format}\"\n\n{rest}\n",
+        pid = dir.path().join("pylon.pid").display(),
+        sock = dir.path().join("upgrade.sock").display(),
+        log = dir.path().join("access.log").display(),
+    )
+}
+
+fn spawn_pylon(dir: &tempfile::TempDir, config: &PathBuf, args: &[&str], stderr: &str) -> Child {
+    let stderr = std::fs::File::create(dir.path().join(stderr)).unwrap();
+    Command::new(pylon_bin())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env_remove("PORT")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
 }
 
 fn wait_until_listening(addr: SocketAddr, child: &mut Child) -> bool {

@@ -1,0 +1,289 @@
+//! How a running gateway hands over and ends: signals, draining, and the exit.
+//!
+//! - SIGQUIT (an upgrade, `pylon -u` waiting for the sockets): Pylon first checks that a new
+//!   process is listening on the upgrade socket. If none shows up within 15 s the signal is
+//!   ignored and this process keeps serving, so a new process that died on start never
+//!   costs the listeners. Otherwise the sockets are handed over and this process drains.
+//! - SIGTERM: this process drains for `grace_period` while still accepting, then stops
+//!   listening.
+//! - Draining: every response carries `Connection: close`, so keep-alive clients move to the
+//!   new process (or away) between requests instead of being cut off.
+//! - After the listeners close, requests in flight get up to `graceful_shutdown_timeout`;
+//!   the process exits 0 as soon as none is left.
+//! - SIGINT: immediate exit.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast;
+
+use crate::access_log::AccessLog;
+
+/// How long SIGQUIT waits for a new process to listen on the upgrade socket.
+const UPGRADE_WAIT: Duration = Duration::from_secs(15);
+const SHARDS: usize = 16;
+
+/// A counter padded to its own cache line.
+#[derive(Default)]
+#[repr(align(64))]
+struct Padded(AtomicI64);
+
+/// Shared state: whether the process is draining, and how many requests are in flight.
+pub struct Lifecycle {
+    draining: AtomicBool,
+    /// Requests in flight, split so that worker threads do not share a counter.
+    in_flight: [Padded; SHARDS],
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            draining: AtomicBool::new(false),
+            in_flight: Default::default(),
+        }
+    }
+}
+
+thread_local! {
+    static SHARD: usize = {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::thread::current().id()) as usize % SHARDS
+    };
+}
+
+impl Lifecycle {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Requests currently in flight.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Count a request in flight until the returned guard drops.
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        let shard = SHARD.with(|s| *s);
+        self.in_flight[shard].0.fetch_add(1, Ordering::Relaxed);
+        InFlight { life: self.clone() }
+    }
+}
+
+/// A request in flight; counted down when dropped, on whichever thread that happens.
+pub struct InFlight {
+    life: Arc<Lifecycle>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let shard = SHARD.with(|s| *s);
+        self.life.in_flight[shard].0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Pylon's answer to Pingora's signal handling (see the module docs).
+pub struct Signals {
+    pub life: Arc<Lifecycle>,
+    pub grace_period: Duration,
+    pub upgrade_sock: String,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            log::error!("cannot watch signals; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        loop {
+            tokio::select! {
+                _ = quit.recv() => {
+                    if wait_for_listener(&self.upgrade_sock, UPGRADE_WAIT).await {
+                        log::info!("SIGQUIT: handing the listening sockets to the new process");
+                        self.life.start_draining();
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                    log::error!(
+                        "SIGQUIT: no new process is listening on {} after {:?}; keeping the sockets and serving on",
+                        self.upgrade_sock,
+                        UPGRADE_WAIT
+                    );
+                }
+                _ = term.recv() => {
+                    log::info!("SIGTERM: draining for {:?}, then stopping", self.grace_period);
+                    self.life.start_draining();
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.grace_period) => {}
+                        _ = int.recv() => return ShutdownSignal::FastShutdown,
+                    }
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
+    }
+}
+
+/// Wait until a process listens on the Unix socket at `path` (seen in /proc/net/unix, so
+/// nothing connects to it: the new process expects exactly one connection, the handoff).
+async fn wait_for_listener(path: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if unix_socket_is_listening(path) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Is a listening Unix socket bound at `path`?
+pub fn unix_socket_is_listening(path: &str) -> bool {
+    const ACCEPTCON: u32 = 0x0001_0000; // __SO_ACCEPTCON: the socket listens
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Num RefCount Protocol Flags Type St Inode Path
+        f.len() >= 8
+            && f[7] == path
+            && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & ACCEPTCON != 0)
+    })
+}
+
+/// Ends the process once the listeners are closed and no request is left in flight (or
+/// `graceful_shutdown_timeout` has passed), after writing out the access log.
+///
+/// Runs as a background service so that it lives in the serving process, after any
+/// daemon fork.
+pub struct ExitWhenIdle {
+    pub life: Arc<Lifecycle>,
+    pub access_log: Arc<AccessLog>,
+    pub timeout: Duration,
+    phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+impl ExitWhenIdle {
+    pub fn new(
+        life: Arc<Lifecycle>,
+        access_log: Arc<AccessLog>,
+        timeout: Duration,
+        phases: broadcast::Receiver<ExecutionPhase>,
+    ) -> ExitWhenIdle {
+        ExitWhenIdle {
+            life,
+            access_log,
+            timeout,
+            phases: std::sync::Mutex::new(Some(phases)),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ExitWhenIdle {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some(mut phases) = self.phases.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        loop {
+            match phases.recv().await {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                Ok(ExecutionPhase::Terminated) | Err(broadcast::error::RecvError::Closed) => return,
+                _ => {}
+            }
+        }
+        let deadline = Instant::now() + self.timeout;
+        while self.life.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let left = self.life.in_flight();
+        if left > 0 {
+            log::warn!(
+                "{left} requests still in flight after {:?}; exiting",
+                self.timeout
+            );
+        } else {
+            log::info!("no request in flight; exiting");
+        }
+        self.access_log.close();
+        std::process::exit(0);
+    }
+}
+
+/// Set when this process received SIGUSR1 before anyone was waiting for it.
+static EARLY_READY: AtomicBool = AtomicBool::new(false);
+
+/// Make `-d`'s wait for the daemon's readiness reliable.
+///
+/// With `daemon_wait_for_ready`, Pingora's parent process registers its SIGUSR1 listener
+/// only after the fork, while the daemon may already send SIGUSR1 by then: SIGUSR1's
+/// default action would kill the parent (and fail the start or the reload). Before the
+/// fork this installs a handler that only notes the early signal, and a thread (which
+/// stays in the parent: a fork copies only the forking thread) that raises SIGUSR1 again
+/// every 50ms once one was noted, until Pingora's listener takes it and the parent exits.
+pub fn catch_early_readiness_signal() -> std::io::Result<()> {
+    // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        signal_hook_registry::register(libc::SIGUSR1, || {
+            EARLY_READY.store(true, Ordering::SeqCst);
+        })?;
+    }
+    std::thread::Builder::new()
+        .name("pylon-ready-relay".into())
+        .spawn(|| loop {
+            std::thread::sleep(Duration::from_millis(50));
+            if EARLY_READY.load(Ordering::SeqCst) {
+                // SAFETY: kill(2) on our own pid with a signal we handle.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGUSR1);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_counts_up_and_down_across_threads() {
+        let life = Arc::new(Lifecycle::default());
+        let guards: Vec<InFlight> = (0..10).map(|_| life.request()).collect();
+        assert_eq!(life.in_flight(), 10);
+        // dropped on another thread: the total still comes back to zero
+        std::thread::spawn(move || drop(guards)).join().unwrap();
+        assert_eq!(life.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_listening_unix_socket_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let text = path.to_str().unwrap().to_string();
+        assert!(!unix_socket_is_listening(&text));
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(unix_socket_is_listening(&text));
+        drop(listener);
+        assert!(!unix_socket_is_listening(&text));
+    }
+}

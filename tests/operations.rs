@@ -1,0 +1,415 @@
+//! Running as a service: zero-downtime upgrades, a refused upgrade, graceful shutdown,
+//! Prometheus metrics and the systemd unit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Clients on keep-alive connections sending requests until stopped; counts successes and
+/// every kind of failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures, url) =
+                    (stop.clone(), ok.clone(), failures.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let http = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        match http.get(&url).send().and_then(|r| {
+                            let status = r.status();
+                            r.text().map(|body| (status, body))
+                        }) {
+                            Ok((status, _)) if status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok((status, body)) => failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("status {status}: {body}")),
+                            Err(e) => failures.lock().unwrap().push(format!("error: {e:?}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    fn wait_for(&self, more: usize) {
+        let target = self.ok() + more;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.ok() < target {
+            assert!(
+                Instant::now() < deadline,
+                "the load stalled at {}",
+                self.ok()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[test]
+fn three_upgrades_under_keep_alive_load_lose_no_request() {
+    let up = Upstream::fixed(Reply::ok("fine"));
+    let mut gw = Gateway::start("", &route("/app", up.addr, ""));
+    let load = Load::start(gw.url("/app/x"), 16);
+    load.wait_for(500);
+    let mut pids = vec![gw.pid()];
+    for _ in 0..3 {
+        assert_eq!(gw.upgrade(), 0, "the old process exits cleanly");
+        pids.push(gw.pid());
+        load.wait_for(500);
+    }
+    let (ok, failures) = load.stop();
+    assert!(
+        failures.is_empty(),
+        "{} failures of {}: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 2000, "{ok} requests");
+    assert!(gw.is_running());
+    pids.dedup();
+    assert_eq!(pids.len(), 4, "four different processes served");
+}
+
+#[test]
+fn an_upgrade_with_a_changed_config_serves_the_new_routes() {
+    let old = Upstream::fixed(Reply::ok("old route"));
+    let new = Upstream::fixed(Reply::ok("new route"));
+    let mut gw = Gateway::start("", &route("/old", old.addr, ""));
+    let c = client();
+    assert_eq!(c.get(gw.url("/new")).send().unwrap().status(), 404);
+    gw.write_config(&(route("/old", old.addr, "") + &route("/new", new.addr, "")));
+    assert_eq!(gw.upgrade(), 0);
+    let r = c.get(gw.url("/new")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "new route");
+}
+
+#[test]
+fn an_invalid_config_leaves_the_old_process_serving() {
+    let up = Upstream::fixed(Reply::ok("still here"));
+    let mut gw = Gateway::start("", &route("/app", up.addr, ""));
+    gw.write_config(&format!(
+        "{}\n[timeouts]\nread = \"forever\"\n",
+        route("/app", up.addr, "")
+    ));
+    // the reload's first step, the check, refuses it: the old process is never touched
+    assert!(!gw.check_config());
+    let (code, _, err) = run_pylon(&["-t", "-c", gw.config_path.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("key `timeouts.read`"), "{err}");
+    assert_eq!(
+        client().get(gw.url("/app")).send().unwrap().text().unwrap(),
+        "still here"
+    );
+
+    // even a SIGQUIT with no new process to take the sockets leaves it serving
+    gw.signal("QUIT");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(gw.is_running());
+    for _ in 0..20 {
+        assert_eq!(client().get(gw.url("/app")).send().unwrap().status(), 200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let slow = Upstream::fixed(Reply::ok("worth the wait").delayed(Duration::from_secs(2)));
+    let mut gw = Gateway::start(
+        "graceful_shutdown_timeout = \"10s\"",
+        &route("/slow", slow.addr, ""),
+    );
+    let url = gw.url("/slow");
+    let in_flight = std::thread::spawn(move || {
+        let r = client().get(url).send().unwrap();
+        (
+            r.status(),
+            r.headers().get("connection").cloned(),
+            r.text().unwrap(),
+        )
+    });
+    // the request is upstream
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.hits() == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    let (status, connection, body) = in_flight.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "worth the wait");
+    assert_eq!(connection.unwrap(), "close", "the client is told to close");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "exited {:?} after SIGTERM: it should go once the request is done",
+        signalled.elapsed()
+    );
+    // and it stopped listening
+    assert!(client().get(gw.url("/slow")).send().is_err());
+}
+
+#[test]
+fn metrics_count_requests_by_route_and_status_class() {
+    let up = Upstream::fixed(Reply::ok("x"));
+    let metrics_addr = closed_port();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[metrics]\nlisten = \"{metrics_addr}\"\n[rate_limit]\nrequests = 3\nwindow = \"1m\"\n{}{}",
+            route("/users", up.addr, "rate_limit = false"),
+            route("/orders", closed_port(), "rate_limit = false"),
+        ),
+    );
+    let c = client();
+    for _ in 0..7 {
+        assert_eq!(c.get(gw.url("/users/1?q=a")).send().unwrap().status(), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(c.get(gw.url("/orders/9")).send().unwrap().status(), 502);
+    }
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| c.get(gw.url("/nowhere")).send().unwrap().status().as_u16())
+        .collect();
+    assert_eq!(statuses, vec![404, 404, 404, 429]);
+
+    let text = c
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(r#"pylon_requests_total{route="/users",status="2xx"}"#),
+        7.0
+    );
+    assert_eq!(
+        value(r#"pylon_requests_total{route="/orders",status="5xx"}"#),
+        2.0
+    );
+    assert_eq!(value(r#"pylon_requests_total{route="",status="4xx"}"#), 4.0);
+    assert_eq!(
+        value(r#"pylon_request_duration_seconds_count{route="/users"}"#),
+        7.0
+    );
+    assert_eq!(
+        value(r#"pylon_request_duration_seconds_bucket{route="/users",le="+Inf"}"#),
+        7.0
+    );
+    assert_eq!(
+        value(r#"pylon_upstream_response_seconds_count{route="/users"}"#),
+        7.0
+    );
+    assert_eq!(
+        value(r#"pylon_gateway_errors_total{route="/orders",code="502"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"pylon_gateway_errors_total{route="",code="404"}"#),
+        3.0
+    );
+    assert_eq!(value(r#"pylon_rate_limited_total{route=""}"#), 1.0);
+    assert_eq!(
+        value(&format!(
+            r#"pylon_upstream_healthy{{route="/users",upstream="{}"}}"#,
+            up.addr
+        )),
+        1.0
+    );
+    assert!(
+        value("pylon_downstream_connections") >= 1.0,
+        "our keep-alive connection"
+    );
+    assert!(text.contains("pylon_build_info{version=\""));
+    assert!(!text.contains("/users/1"), "raw paths never become labels");
+    assert_eq!(
+        c.get(format!("http://{metrics_addr}/other"))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/pylon.service");
+    let text = std::fs::read_to_string(unit).unwrap();
+    for needle in [
+        "Type=forking",
+        "PIDFile=",
+        "ExecStartPre=",
+        "-t -c",
+        "ExecReload=",
+        "-u -d -c",
+        "Restart=on-failure",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "LimitNOFILE=",
+    ] {
+        assert!(text.contains(needle), "the unit lacks {needle}");
+    }
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-analyze is not installed here: only the unit's text was checked");
+        return;
+    }
+    // verify the unit as `make install` writes it, with the binary where it says
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("pylon");
+    std::fs::copy(pylon_bin(), &bin).unwrap();
+    let installed = text.replace("@BINDIR@", dir.path().to_str().unwrap());
+    let path = dir.path().join("pylon.service");
+    std::fs::write(&path, installed).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // lines about other units on this machine are not ours to judge
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("pylon")).collect();
+    assert!(out.status.success() && ours.is_empty(), "{stderr}");
+}
+
+/// The systemd unit's sequence, run by hand: `-d` returns only once the gateway serves,
+/// and a reload (`-t`, SIGQUIT, `-u -d`) moves the pid file to a new process that serves
+/// at once.
+#[test]
+fn daemon_start_and_reload_follow_the_unit() {
+    let up = Upstream::fixed(Reply::ok("daemon"));
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let pid_file = dir.path().join("pylon.pid");
+    let config = dir.path().join("pylon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"{addr}\"]\nthreads = 1\npid_file = \"{}\"\nupgrade_sock = \"{}\"\n[access_log]\npath = \"off\"\n{}",
+            pid_file.display(),
+            dir.path().join("upgrade.sock").display(),
+            route("/d", up.addr, "")
+        ),
+    )
+    .unwrap();
+    let pylon = |args: &[&str]| {
+        std::process::Command::new(pylon_bin())
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .env("RUST_LOG", "error")
+            .status()
+            .unwrap()
+            .code()
+    };
+    let read_pid = || -> u32 {
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let kill = |sig: &str, pid: u32| {
+        std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+    };
+    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+
+    assert_eq!(pylon(&["-t"]), Some(0));
+    assert_eq!(pylon(&["-d"]), Some(0));
+    // -d returns as the daemon starts; its listener follows within moments
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "the daemon does not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        client()
+            .get(format!("http://{addr}/d"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "daemon"
+    );
+    let first = read_pid();
+
+    // the unit's reload: check, start the new process, SIGQUIT the old one
+    let load = Load::start(format!("http://{addr}/d"), 4);
+    load.wait_for(100);
+    assert_eq!(pylon(&["-t"]), Some(0));
+    assert_eq!(pylon(&["-u", "-d"]), Some(0));
+    let second = read_pid();
+    assert_ne!(first, second, "the pid file names the new process");
+    kill("QUIT", first);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(first) {
+        assert!(Instant::now() < deadline, "the old daemon did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    load.wait_for(100);
+    let (ok, failures) = load.stop();
+    assert!(failures.is_empty(), "{failures:?} ({ok} ok)");
+    kill("TERM", second);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(second) {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
