@@ -83,8 +83,40 @@ pub struct FileConfig {
     pub security_headers: SecurityHeadersSection,
     #[serde(default)]
     pub metrics: Option<MetricsSection>,
+    /// Named authenticators that routes reference.
+    #[serde(default)]
+    pub auth: BTreeMap<String, Spanned<crate::auth::AuthSection>>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// Where the config came from, to locate errors found after parsing.
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// A configuration file's name and text.
+#[derive(Debug, Default, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl FileConfig {
+    /// An error about the value at `span` of this file.
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        key: String,
+        message: String,
+    ) -> ConfigError {
+        let (line, column) = line_column(&self.source.text, span.start);
+        ConfigError::Invalid {
+            path: self.source.path.clone(),
+            line,
+            column,
+            key,
+            message,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,6 +371,9 @@ pub struct RouteSection {
     /// Absent: the default policy from `[rate_limit]`, if any.
     #[serde(default)]
     pub rate_limit: Option<RouteRateLimit>,
+    /// Authenticators, by name: the first that accepts admits the request.
+    #[serde(default)]
+    pub auth: Option<Spanned<AuthNames>>,
     #[serde(default = "default_balance")]
     pub balance: Spanned<BalanceKind>,
     #[serde(default)]
@@ -368,6 +403,36 @@ fn default_retries() -> Retries {
 
 fn default_tls_verify() -> Spanned<bool> {
     Spanned::new(0..0, true)
+}
+
+/// A route's `auth`: one name or a non-empty list of names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthNames(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for AuthNames {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AuthNames;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an authenticator name or a list of names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AuthNames, E> {
+                Ok(AuthNames(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<AuthNames, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                if names.is_empty() {
+                    return Err(de::Error::custom("the list of authenticators is empty"));
+                }
+                Ok(AuthNames(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `balance`: how requests spread over a route's instances.
@@ -1008,6 +1073,11 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         located(e.inner().span(), key, e.inner().message().to_string())
     })?;
     check(&config).map_err(|(span, key, message)| located(Some(span), key, message))?;
+    let mut config = config;
+    config.source = Source {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+    };
     Ok(config)
 }
 
@@ -1028,6 +1098,25 @@ fn check(config: &FileConfig) -> Result<(), Located> {
     }
     for (i, route) in config.routes.iter().enumerate() {
         check_route(i, route)?;
+        if let Some(names) = &route.auth {
+            for name in &names.get_ref().0 {
+                if !config.auth.contains_key(name) {
+                    let known: Vec<&str> = config.auth.keys().map(String::as_str).collect();
+                    return Err((
+                        names.span(),
+                        format!("routes[{i}].auth"),
+                        format!(
+                            "unknown authenticator \"{name}\": define [auth.{name}] (defined: {})",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
     }
     let cors = &config.cors;
     if *cors.allow_credentials.get_ref() && cors.allow_origins.get_ref().contains(&Origin::Any) {

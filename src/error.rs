@@ -12,6 +12,10 @@ use pingora::{Error, ErrorSource, ErrorType};
 pub enum GatewayError {
     /// The request was malformed (bad path, bad header framing).
     BadRequest,
+    /// Credentials missing or invalid.
+    Unauthorized,
+    /// Valid credentials without the rights the route needs.
+    Forbidden,
     /// No route matches the request path.
     NotFound,
     /// The client spent its budget; `retry_after` is in seconds.
@@ -30,6 +34,8 @@ impl GatewayError {
     pub fn status(self) -> u16 {
         match self {
             GatewayError::BadRequest => 400,
+            GatewayError::Unauthorized => 401,
+            GatewayError::Forbidden => 403,
             GatewayError::NotFound => 404,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::Internal => 500,
@@ -44,6 +50,12 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest => {
                 br#"{"code":400,"status":"Error","message":"Bad request.","data":null}"#
+            }
+            GatewayError::Unauthorized => {
+                br#"{"code":401,"status":"Error","message":"Unauthorized.","data":null}"#
+            }
+            GatewayError::Forbidden => {
+                br#"{"code":403,"status":"Error","message":"Forbidden.","data":null}"#
             }
             GatewayError::NotFound => {
                 br#"{"code":404,"status":"Error","message":"Route not found.","data":null}"#
@@ -112,6 +124,8 @@ impl GatewayError {
 
     fn from_status(code: u16) -> GatewayError {
         match code {
+            401 => GatewayError::Unauthorized,
+            403 => GatewayError::Forbidden,
             400..=499 if code != 404 && code != 429 => GatewayError::BadRequest,
             404 => GatewayError::NotFound,
             429 => GatewayError::RateLimited { retry_after: 1 },
@@ -178,6 +192,8 @@ mod tests {
     fn bodies_are_the_tutorial_json_shape() {
         let all = [
             GatewayError::BadRequest,
+            GatewayError::Unauthorized,
+            GatewayError::Forbidden,
             GatewayError::NotFound,
             GatewayError::RateLimited { retry_after: 3 },
             GatewayError::Internal,

@@ -23,6 +23,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 
 use crate::access_log::Entry;
+use crate::auth::{authenticate_any, Identity, Rejection};
 use crate::error::GatewayError;
 use crate::forwarding::{acceptable_request_id, appended_forwarded_for, new_request_id};
 use crate::headers::names::{
@@ -84,6 +85,10 @@ pub struct RequestCtx {
     /// When the request went upstream, and how long the upstream took to answer.
     upstream_sent: Option<Instant>,
     upstream_time: Option<std::time::Duration>,
+    /// Who the route's authenticators admitted the request as.
+    identity: Option<Identity>,
+    /// The `WWW-Authenticate` of a 401 or 403.
+    challenge: Option<HeaderValue>,
     /// Set when the gateway answered itself.
     answered: Option<GatewayError>,
     /// Counts this request as in flight until the context drops.
@@ -117,6 +122,8 @@ impl ProxyHttp for Gateway {
             unavailable: None,
             upstream_sent: None,
             upstream_time: None,
+            identity: None,
+            challenge: None,
             answered: None,
             _in_flight: self.rt.life.request(),
         }
@@ -125,7 +132,11 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.keepalive(session);
         self.identify(session, ctx);
-        match self.early_answer(session, ctx) {
+        let early = match self.screen(session, ctx) {
+            Early::Continue => self.admit(session, ctx).await,
+            early => early,
+        };
+        match early {
             Early::Continue => Ok(false),
             Early::Preflight => {
                 self.answer_preflight(session, ctx).await?;
@@ -233,7 +244,7 @@ impl ProxyHttp for Gateway {
         // the upstream always gets an origin-form target: the path, stripped or not, and
         // the query as received
         let matched = if route.strip_prefix { ctx.matched } else { 0 };
-        let target = stripped_target(req, matched);
+        let mut target = stripped_target(req, matched);
         // header work on the plain map (see `with_plain_headers`)
         let mut parts = take_request_parts(upstream);
         if !route.preserve_host {
@@ -242,6 +253,9 @@ impl ProxyHttp for Gateway {
             }
         }
         self.forwarding_headers(session, &mut parts.headers, ctx);
+        if let Some(stripped) = self.identity_headers(route, &mut parts.headers, ctx, &target) {
+            target = stripped;
+        }
         *upstream = RequestHeader::from(parts);
         if self.rt.metrics.is_some() {
             ctx.upstream_sent = Some(Instant::now());
@@ -399,9 +413,10 @@ impl Gateway {
         ctx.attempts <= route.pool.retries && route.pool.has_untried(&ctx.tried)
     }
 
-    /// The checks that can answer before any upstream is involved, in the order the
-    /// tutorial's middleware ran them: CORS, the limiter, then the routes.
-    fn early_answer(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
+    /// The checks that need nothing but the request line: dot segments, CORS preflights
+    /// (answered for any path, before anything else, as the tutorial's `cors()` did), and
+    /// the route.
+    fn screen(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
         let req = session.req_header();
         let path = req.uri.path();
         if has_dot_segment(path) {
@@ -414,12 +429,47 @@ impl Gateway {
             ctx.route = Some(*m.value);
             ctx.matched = m.matched;
         }
-        if let (Some(policy), Some(client)) = (self.policy(ctx), ctx.client_ip) {
-            let verdict = policy.check(ClientKey::Ip(client));
+        Early::Continue
+    }
+
+    /// Who may pass: the route's authenticators, then the limiter, then the 404 for no
+    /// route. The limiter counts an authenticated request for its identity and anything
+    /// else for the client IP, so guessing credentials is limited too.
+    async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
+        let refused = match self.route(ctx).filter(|r| !r.auth.is_empty()) {
+            Some(route) => match authenticate_any(&route.auth, session.req_header()).await {
+                Ok(identity) => {
+                    ctx.identity = Some(identity);
+                    None
+                }
+                Err(Rejection::Unauthorized { challenge }) => {
+                    ctx.challenge = Some(challenge);
+                    Some(GatewayError::Unauthorized)
+                }
+                Err(Rejection::Forbidden { challenge }) => {
+                    ctx.challenge = Some(challenge);
+                    Some(GatewayError::Forbidden)
+                }
+                Err(Rejection::Unavailable) => Some(GatewayError::ServiceUnavailable {
+                    retry_after: AUTH_RETRY_AFTER,
+                }),
+            },
+            None => None,
+        };
+        let key = match (&ctx.identity, ctx.client_ip) {
+            (Some(identity), _) => Some(ClientKey::identity(&identity.key)),
+            (None, Some(ip)) => Some(ClientKey::Ip(ip)),
+            (None, None) => None,
+        };
+        if let (Some(policy), Some(key)) = (self.policy(ctx), key) {
+            let verdict = policy.check(key);
             ctx.verdict = Some(verdict);
             if let Verdict::Limited { reset } = verdict {
                 return Early::Refuse(GatewayError::RateLimited { retry_after: reset });
             }
+        }
+        if let Some(err) = refused {
+            return Early::Refuse(err);
         }
         if ctx.route.is_none() {
             return Early::Refuse(GatewayError::NotFound);
@@ -456,6 +506,31 @@ impl Gateway {
         }
     }
 
+    /// What an authenticated request tells the upstream: claims forwarded as headers (the
+    /// client's own copies removed first), credentials stripped if the authenticator says
+    /// so. Returns the target without the credential's query parameter, when it had one.
+    fn identity_headers(
+        &self,
+        route: &Route,
+        headers: &mut HeaderMap,
+        ctx: &RequestCtx,
+        target: &[u8],
+    ) -> Option<Bytes> {
+        for name in &route.auth_headers {
+            headers.remove(name);
+        }
+        let identity = ctx.identity.as_ref()?;
+        for (name, value) in &identity.forward {
+            headers.insert(name.clone(), value.clone());
+        }
+        let admitted = route
+            .auth
+            .iter()
+            .find(|a| a.name() == &*identity.authenticator)?;
+        admitted.strip_credentials(headers);
+        admitted.strip_query(target)
+    }
+
     /// The headers every response gets, upstream's or the gateway's own.
     fn decorate(&self, headers: &mut HeaderMap, ctx: &RequestCtx) {
         self.rt.security.add(headers);
@@ -485,6 +560,9 @@ impl Gateway {
         headers.insert(header::CACHE_CONTROL, NO_STORE);
         if let Some(seconds) = err.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = &ctx.challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
         self.decorate(headers, ctx);
         self.close_if_draining(session);
@@ -520,6 +598,8 @@ impl Gateway {
 }
 
 const HTTP: HeaderValue = HeaderValue::from_static("http");
+/// Seconds a client should wait when an authenticator cannot decide (IdP unreachable).
+const AUTH_RETRY_AFTER: u32 = 5;
 const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 

@@ -15,11 +15,13 @@
 //! - [`access_log`]: combined/JSON lines, formatted on the request path, written off it.
 //! - [`error`]: the gateway's own answers and the mapping from failures to them.
 //! - [`upstream`]: a route's instances: balancing, passive ejection, active health checks.
+//! - [`auth`]: named authenticators (JWT, API keys, OAuth2 introspection) that routes reference.
 //! - [`metrics`]: per-thread counters and the Prometheus text at /metrics.
 //! - [`lifecycle`]: signals, draining, in-flight requests and the exit.
 //! - [`server`]: the command line and the wiring into a Pingora server.
 
 pub mod access_log;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod forwarding;

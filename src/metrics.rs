@@ -28,7 +28,7 @@ const BUCKETS: [f64; 13] = [
 const HISTOGRAM: usize = BUCKETS.len() + 2;
 
 /// The gateway's own answers that are counted, in this order.
-const ERRORS: [u16; 7] = [400, 404, 429, 500, 502, 503, 504];
+const ERRORS: [u16; 9] = [400, 401, 403, 404, 429, 500, 502, 503, 504];
 
 /// Counter offsets inside one route's block.
 const STATUS: usize = 0; // 1xx..5xx, then "other" (no response)
@@ -36,6 +36,8 @@ const REQUEST_TIME: usize = STATUS + 6;
 const UPSTREAM_TIME: usize = REQUEST_TIME + HISTOGRAM;
 const GATEWAY_ERRORS: usize = UPSTREAM_TIME + HISTOGRAM;
 const PER_ROUTE: usize = GATEWAY_ERRORS + ERRORS.len();
+/// Where 429 sits in `ERRORS`.
+const RATE_LIMITED: usize = 4;
 
 /// What one finished request contributes.
 #[derive(Debug, Clone, Copy)]
@@ -220,7 +222,7 @@ pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
 
     out.push_str("# HELP pylon_rate_limited_total Requests refused with 429, by route prefix.\n# TYPE pylon_rate_limited_total counter\n");
     for r in all_routes {
-        let n = metrics.total(r, GATEWAY_ERRORS + 2);
+        let n = metrics.total(r, GATEWAY_ERRORS + RATE_LIMITED);
         if n > 0 {
             out.push_str("pylon_rate_limited_total{route=\"");
             label(&mut out, route_label(r));
@@ -362,7 +364,8 @@ mod tests {
             1,
             "unmatched requests have their own block"
         );
-        assert_eq!(m.total(2, GATEWAY_ERRORS + 1), 1);
+        assert_eq!(m.total(2, GATEWAY_ERRORS + 3), 1);
+        assert_eq!(ERRORS[RATE_LIMITED], 429);
         // 3ms falls in the 5ms bucket
         assert_eq!(m.total(0, REQUEST_TIME + 2), 2);
         assert_eq!(m.total(0, REQUEST_TIME + HISTOGRAM - 1), 6000);

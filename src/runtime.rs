@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access_log::AccessLog;
+use crate::auth::{Authenticator, Authenticators};
 use crate::config::{
     BalanceKind, ConfigError, FileConfig, HashKeySpec, RouteRateLimit, RouteSection,
     TimeoutsSection,
@@ -64,6 +65,11 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// `None`: not limited.
     pub limit: Option<Policy>,
+    /// Authenticators in order: the first that accepts admits. Empty: no authentication.
+    pub auth: Vec<Arc<Authenticator>>,
+    /// Headers the chain's authenticators set from claims: a client's own copies are
+    /// removed before proxying, so they cannot be forged.
+    pub auth_headers: Vec<http::HeaderName>,
 }
 
 /// Everything the gateway needs at run time.
@@ -86,6 +92,7 @@ pub struct Runtime {
     pub metrics_listen: Option<SocketAddr>,
     pub metrics: Option<Metrics>,
     pub life: Arc<Lifecycle>,
+    pub auth: Authenticators,
     pub trusted_proxies: TrustedProxies,
     pub security: SecurityHeaders,
     pub cors: Cors,
@@ -137,6 +144,8 @@ impl Runtime {
             .rate_limit
             .map(|p| policies.policy("default", p.requests.0, p.window.0));
 
+        let auth = Authenticators::from_config(&file.auth)
+            .map_err(|e| file.error_at(e.span, e.key, e.message))?;
         let mut routes = Vec::with_capacity(file.routes.len());
         for r in &file.routes {
             let prefix: Arc<str> = Arc::from(r.prefix.get_ref().0.as_str());
@@ -149,6 +158,18 @@ impl Runtime {
             };
             let pool =
                 compile_pool(r).map_err(|m| env_error(format!("routes \"{prefix}\": {m}")))?;
+            let chain: Vec<Arc<Authenticator>> = r
+                .auth
+                .iter()
+                .flat_map(|names| names.get_ref().0.iter())
+                .filter_map(|name| auth.get(name))
+                .collect();
+            let mut auth_headers: Vec<http::HeaderName> = Vec::new();
+            for name in chain.iter().flat_map(|a| a.forwarded_header_names()) {
+                if !auth_headers.contains(name) {
+                    auth_headers.push(name.clone());
+                }
+            }
             routes.push(Route {
                 prefix,
                 pool: Arc::new(pool),
@@ -156,6 +177,8 @@ impl Runtime {
                 preserve_host: r.preserve_host,
                 timeouts: Timeouts::resolve(&r.timeouts, base),
                 limit,
+                auth: chain,
+                auth_headers,
             });
         }
         let router = Router::new(
@@ -196,6 +219,7 @@ impl Runtime {
                 .as_ref()
                 .map(|_| Metrics::new(routes_len, threads)),
             life: Arc::new(Lifecycle::default()),
+            auth,
             trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),
             security: SecurityHeaders::from_config(&file.security_headers).map_err(env_error)?,
             cors: Cors::from_config(&file.cors).map_err(env_error)?,

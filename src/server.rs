@@ -110,6 +110,9 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> (Server, RunArgs) {
     if !health_checks.is_empty() {
         server.add_service(background_service("health checks", health_checks));
     }
+    if rt.auth.fetches_jwks() {
+        server.add_service(background_service("jwks", rt.auth.refresher()));
+    }
     if let Some(addr) = rt.metrics_listen {
         let mut metrics = Service::new("metrics".to_string(), MetricsApp::new(rt.clone()));
         metrics.add_tcp(&addr.to_string());

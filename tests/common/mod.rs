@@ -434,6 +434,7 @@ pub struct Gateway {
     pub config_path: PathBuf,
     server_extra: String,
     format: String,
+    envs: Vec<(String, String)>,
     child: Child,
 }
 
@@ -445,13 +446,31 @@ impl Gateway {
     }
 
     pub fn start_with_log_format(server_extra: &str, rest: &str, format: &str) -> Gateway {
+        Gateway::start_with(server_extra, rest, format, &[])
+    }
+
+    /// Start with extra environment variables (secrets the config names).
+    pub fn start_with_env(rest: &str, envs: &[(&str, &str)]) -> Gateway {
+        Gateway::start_with("", rest, "combined", envs)
+    }
+
+    pub fn start_with(
+        server_extra: &str,
+        rest: &str,
+        format: &str,
+        envs: &[(&str, &str)],
+    ) -> Gateway {
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         for _attempt in 0..5 {
             let addr = closed_port();
             let config_path = dir.path().join("pylon.toml");
             let config = config_text(&dir, addr, server_extra, format, rest);
             std::fs::write(&config_path, &config).unwrap();
-            let mut child = spawn_pylon(&dir, &config_path, &[], "stderr.log");
+            let mut child = spawn_pylon(&dir, &config_path, &[], "stderr.log", &envs);
             if wait_until_listening(addr, &mut child) {
                 return Gateway {
                     addr,
@@ -459,6 +478,7 @@ impl Gateway {
                     config_path,
                     server_extra: server_extra.to_string(),
                     format: format.to_string(),
+                    envs,
                     child,
                 };
             }
@@ -555,6 +575,7 @@ impl Gateway {
             &self.config_path,
             &["-u"],
             &format!("stderr.{n}.log"),
+            &self.envs,
         );
         let mut old = std::mem::replace(&mut self.child, new);
         let deadline = Instant::now() + Duration::from_secs(40);
@@ -590,12 +611,19 @@ fn config_text(
     )
 }
 
-fn spawn_pylon(dir: &tempfile::TempDir, config: &PathBuf, args: &[&str], stderr: &str) -> Child {
+fn spawn_pylon(
+    dir: &tempfile::TempDir,
+    config: &PathBuf,
+    args: &[&str],
+    stderr: &str,
+    envs: &[(String, String)],
+) -> Child {
     let stderr = std::fs::File::create(dir.path().join(stderr)).unwrap();
     Command::new(pylon_bin())
         .args(args)
         .arg("-c")
         .arg(config)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .env_remove("PORT")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -620,9 +648,17 @@ fn wait_until_listening(addr: SocketAddr, child: &mut Child) -> bool {
 
 /// Run `pylon` with arguments and a config text; returns (exit code, stdout, stderr).
 pub fn run_pylon(args: &[&str], config: Option<&str>) -> (i32, String, String) {
+    run_pylon_env(args, config, &[])
+}
+
+pub fn run_pylon_env(
+    args: &[&str],
+    config: Option<&str>,
+    envs: &[(&str, &str)],
+) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(pylon_bin());
-    cmd.args(args).env_remove("PORT");
+    cmd.args(args).env_remove("PORT").envs(envs.iter().copied());
     if let Some(text) = config {
         let path = dir.path().join("pylon.toml");
         std::fs::write(&path, text).unwrap();
