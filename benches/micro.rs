@@ -333,12 +333,133 @@ fn forwarding(c: &mut Criterion) {
     group.finish();
 }
 
+/// JWT verification per algorithm, and for HS256 by the size of the claims.
+fn jwt_verify(c: &mut Criterion) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::sign::Signer;
+
+    const SECRET: &[u8] = b"a-benchmark-secret-of-at-least-32-bytes";
+    let dir = tempfile::tempdir().unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = |padding: usize| {
+        format!(
+            r#"{{"sub":"alice","aud":"pylon","exp":{exp},"pad":"{}"}}"#,
+            "x".repeat(padding)
+        )
+    };
+    let sign = |alg: &str, key: &PKey<Private>, claims: &str| {
+        let input = format!(
+            "{}.{}",
+            B64.encode(format!(r#"{{"alg":"{alg}"}}"#)),
+            B64.encode(claims)
+        );
+        let sig = match alg {
+            "EdDSA" => Signer::new_without_digest(key)
+                .unwrap()
+                .sign_oneshot_to_vec(input.as_bytes())
+                .unwrap(),
+            "ES256" => {
+                let mut signer = Signer::new(MessageDigest::sha256(), key).unwrap();
+                signer.update(input.as_bytes()).unwrap();
+                let der =
+                    openssl::ecdsa::EcdsaSig::from_der(&signer.sign_to_vec().unwrap()).unwrap();
+                let mut raw = der.r().to_vec_padded(32).unwrap();
+                raw.extend(der.s().to_vec_padded(32).unwrap());
+                raw
+            }
+            _ => {
+                let mut signer = Signer::new(MessageDigest::sha256(), key).unwrap();
+                signer.update(input.as_bytes()).unwrap();
+                signer.sign_to_vec().unwrap()
+            }
+        };
+        format!("{input}.{}", B64.encode(sig))
+    };
+    let keys: Vec<(&str, PKey<Private>)> = vec![
+        ("HS256", PKey::hmac(SECRET).unwrap()),
+        (
+            "RS256",
+            PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap(),
+        ),
+        (
+            "ES256",
+            PKey::from_ec_key(
+                EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+            )
+            .unwrap(),
+        ),
+        ("EdDSA", PKey::generate_ed25519().unwrap()),
+    ];
+    let mut text = String::new();
+    for (alg, key) in &keys {
+        let source = if *alg == "HS256" {
+            "secret_env = \"BENCH_SECRET\"".to_string()
+        } else {
+            let path = dir.path().join(format!("{alg}.pem"));
+            std::fs::write(&path, key.public_key_to_pem().unwrap()).unwrap();
+            format!("public_key_file = \"{}\"", path.display())
+        };
+        text.push_str(&format!(
+            "[auth.{alg}]\ntype = \"jwt\"\nalgorithms = [\"{alg}\"]\n{source}\naudience = [\"pylon\"]\n"
+        ));
+    }
+    let file = pylon::config::parse(Path::new("bench.toml"), &text).unwrap();
+    let env = |name: &str| {
+        (name == "BENCH_SECRET")
+            .then(|| std::ffi::OsString::from("a-benchmark-secret-of-at-least-32-bytes"))
+    };
+    let auths = pylon::auth::Authenticators::from_config_with(
+        &file.auth,
+        &env,
+        pylon::auth::Clock::system(),
+    )
+    .unwrap();
+    let request = |token: &str| {
+        http::Request::builder()
+            .uri("/api")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    };
+    let mut group = c.benchmark_group("jwt_verify");
+    for (alg, key) in &keys {
+        let auth = auths.get(alg).unwrap();
+        let parts = request(&sign(alg, key, &claims(0)));
+        assert!(futures::executor::block_on(auth.authenticate(&parts)).is_ok());
+        group.bench_function(BenchmarkId::new("alg", alg), |b| {
+            b.iter(|| futures::executor::block_on(auth.authenticate(black_box(&parts))))
+        });
+    }
+    let (alg, key) = &keys[0];
+    let auth = auths.get(alg).unwrap();
+    for padding in [0usize, 1000, 6000] {
+        let parts = request(&sign(alg, key, &claims(padding)));
+        assert!(futures::executor::block_on(auth.authenticate(&parts)).is_ok());
+        group.bench_function(BenchmarkId::new("hs256/claims_bytes", 60 + padding), |b| {
+            b.iter(|| futures::executor::block_on(auth.authenticate(black_box(&parts))))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     router_lookup,
     rate_limit,
     response_headers,
     access_log,
-    forwarding
+    forwarding,
+    jwt_verify
 );
 criterion_main!(benches);
