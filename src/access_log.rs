@@ -300,14 +300,21 @@ fn push_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
 
 /// Apache's escaping: quotes and backslashes escaped, anything not printable as \xHH, so a
 /// client cannot forge a line or a field.
-fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
+fn push_escaped(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    let plain = |b: &u8| matches!(b, 0x20..=0x7e) && *b != b'"' && *b != b'\\';
+    loop {
+        // copy the run of plain bytes at once: most values have nothing to escape
+        let run = bytes.iter().position(|b| !plain(b)).unwrap_or(bytes.len());
+        out.extend_from_slice(&bytes[..run]);
+        let Some((&b, rest)) = bytes[run..].split_first() else {
+            return;
+        };
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
-            0x20..=0x7e => out.push(b),
             _ => push_hex_escape(out, b"\\x", b, 2),
         }
+        bytes = rest;
     }
 }
 
@@ -415,11 +422,29 @@ fn push_4(out: &mut Vec<u8>, n: i64) {
 
 /// `23/Nov/2026:19:19:38 +0000`, the timestamp morgan's combined format uses (UTC).
 fn push_clf_time(out: &mut Vec<u8>, t: SystemTime) {
+    // one thread formats the same second for many requests: keep the last one
+    thread_local! {
+        static LAST: std::cell::Cell<(i64, [u8; 26])> = const { std::cell::Cell::new((-1, [0; 26])) };
+    }
+    let secs = unix_secs(t).0;
+    let (cached_secs, cached) = LAST.with(|l| l.get());
+    if cached_secs == secs {
+        out.extend_from_slice(&cached);
+        return;
+    }
+    let start = out.len();
+    format_clf_time(out, secs);
+    if let Ok(text) = <[u8; 26]>::try_from(&out[start..]) {
+        LAST.with(|l| l.set((secs, text)));
+    }
+}
+
+fn format_clf_time(out: &mut Vec<u8>, secs: i64) {
     const MONTHS: [&[u8; 3]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
         b"Dec",
     ];
-    let c = civil(unix_secs(t).0);
+    let c = civil(secs);
     push_2(out, c.day);
     out.push(b'/');
     out.extend_from_slice(MONTHS[(c.month as usize).clamp(1, 12) - 1]);
@@ -518,6 +543,19 @@ mod tests {
         assert_eq!(v["route"], "/users");
         assert_eq!(v["request_id"], "abc");
         assert!(v["user_agent"].as_str().unwrap().starts_with("a\"b\u{1}"));
+    }
+
+    #[test]
+    fn the_per_second_time_cache_follows_the_clock() {
+        let at = |ms: u64| {
+            let mut out = Vec::new();
+            push_clf_time(&mut out, UNIX_EPOCH + Duration::from_millis(ms));
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(at(1_795_461_578_250), "23/Nov/2026:19:19:38 +0000");
+        assert_eq!(at(1_795_461_578_900), "23/Nov/2026:19:19:38 +0000");
+        assert_eq!(at(1_795_461_579_000), "23/Nov/2026:19:19:39 +0000");
+        assert_eq!(at(1_795_461_578_000), "23/Nov/2026:19:19:38 +0000");
     }
 
     #[test]
