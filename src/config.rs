@@ -83,6 +83,8 @@ pub struct FileConfig {
     pub security_headers: SecurityHeadersSection,
     #[serde(default)]
     pub metrics: Option<MetricsSection>,
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
     /// Named authenticators that routes reference.
     #[serde(default)]
     pub auth: BTreeMap<String, Spanned<crate::auth::AuthSection>>,
@@ -146,6 +148,9 @@ pub struct ServerSection {
     /// With -d, diagnostics go to this file; otherwise they stay on stderr (journald).
     #[serde(default)]
     pub error_log: Option<String>,
+    /// Accept cleartext HTTP/2 (prior knowledge) on the plain listeners too.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 impl Default for ServerSection {
@@ -160,6 +165,7 @@ impl Default for ServerSection {
             graceful_shutdown_timeout: default_graceful_shutdown_timeout(),
             keepalive_timeout: default_keepalive_timeout(),
             error_log: None,
+            h2c: false,
         }
     }
 }
@@ -172,6 +178,30 @@ fn default_graceful_shutdown_timeout() -> DurationValue {
 }
 fn default_keepalive_timeout() -> DurationValue {
     DurationValue(Duration::from_secs(60))
+}
+
+/// `[tls]`: TLS listeners and their certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub listen: Vec<Listen>,
+    #[serde(default)]
+    pub min_version: crate::tls::MinVersion,
+    /// The plain listeners answer 308 to the https URL instead of proxying.
+    #[serde(default)]
+    pub redirect_http: bool,
+    /// Offer HTTP/2 by ALPN.
+    #[serde(default = "default_true")]
+    pub h2: bool,
+    pub certificates: Spanned<Vec<CertificateSection>>,
+}
+
+/// One `[[tls.certificates]]`: a PEM chain and its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// `[metrics]`: Prometheus text at /metrics on its own listener.
@@ -235,6 +265,8 @@ pub struct TimeoutsSection {
     pub connect: Option<DurationValue>,
     pub read: Option<DurationValue>,
     pub write: Option<DurationValue>,
+    /// An upgraded connection (WebSocket) may stay silent this long; default "1h".
+    pub websocket_idle: Option<DurationValue>,
 }
 
 /// `requests` per `window`, counted per client.
@@ -391,6 +423,9 @@ pub struct RouteSection {
     /// https upstreams: trust these CA certificates (PEM) too.
     #[serde(default)]
     pub ca_file: Option<CaFile>,
+    /// Speak HTTP/2 to the upstream (h2c on http upstreams, ALPN h2 on https): for gRPC.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 fn default_balance() -> Spanned<BalanceKind> {
@@ -1116,6 +1151,22 @@ fn check(config: &FileConfig) -> Result<(), Located> {
                     ));
                 }
             }
+        }
+    }
+    if let Some(tls) = &config.tls {
+        if tls.listen.is_empty() {
+            return Err((
+                tls.certificates.span(),
+                "tls.listen".to_string(),
+                "[tls] needs at least one listen address".to_string(),
+            ));
+        }
+        if tls.certificates.get_ref().is_empty() {
+            return Err((
+                tls.certificates.span(),
+                "tls.certificates".to_string(),
+                "[tls] needs at least one [[tls.certificates]]".to_string(),
+            ));
         }
     }
     let cors = &config.cors;

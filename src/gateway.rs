@@ -69,6 +69,8 @@ pub struct RequestCtx {
     started: Instant,
     client_ip: Option<IpAddr>,
     peer_trusted: bool,
+    /// The client connection is TLS.
+    tls: bool,
     request_id: Option<HeaderValue>,
     /// Index into the runtime's routes, and how many path bytes its prefix covers.
     route: Option<usize>,
@@ -99,6 +101,8 @@ pub struct RequestCtx {
 enum Early {
     Continue,
     Preflight,
+    /// A plain-HTTP request when `redirect_http` is on: 308 to this port over https.
+    RedirectToHttps(u16),
     Refuse(GatewayError),
 }
 
@@ -111,6 +115,7 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             client_ip: None,
             peer_trusted: false,
+            tls: false,
             request_id: None,
             route: None,
             matched: 0,
@@ -140,6 +145,10 @@ impl ProxyHttp for Gateway {
             Early::Continue => Ok(false),
             Early::Preflight => {
                 self.answer_preflight(session, ctx).await?;
+                Ok(true)
+            }
+            Early::RedirectToHttps(port) => {
+                self.answer_redirect(session, ctx, port).await?;
                 Ok(true)
             }
             Early::Refuse(err) => {
@@ -176,9 +185,21 @@ impl ProxyHttp for Gateway {
         ctx.upstream = Some(i);
         ctx.attempts += 1;
         pool.begin(i);
-        let peer = pool
+        let mut peer = pool
             .peer(i, &route.timeouts)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "instance vanished"))?;
+        if route.http2 {
+            // gRPC and friends: HTTP/2 only (h2c to an http upstream)
+            peer.options.set_http_version(2, 2);
+        }
+        if session.is_upgrade_req() {
+            // a WebSocket is long-lived: silence is bounded by its own idle timeout
+            let idle = route.timeouts.websocket_idle;
+            peer.options.read_timeout = Some(idle);
+            peer.options.write_timeout = Some(idle);
+            session.set_read_timeout(Some(idle));
+            session.set_write_timeout(Some(idle));
+        }
         Ok(Box::new(peer))
     }
 
@@ -392,6 +413,7 @@ impl Gateway {
 
     /// The client's address (through trusted proxies) and the request id.
     fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         if let Some(peer) = session
             .client_addr()
@@ -421,6 +443,9 @@ impl Gateway {
         let path = req.uri.path();
         if has_dot_segment(path) {
             return Early::Refuse(GatewayError::BadRequest);
+        }
+        if let (Some(port), false) = (self.rt.redirect_http, ctx.tls) {
+            return Early::RedirectToHttps(port);
         }
         if self.rt.cors.is_preflight(&req.method, &req.headers) {
             return Early::Preflight;
@@ -489,7 +514,7 @@ impl Gateway {
         }
         // a trusted proxy's view of the original scheme and host wins over ours
         if !(ctx.peer_trusted && req.headers.contains_key(X_FORWARDED_PROTO)) {
-            headers.insert(X_FORWARDED_PROTO, HTTP);
+            headers.insert(X_FORWARDED_PROTO, if ctx.tls { HTTPS } else { HTTP });
         }
         if !(ctx.peer_trusted && req.headers.contains_key(X_FORWARDED_HOST)) {
             match req.headers.get(header::HOST) {
@@ -598,6 +623,7 @@ impl Gateway {
 }
 
 const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
 /// Seconds a client should wait when an authenticator cannot decide (IdP unreachable).
 const AUTH_RETRY_AFTER: u32 = 5;
 const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
@@ -631,6 +657,57 @@ fn response_parts(status: u16, headers: usize) -> http::response::Parts {
         parts.headers.reserve(headers);
     }
     parts
+}
+
+impl Gateway {
+    /// 308 to the same URL over https: the Host's name, the TLS listener's port.
+    async fn answer_redirect(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        port: u16,
+    ) -> Result<()> {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())
+            .unwrap_or("localhost");
+        let name = strip_port(host);
+        let mut location = BytesMut::with_capacity(name.len() + req.raw_path().len() + 16);
+        location.put_slice(b"https://");
+        location.put_slice(name.as_bytes());
+        if port != 443 {
+            location.put_u8(b':');
+            location.put_slice(itoa::Buffer::new().format(port).as_bytes());
+        }
+        let target = stripped_target(req, 0);
+        location.put_slice(&target);
+        let location = HeaderValue::from_maybe_shared(location.freeze())
+            .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad redirect target"))?;
+        let mut parts = response_parts(308, self.rt.security.count() + 6);
+        parts.headers.insert(header::LOCATION, location);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        self.rt.security.add(&mut parts.headers);
+        if let Some(id) = &ctx.request_id {
+            parts.headers.insert(X_REQUEST_ID, id.clone());
+        }
+        self.close_if_draining(session);
+        session
+            .write_response_header(Box::new(ResponseHeader::from(parts)), true)
+            .await
+    }
+}
+
+/// A Host value without its port: "a.example:8080" is "a.example", "[::1]:80" is "[::1]".
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
 /// The request target with `matched` bytes of prefix removed from its path; the query
@@ -705,6 +782,14 @@ mod tests {
         ] {
             assert!(!has_dot_segment(good), "{good}");
         }
+    }
+
+    #[test]
+    fn ports_come_off_host_names() {
+        assert_eq!(strip_port("api.example:8080"), "api.example");
+        assert_eq!(strip_port("api.example"), "api.example");
+        assert_eq!(strip_port("[::1]:5000"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
     }
 
     #[test]

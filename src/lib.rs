@@ -19,6 +19,7 @@
 //! - [`metrics`]: per-thread counters and the Prometheus text at /metrics.
 //! - [`lifecycle`]: signals, draining, in-flight requests and the exit.
 //! - [`server`]: the command line and the wiring into a Pingora server.
+//! - [`tls`]: TLS termination: certificates checked at load, chosen per handshake by SNI.
 
 pub mod access_log;
 pub mod auth;
@@ -33,4 +34,5 @@ pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod upstream;

@@ -21,12 +21,14 @@ use crate::lifecycle::Lifecycle;
 use crate::limits::{Policy, PolicyBuilder};
 use crate::metrics::Metrics;
 use crate::router::Router;
+use crate::tls::{CertStore, CertificateSpec, MinVersion};
 use crate::upstream::{
     Balance, HashKey, HealthCheckSpec, InstanceSpec, PassiveSpec, Pool, TlsSpec,
 };
 
 const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
 const DEFAULT_READ: Duration = Duration::from_secs(15);
+const DEFAULT_WEBSOCKET_IDLE: Duration = Duration::from_secs(3600);
 
 /// Upstream timeouts of one route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct Timeouts {
     pub connect: Duration,
     pub read: Duration,
     pub write: Duration,
+    /// Silence allowed on an upgraded (WebSocket) connection, both ways.
+    pub websocket_idle: Duration,
 }
 
 impl Timeouts {
@@ -51,6 +55,7 @@ impl Timeouts {
                 },
                 |d| d.0,
             ),
+            websocket_idle: over.websocket_idle.map_or(base.websocket_idle, |d| d.0),
         }
     }
 }
@@ -62,6 +67,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     pub strip_prefix: bool,
     pub preserve_host: bool,
+    /// Speak HTTP/2 to the upstream.
+    pub http2: bool,
     pub timeouts: Timeouts,
     /// `None`: not limited.
     pub limit: Option<Policy>,
@@ -92,6 +99,12 @@ pub struct Runtime {
     pub metrics_listen: Option<SocketAddr>,
     pub metrics: Option<Metrics>,
     pub life: Arc<Lifecycle>,
+    /// With `redirect_http`, the port plain requests are redirected to.
+    pub redirect_http: Option<u16>,
+    /// Cleartext HTTP/2 on the plain listeners.
+    pub h2c: bool,
+    /// TLS listeners and their certificates; `None` without `[tls]`.
+    pub tls: Option<TlsListeners>,
     pub auth: Authenticators,
     pub trusted_proxies: TrustedProxies,
     pub security: SecurityHeaders,
@@ -136,6 +149,7 @@ impl Runtime {
                 connect: DEFAULT_CONNECT,
                 read: DEFAULT_READ,
                 write: DEFAULT_READ,
+                websocket_idle: DEFAULT_WEBSOCKET_IDLE,
             },
         );
 
@@ -175,6 +189,7 @@ impl Runtime {
                 pool: Arc::new(pool),
                 strip_prefix: r.strip_prefix,
                 preserve_host: r.preserve_host,
+                http2: r.http2,
                 timeouts: Timeouts::resolve(&r.timeouts, base),
                 limit,
                 auth: chain,
@@ -219,6 +234,14 @@ impl Runtime {
                 .as_ref()
                 .map(|_| Metrics::new(routes_len, threads)),
             life: Arc::new(Lifecycle::default()),
+            redirect_http: file
+                .tls
+                .as_ref()
+                .filter(|t| t.redirect_http)
+                .and_then(|t| t.listen.first())
+                .map(|l| l.0.port()),
+            h2c: file.server.h2c,
+            tls: compile_tls(file)?,
             auth,
             trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),
             security: SecurityHeaders::from_config(&file.security_headers).map_err(env_error)?,
@@ -238,6 +261,56 @@ impl Runtime {
         let port = std::env::var("PORT").ok();
         Runtime::from_config(path, &file, port.as_deref())
     }
+}
+
+/// TLS listeners: where, which certificates, which versions and protocols.
+#[derive(Debug)]
+pub struct TlsListeners {
+    pub listen: Vec<SocketAddr>,
+    pub store: Arc<CertStore>,
+    pub min_version: MinVersion,
+    pub h2: bool,
+}
+
+/// Load and check the certificates of `[tls]`; an error points at the `cert` or `key`
+/// entry of the file that is wrong.
+fn compile_tls(file: &FileConfig) -> Result<Option<TlsListeners>, ConfigError> {
+    let Some(tls) = &file.tls else {
+        return Ok(None);
+    };
+    let entries = tls.certificates.get_ref();
+    let specs: Vec<CertificateSpec> = entries
+        .iter()
+        .map(|c| CertificateSpec {
+            cert: c.cert.get_ref().into(),
+            key: c.key.get_ref().into(),
+        })
+        .collect();
+    let (store, _warnings) = CertStore::load(&specs).map_err(|e| {
+        let bad = e.path();
+        let located = entries.iter().enumerate().find_map(|(i, c)| {
+            if std::path::Path::new(c.key.get_ref()) == bad
+                && !matches!(e, crate::tls::TlsError::KeyMismatch { .. })
+            {
+                Some((c.key.span(), format!("tls.certificates[{i}].key")))
+            } else if std::path::Path::new(c.cert.get_ref()) == bad
+                || std::path::Path::new(c.key.get_ref()) == bad
+            {
+                Some((c.cert.span(), format!("tls.certificates[{i}].cert")))
+            } else {
+                None
+            }
+        });
+        let (span, key) =
+            located.unwrap_or((tls.certificates.span(), "tls.certificates".to_string()));
+        file.error_at(span, key, e.to_string())
+    })?;
+    Ok(Some(TlsListeners {
+        listen: tls.listen.iter().map(|l| l.0).collect(),
+        store: Arc::new(store),
+        min_version: tls.min_version,
+        h2: tls.h2,
+    }))
 }
 
 /// A route's upstream instances with their balancing, checks and TLS settings.

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use clap::Parser;
+use pingora::apps::HttpServerOptions;
+use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -16,6 +18,7 @@ use crate::gateway::Gateway;
 use crate::lifecycle::{ExitWhenIdle, Signals};
 use crate::metrics::MetricsApp;
 use crate::runtime::Runtime;
+use crate::tls::listener_settings;
 use crate::upstream::HealthChecks;
 
 /// Pylon, an API gateway on Pingora.
@@ -46,6 +49,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Load the configuration and check it, as `-t` does.
@@ -64,7 +69,7 @@ pub fn check_listeners(listen: &[SocketAddr]) -> Result<(), StartError> {
 }
 
 /// Build the Pingora server for a runtime, with the signal handling that goes with it.
-pub fn build(rt: Arc<Runtime>, cli: &Cli) -> (Server, RunArgs) {
+pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartError> {
     let conf = ServerConf {
         threads: rt.threads,
         pid_file: rt.pid_file.clone(),
@@ -93,13 +98,22 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> (Server, RunArgs) {
     // any daemon fork, so that it can tell the waiting parent when it starts
     let bootstrap = server.bootstrap_as_a_service();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(rt.clone()),
-        "pylon",
-    );
+    let mut options = HttpServerOptions::default();
+    options.h2c = rt.h2c;
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Gateway::new(rt.clone()))
+        .name("pylon")
+        .server_options(options)
+        .build();
     for addr in &rt.listen {
         proxy.add_tcp(&addr.to_string());
+    }
+    if let Some(tls) = &rt.tls {
+        for addr in &tls.listen {
+            // one settings object per listener: Pingora takes it by value
+            let settings = listener_settings(tls.store.clone(), tls.min_version, tls.h2)
+                .map_err(|e| StartError::Tls(format!("TLS listener {addr}: {e}")))?;
+            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+        }
     }
     server.add_service(proxy).add_dependency(&bootstrap);
     server.add_service(background_service(
@@ -131,12 +145,12 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> (Server, RunArgs) {
         grace_period: rt.grace_period,
         upgrade_sock: rt.upgrade_sock.clone(),
     };
-    (
+    Ok((
         server,
         RunArgs {
             shutdown_signal: Box::new(signals),
         },
-    )
+    ))
 }
 
 /// Starts the access-log writer thread inside the serving process, after any daemon fork.
@@ -173,7 +187,13 @@ fn exit_when_a_listener_fails() {
 /// Run until shut down; returns the process exit code.
 pub fn run(rt: Runtime, cli: &Cli) -> i32 {
     if !cli.upgrade {
-        let all: Vec<SocketAddr> = rt.listen.iter().copied().chain(rt.metrics_listen).collect();
+        let all: Vec<SocketAddr> = rt
+            .listen
+            .iter()
+            .copied()
+            .chain(rt.tls.iter().flat_map(|t| t.listen.iter().copied()))
+            .chain(rt.metrics_listen)
+            .collect();
         if let Err(e) = check_listeners(&all) {
             eprintln!("pylon: {e}");
             return 1;
@@ -192,7 +212,13 @@ pub fn run(rt: Runtime, cli: &Cli) -> i32 {
         rt.listen,
         rt.config_path.display()
     );
-    let (server, run_args) = build(rt.clone(), cli);
+    let (server, run_args) = match build(rt.clone(), cli) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("pylon: {e}");
+            return 1;
+        }
+    };
     server.run(run_args);
     rt.access_log.close();
     0

@@ -334,9 +334,27 @@ impl TestCa {
 
     /// A certificate for these DNS names, signed by this CA: (cert PEM, key PEM).
     pub fn issue(&self, names: &[&str]) -> (String, String) {
-        let params =
+        self.issue_valid(names, -3600, 30 * 86_400)
+    }
+
+    /// Like `issue`, valid from `from` to `until` seconds from now.
+    pub fn issue_valid(&self, names: &[&str], from: i64, until: i64) -> (String, String) {
+        let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let at = |offset: i64| {
+            rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs((now + offset) as u64)
+        };
+        params.not_before = at(from);
+        params.not_after = at(until);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("pylon test"),
+        );
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         (cert.pem(), key.serialize_pem())

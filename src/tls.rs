@@ -1,0 +1,1424 @@
+//! TLS termination: the certificates from `[[tls.certificates]]`, checked at load, and the
+//! settings of a Pingora TLS listener that picks one of them per handshake by SNI.
+//!
+//! [`CertStore::load`] reads every certificate chain and key, refuses what cannot work (an
+//! unreadable or non-PEM file, a key that does not belong to its certificate, a certificate
+//! outside its validity period) with a message that names the file, and returns warnings for
+//! what works but deserves a look (expiry within [`EXPIRY_WARNING_DAYS`] days, a name that an
+//! earlier certificate already claims). All parsing happens there: a handshake only looks the
+//! server name up in two prebuilt maps and hands the chosen, already parsed chain to OpenSSL.
+//!
+//! [`listener_settings`] builds the [`TlsSettings`] for one listener: TLS 1.2 and 1.3 (or 1.3
+//! only), ECDHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2, ALPN h2 and http/1.1 (or
+//! http/1.1 only), and the certificate choice as a Pingora [`TlsAccept`] callback. Tests run
+//! real handshakes through the same configuration function and Pingora's accept path.
+
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+// pingora::tls re-exports no asn1 module; Cargo resolves this and pingora's openssl to one
+// crate (0.10), so the types are the same.
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use pingora::tls::error::ErrorStack;
+use pingora::tls::ext;
+use pingora::tls::pkey::{PKey, Private};
+use pingora::tls::ssl::{
+    select_next_proto, AlpnError, NameType, SslAcceptorBuilder, SslOptions, SslRef,
+    SslSessionCacheMode, SslVersion,
+};
+use pingora::tls::x509::{X509VerifyResult, X509};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+/// A certificate that expires within this many days loads with a warning.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// TLS 1.2 cipher suites: forward secret key exchange (ECDHE) with an AEAD cipher only.
+/// Mozilla's intermediate list without the DHE suites.
+const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/// TLS 1.3 cipher suites (all three are AEAD; listed so the choice does not depend on the
+/// OpenSSL build's defaults).
+const TLS13_CIPHERSUITES: &str =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
+/// ALPN protocols in wire format, in the server's order of preference.
+const ALPN_H2_H1: &[u8] = b"\x02h2\x08http/1.1";
+const ALPN_H1: &[u8] = b"\x08http/1.1";
+
+/// Ties TLS 1.2 session ids and TLS 1.3 stateful tickets to this server.
+const SESSION_ID_CONTEXT: &[u8] = b"pylon";
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration values
+// ---------------------------------------------------------------------------------------------
+
+/// One `[[tls.certificates]]` entry: a PEM certificate chain (leaf first) and its PEM key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `min_version`: the oldest TLS version a client may use. TLS 1.3 is always the newest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+impl MinVersion {
+    fn ssl_version(self) -> SslVersion {
+        match self {
+            MinVersion::Tls12 => SslVersion::TLS1_2,
+            MinVersion::Tls13 => SslVersion::TLS1_3,
+        }
+    }
+}
+
+impl FromStr for MinVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "1.2" => Ok(MinVersion::Tls12),
+            "1.3" => Ok(MinVersion::Tls13),
+            _ => Err(format!(
+                "unsupported TLS min_version \"{s}\": write \"1.2\" or \"1.3\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MinVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MinVersion::Tls12 => "1.2",
+            MinVersion::Tls13 => "1.3",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for MinVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = MinVersion;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"1.2\" or \"1.3\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MinVersion, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// A certificate or key that cannot be served, or TLS settings that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: cannot read the {what} file: {source}", path = path.display())]
+    Read {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: holds no PEM certificate: expected a \"-----BEGIN CERTIFICATE-----\" block, \
+         the leaf first and then its intermediates",
+        path = path.display()
+    )]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: a PEM certificate in it cannot be parsed: {detail}", path = path.display())]
+    BadCertificate { path: PathBuf, detail: String },
+    #[error("{path}: not a usable PEM private key: {detail}", path = path.display())]
+    BadKey { path: PathBuf, detail: String },
+    #[error(
+        "{key}: the private key does not belong to the certificate in {cert}",
+        key = key.display(),
+        cert = cert.display()
+    )]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
+    #[error("{path}: the certificate expired on {not_after}", path = path.display())]
+    Expired { path: PathBuf, not_after: String },
+    #[error("{path}: the certificate is not valid before {not_before}", path = path.display())]
+    NotYetValid { path: PathBuf, not_before: String },
+    #[error("no TLS certificate configured: [[tls.certificates]] needs at least one entry")]
+    NoCertificates,
+    #[error("cannot set up TLS: {0}")]
+    Setup(String),
+}
+
+impl TlsError {
+    /// The file the error is about: the key for a mismatch, the certificate otherwise, and
+    /// an empty path for the two errors that concern no file (no certificates; OpenSSL setup).
+    pub fn path(&self) -> &Path {
+        match self {
+            TlsError::Read { path, .. }
+            | TlsError::NoCertificate { path }
+            | TlsError::BadCertificate { path, .. }
+            | TlsError::BadKey { path, .. }
+            | TlsError::Expired { path, .. }
+            | TlsError::NotYetValid { path, .. } => path,
+            TlsError::KeyMismatch { key, .. } => key,
+            TlsError::NoCertificates | TlsError::Setup(_) => Path::new(""),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+// ---------------------------------------------------------------------------------------------
+
+/// A certificate chain and key, parsed and checked, ready to hand to a handshake.
+pub struct LoadedCertificate {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    leaf: X509,
+    intermediates: Vec<X509>,
+    key: PKey<Private>,
+    /// The DNS names of the leaf's subjectAltName, lowercased, wildcards included.
+    names: Vec<String>,
+    not_after_unix: i64,
+}
+
+impl LoadedCertificate {
+    /// The DNS names in the certificate's subjectAltName, lowercased (`*.example.com` for
+    /// a wildcard).
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// When the certificate expires, in seconds since the Unix epoch.
+    pub fn not_after_unix(&self) -> i64 {
+        self.not_after_unix
+    }
+
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+
+    /// Put this chain and key on a connection in the middle of its handshake.
+    fn use_for(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
+        ext::ssl_use_certificate(ssl, &self.leaf)?;
+        ext::ssl_use_private_key(ssl, &self.key)?;
+        for cert in &self.intermediates {
+            ext::ssl_add_chain_cert(ssl, cert)?;
+        }
+        Ok(())
+    }
+
+    /// Read and check one entry; `warnings` collects what loads but deserves a look.
+    fn load(
+        spec: &CertificateSpec,
+        now: i64,
+        warnings: &mut Vec<String>,
+    ) -> Result<Self, TlsError> {
+        let cert_pem = read(&spec.cert, "certificate")?;
+        let mut chain = X509::stack_from_pem(&cert_pem).map_err(|e| TlsError::BadCertificate {
+            path: spec.cert.clone(),
+            detail: e.to_string(),
+        })?;
+        if chain.is_empty() {
+            return Err(TlsError::NoCertificate {
+                path: spec.cert.clone(),
+            });
+        }
+        let leaf = chain.remove(0);
+        let intermediates = chain;
+
+        let key_pem = read(&spec.key, "private key")?;
+        let key = parse_private_key(&key_pem).map_err(|detail| TlsError::BadKey {
+            path: spec.key.clone(),
+            detail,
+        })?;
+        let matches = leaf
+            .public_key()
+            .map(|public| public.public_eq(&key))
+            .unwrap_or(false);
+        if !matches {
+            return Err(TlsError::KeyMismatch {
+                key: spec.key.clone(),
+                cert: spec.cert.clone(),
+            });
+        }
+
+        let bad_time = |e: ErrorStack| TlsError::BadCertificate {
+            path: spec.cert.clone(),
+            detail: format!("unreadable validity dates: {e}"),
+        };
+        let not_before_unix = unix_time(leaf.not_before()).map_err(bad_time)?;
+        let not_after_unix = unix_time(leaf.not_after()).map_err(bad_time)?;
+        if now < not_before_unix {
+            return Err(TlsError::NotYetValid {
+                path: spec.cert.clone(),
+                not_before: leaf.not_before().to_string(),
+            });
+        }
+        if now > not_after_unix {
+            return Err(TlsError::Expired {
+                path: spec.cert.clone(),
+                not_after: leaf.not_after().to_string(),
+            });
+        }
+        let days_left = (not_after_unix - now) / SECONDS_PER_DAY;
+        if days_left < EXPIRY_WARNING_DAYS {
+            let left = match days_left {
+                0 => "less than a day".to_string(),
+                1 => "1 day".to_string(),
+                n => format!("{n} days"),
+            };
+            warnings.push(format!(
+                "{}: the certificate expires on {} (in {left}); renew it",
+                spec.cert.display(),
+                leaf.not_after()
+            ));
+        }
+        if let Some(first) = intermediates.first() {
+            if first.issued(&leaf) != X509VerifyResult::OK {
+                warnings.push(format!(
+                    "{}: the second certificate in the file did not issue the first; clients \
+                     may refuse the chain: put the leaf first, then the certificate that issued it",
+                    spec.cert.display()
+                ));
+            }
+        }
+
+        let names = leaf
+            .subject_alt_names()
+            .map(|sans| {
+                sans.iter()
+                    .filter_map(|name| name.dnsname())
+                    .map(|name| name.trim_end_matches('.').to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        Ok(LoadedCertificate {
+            cert_path: spec.cert.clone(),
+            key_path: spec.key.clone(),
+            leaf,
+            intermediates,
+            key,
+            names,
+            not_after_unix,
+        })
+    }
+}
+
+impl fmt::Debug for LoadedCertificate {
+    /// Paths, names and expiry; never the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedCertificate")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .field("names", &self.names)
+            .field("intermediates", &self.intermediates.len())
+            .field("not_after_unix", &self.not_after_unix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        what,
+        source,
+    })
+}
+
+/// Parse an unencrypted PEM private key. Never asks for a passphrase: OpenSSL's default
+/// would prompt on the terminal, which hangs or fails obscurely under a service manager.
+fn parse_private_key(pem: &[u8]) -> Result<PKey<Private>, String> {
+    let encrypted = pem.windows(9).any(|w| w == b"ENCRYPTED");
+    PKey::private_key_from_pem_callback(pem, |_passphrase| Ok(0)).map_err(|e| {
+        if encrypted {
+            "the key is encrypted; pylon needs it unencrypted (for example \
+             `openssl pkey -in KEY -out KEY.plain`) and readable only by its user"
+                .to_string()
+        } else if pem.windows(11).any(|w| w == b"-----BEGIN ") {
+            format!("expected a \"-----BEGIN PRIVATE KEY-----\" block: {e}")
+        } else {
+            "expected a \"-----BEGIN PRIVATE KEY-----\" block; the file is not PEM".to_string()
+        }
+    })
+}
+
+/// An ASN.1 time as seconds since the Unix epoch.
+fn unix_time(t: &Asn1TimeRef) -> Result<i64, ErrorStack> {
+    let epoch = Asn1Time::from_unix(0)?;
+    let diff = epoch.diff(t)?;
+    Ok(i64::from(diff.days) * SECONDS_PER_DAY + i64::from(diff.secs))
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Every configured certificate and the maps that choose one by server name.
+pub struct CertStore {
+    /// In configuration order; the first is the default. Never empty.
+    certificates: Vec<LoadedCertificate>,
+    /// Lowercased DNS name → index of the first certificate that names it.
+    exact: HashMap<String, usize>,
+    /// The part after `*.` of a wildcard name → index of the first certificate that has it.
+    wildcard: HashMap<String, usize>,
+}
+
+impl CertStore {
+    /// Read, parse and check every certificate; Err names the offending file and says what is
+    /// wrong. The warnings (also logged) are about certificates that load but deserve a look.
+    pub fn load(specs: &[CertificateSpec]) -> Result<(CertStore, Vec<String>), TlsError> {
+        Self::load_at(specs, now_unix())
+    }
+
+    fn load_at(specs: &[CertificateSpec], now: i64) -> Result<(CertStore, Vec<String>), TlsError> {
+        if specs.is_empty() {
+            return Err(TlsError::NoCertificates);
+        }
+        let mut warnings = Vec::new();
+        let mut certificates = Vec::with_capacity(specs.len());
+        for spec in specs {
+            certificates.push(LoadedCertificate::load(spec, now, &mut warnings)?);
+        }
+
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (index, cert) in certificates.iter().enumerate() {
+            let mut claimed_earlier = Vec::new();
+            let mut usable = 0;
+            for name in &cert.names {
+                let (map, key) = match name.strip_prefix("*.") {
+                    Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => {
+                        (&mut wildcard, suffix)
+                    }
+                    _ if name.is_empty() || name.contains('*') => {
+                        warnings.push(format!(
+                            "{}: ignoring the name \"{name}\": a wildcard must be a whole \
+                             leftmost label, like \"*.example.com\"",
+                            cert.cert_path.display()
+                        ));
+                        continue;
+                    }
+                    _ => (&mut exact, name.as_str()),
+                };
+                usable += 1;
+                match map.entry(key.to_string()) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(index);
+                    }
+                    Entry::Occupied(slot) if *slot.get() != index => {
+                        claimed_earlier.push(format!("\"{name}\""));
+                    }
+                    Entry::Occupied(_) => {}
+                }
+            }
+            if usable == 0 {
+                let role = if index == 0 {
+                    "it is served only as the default, to clients that ask for no known name"
+                } else {
+                    "it is never served"
+                };
+                warnings.push(format!(
+                    "{}: the certificate has no DNS name in its subjectAltName, so no server \
+                     name selects it; {role}",
+                    cert.cert_path.display()
+                ));
+            }
+            if !claimed_earlier.is_empty() {
+                warnings.push(format!(
+                    "{}: names already served by a certificate listed earlier, which wins: {}",
+                    cert.cert_path.display(),
+                    claimed_earlier.join(", ")
+                ));
+            }
+        }
+
+        for warning in &warnings {
+            log::warn!("{warning}");
+        }
+        let store = CertStore {
+            certificates,
+            exact,
+            wildcard,
+        };
+        Ok((store, warnings))
+    }
+
+    /// The certificate for a requested server name (None: the client sent no SNI): an exact
+    /// name, then a wildcard for the name's parent domain, then the default (the first).
+    pub fn select(&self, server_name: Option<&str>) -> &LoadedCertificate {
+        let index = server_name.and_then(|name| self.find(name)).unwrap_or(0);
+        &self.certificates[index]
+    }
+
+    /// Every certificate, in configuration order (the first is the default).
+    pub fn certificates(&self) -> &[LoadedCertificate] {
+        &self.certificates
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        // Clients send lowercase names almost always; copy only when they do not.
+        let name: Cow<str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        };
+        if let Some(&index) = self.exact.get(name.as_ref()) {
+            return Some(index);
+        }
+        // A wildcard stands for exactly one whole label.
+        let (label, parent) = name.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        self.wildcard.get(parent).copied()
+    }
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertStore")
+            .field("certificates", &self.certificates)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listener settings
+// ---------------------------------------------------------------------------------------------
+
+/// Pingora's per-handshake hook: picks the certificate for the client's server name.
+struct SniResolver {
+    store: Arc<CertStore>,
+}
+
+#[async_trait::async_trait]
+impl TlsAccept for SniResolver {
+    /// Runs when OpenSSL needs a certificate, after it has read the client's hello (and SNI).
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let cert = self.store.select(ssl.servername(NameType::HOST_NAME));
+        if let Err(e) = cert.use_for(ssl) {
+            // The handshake then fails for want of a certificate; the client sees an alert.
+            log::error!(
+                "TLS: cannot use the certificate {}: {e}",
+                cert.cert_path.display()
+            );
+        }
+    }
+}
+
+/// The settings for one TLS listener (Pingora takes them by value, so call this once per
+/// listen address): versions, ciphers, ALPN, sessions, and the certificate chosen by SNI.
+pub fn listener_settings(
+    store: Arc<CertStore>,
+    min: MinVersion,
+    h2: bool,
+) -> Result<TlsSettings, TlsError> {
+    let mut settings = TlsSettings::with_callbacks(Box::new(SniResolver { store }))
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    configure_acceptor(&mut settings, min, h2)
+        .map_err(|e| TlsError::Setup(format!("OpenSSL refused the settings: {e}")))?;
+    Ok(settings)
+}
+
+/// Everything about the acceptor except the certificate, on top of Mozilla's intermediate
+/// profile (which is what [`TlsSettings::with_callbacks`] starts from).
+fn configure_acceptor(
+    builder: &mut SslAcceptorBuilder,
+    min: MinVersion,
+    h2: bool,
+) -> Result<(), ErrorStack> {
+    builder.set_min_proto_version(Some(min.ssl_version()))?;
+    builder.set_max_proto_version(Some(SslVersion::TLS1_3))?;
+    builder.set_cipher_list(TLS12_CIPHERS)?;
+    builder.set_ciphersuites(TLS13_CIPHERSUITES)?;
+    // Sessions live in this process's cache (TLS 1.2 session ids, TLS 1.3 stateful tickets)
+    // rather than in tickets sealed with a key that OpenSSL never rotates: resumption stays
+    // cheap and an old key cannot open recorded sessions.
+    builder.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
+    builder.set_session_cache_mode(SslSessionCacheMode::SERVER);
+    builder.set_session_id_context(SESSION_ID_CONTEXT)?;
+    // Clients that offer neither protocol (or no ALPN) still connect and speak HTTP/1.1.
+    let offered: &'static [u8] = if h2 { ALPN_H2_H1 } else { ALPN_H1 };
+    builder.set_alpn_select_callback(move |_, client| {
+        select_next_proto(offered, client).ok_or(AlpnError::NOACK)
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use openssl::rsa::Rsa;
+    use openssl::symm::Cipher;
+    use pingora::protocols::l4::stream::Stream;
+    use pingora::protocols::tls::server::handshake_with_callback;
+    use pingora::protocols::{Ssl as _, ALPN};
+    use pingora::tls::pkey::PKey;
+    use pingora::tls::ssl::{
+        Ssl, SslAcceptor, SslConnector, SslConnectorBuilder, SslMethod, SslSession,
+    };
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    use std::pin::Pin;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const DAY: i64 = SECONDS_PER_DAY;
+
+    // -----------------------------------------------------------------------------------------
+    // A test PKI: root CA → intermediate → leaves, written to a temporary directory
+    // -----------------------------------------------------------------------------------------
+
+    struct Pki {
+        dir: tempfile::TempDir,
+        root: rcgen::Certificate,
+        intermediate: rcgen::Certificate,
+        intermediate_key: KeyPair,
+    }
+
+    fn ca_params(name: &str) -> CertificateParams {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params
+    }
+
+    /// Valid from `from` to `until`, both in seconds from now.
+    fn valid(params: &mut CertificateParams, from: i64, until: i64) {
+        let now = now_unix();
+        let at = |offset: i64| {
+            let unix = u64::try_from(now + offset).unwrap();
+            rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(unix)
+        };
+        params.not_before = at(from);
+        params.not_after = at(until);
+    }
+
+    impl Pki {
+        fn new() -> Pki {
+            let root_key = KeyPair::generate().unwrap();
+            let root = ca_params("Pylon Test Root").self_signed(&root_key).unwrap();
+            let intermediate_key = KeyPair::generate().unwrap();
+            let intermediate = ca_params("Pylon Test Intermediate")
+                .signed_by(&intermediate_key, &root, &root_key)
+                .unwrap();
+            Pki {
+                dir: tempfile::tempdir().unwrap(),
+                root,
+                intermediate,
+                intermediate_key,
+            }
+        }
+
+        fn write(&self, file: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+            let path = self.dir.path().join(file);
+            std::fs::write(&path, contents).unwrap();
+            path
+        }
+
+        /// A leaf for `names` with `key`, issued by the intermediate and changed by `adjust`;
+        /// the chain (leaf, intermediate) goes to `{stem}.pem` and the key to `{stem}.key`.
+        fn leaf_full(
+            &self,
+            stem: &str,
+            names: &[&str],
+            key: KeyPair,
+            adjust: impl FnOnce(&mut CertificateParams),
+        ) -> CertificateSpec {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let mut params = CertificateParams::new(names.clone()).unwrap();
+            let cn = names.first().cloned().unwrap_or_else(|| "no name".into());
+            params.distinguished_name.push(DnType::CommonName, cn);
+            valid(&mut params, -DAY, 90 * DAY);
+            adjust(&mut params);
+            let cert = params
+                .signed_by(&key, &self.intermediate, &self.intermediate_key)
+                .unwrap();
+            let chain = format!("{}{}", cert.pem(), self.intermediate.pem());
+            CertificateSpec {
+                cert: self.write(&format!("{stem}.pem"), chain),
+                key: self.write(&format!("{stem}.key"), key.serialize_pem()),
+            }
+        }
+
+        fn leaf_with(
+            &self,
+            stem: &str,
+            names: &[&str],
+            adjust: impl FnOnce(&mut CertificateParams),
+        ) -> CertificateSpec {
+            self.leaf_full(stem, names, KeyPair::generate().unwrap(), adjust)
+        }
+
+        /// An ECDSA P-256 leaf valid from yesterday for 90 days.
+        fn leaf(&self, stem: &str, names: &[&str]) -> CertificateSpec {
+            self.leaf_with(stem, names, |_| {})
+        }
+
+        /// An RSA 2048 leaf (rcgen signs with RSA keys but does not make them).
+        fn rsa_leaf(&self, stem: &str, names: &[&str]) -> CertificateSpec {
+            let rsa = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+            let pem = String::from_utf8(rsa.private_key_to_pem_pkcs8().unwrap()).unwrap();
+            self.leaf_full(stem, names, KeyPair::from_pem(&pem).unwrap(), |_| {})
+        }
+
+        /// A client that trusts only the root, so it verifies only if the server sends the
+        /// intermediate.
+        fn client(&self) -> SslConnectorBuilder {
+            let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+            let root = X509::from_pem(self.root.pem().as_bytes()).unwrap();
+            builder.cert_store_mut().add_cert(root).unwrap();
+            builder
+        }
+    }
+
+    fn load(specs: &[CertificateSpec]) -> (CertStore, Vec<String>) {
+        CertStore::load(specs).unwrap()
+    }
+
+    fn load_err(specs: &[CertificateSpec]) -> TlsError {
+        CertStore::load(specs).err().unwrap()
+    }
+
+    /// The error names `path`, in its message and in `path()`.
+    fn assert_names(err: &TlsError, path: &Path) {
+        let message = err.to_string();
+        assert!(
+            message.contains(&path.display().to_string()),
+            "{message:?} should name {}",
+            path.display()
+        );
+        assert_eq!(err.path(), path, "{message}");
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Loading
+    // -----------------------------------------------------------------------------------------
+
+    #[test]
+    fn load_reads_names_chain_and_expiry() {
+        let pki = Pki::new();
+        let expires = now_unix() + 90 * DAY;
+        let spec = pki.leaf_with("api", &["API.example.com", "*.Internal.example.com"], |p| {
+            valid(p, -DAY, 90 * DAY)
+        });
+        let (store, warnings) = load(std::slice::from_ref(&spec));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let cert = store.select(None);
+        assert_eq!(cert.names(), ["api.example.com", "*.internal.example.com"]);
+        assert!((cert.not_after_unix() - expires).abs() <= 1);
+        assert_eq!(cert.cert_path(), spec.cert);
+        assert_eq!(cert.key_path(), spec.key);
+        assert_eq!(cert.intermediates.len(), 1);
+        assert_eq!(store.certificates().len(), 1);
+        let debug = format!("{store:?}");
+        assert!(debug.contains("api.example.com") && !debug.contains("PRIVATE"));
+    }
+
+    #[test]
+    fn missing_certificate_file_is_refused_with_its_path() {
+        let pki = Pki::new();
+        let mut spec = pki.leaf("a", &["a.test"]);
+        spec.cert = pki.dir.path().join("missing.pem");
+        let err = load_err(std::slice::from_ref(&spec));
+        assert!(
+            matches!(
+                err,
+                TlsError::Read {
+                    what: "certificate",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_names(&err, &spec.cert);
+    }
+
+    #[test]
+    fn missing_key_file_is_refused_with_its_path() {
+        let pki = Pki::new();
+        let mut spec = pki.leaf("a", &["a.test"]);
+        spec.key = pki.dir.path().join("missing.key");
+        let err = load_err(std::slice::from_ref(&spec));
+        assert!(
+            matches!(
+                err,
+                TlsError::Read {
+                    what: "private key",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_names(&err, &spec.key);
+    }
+
+    #[test]
+    fn certificate_file_that_is_not_pem_is_refused_with_its_path() {
+        let pki = Pki::new();
+        let good = pki.leaf("a", &["a.test"]);
+        let der = X509::stack_from_pem(&std::fs::read(&good.cert).unwrap()).unwrap()[0]
+            .to_der()
+            .unwrap();
+        for (file, contents) in [
+            ("text.pem", b"just some text\n".to_vec()),
+            ("der.pem", der),
+            ("empty.pem", Vec::new()),
+            // Swapped files: the key where the certificate belongs.
+            ("key-only.pem", std::fs::read(&good.key).unwrap()),
+        ] {
+            let spec = CertificateSpec {
+                cert: pki.write(file, contents),
+                key: good.key.clone(),
+            };
+            let err = load_err(std::slice::from_ref(&spec));
+            assert!(
+                matches!(err, TlsError::NoCertificate { .. }),
+                "{file}: {err}"
+            );
+            assert_names(&err, &spec.cert);
+        }
+    }
+
+    #[test]
+    fn certificate_with_a_damaged_body_is_refused_with_its_path() {
+        let pki = Pki::new();
+        let good = pki.leaf("a", &["a.test"]);
+        let damaged = "-----BEGIN CERTIFICATE-----\nMIIBnotbase64!!\n-----END CERTIFICATE-----\n";
+        let spec = CertificateSpec {
+            cert: pki.write("damaged.pem", damaged),
+            key: good.key,
+        };
+        let err = load_err(std::slice::from_ref(&spec));
+        assert!(
+            matches!(
+                err,
+                TlsError::BadCertificate { .. } | TlsError::NoCertificate { .. }
+            ),
+            "{err}"
+        );
+        assert_names(&err, &spec.cert);
+    }
+
+    #[test]
+    fn key_file_that_is_not_a_pem_key_is_refused_with_its_path() {
+        let pki = Pki::new();
+        let good = pki.leaf("a", &["a.test"]);
+        for (file, contents) in [
+            ("text.key", b"not a key\n".to_vec()),
+            ("empty.key", Vec::new()),
+            // Swapped files: the certificate where the key belongs.
+            ("cert.key", std::fs::read(&good.cert).unwrap()),
+        ] {
+            let spec = CertificateSpec {
+                cert: good.cert.clone(),
+                key: pki.write(file, contents),
+            };
+            let err = load_err(std::slice::from_ref(&spec));
+            assert!(matches!(err, TlsError::BadKey { .. }), "{file}: {err}");
+            assert_names(&err, &spec.key);
+        }
+    }
+
+    #[test]
+    fn encrypted_key_is_refused_without_asking_for_a_passphrase() {
+        let pki = Pki::new();
+        let good = pki.leaf("a", &["a.test"]);
+        let key = PKey::private_key_from_pem(&std::fs::read(&good.key).unwrap()).unwrap();
+        let encrypted = key
+            .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), b"secret")
+            .unwrap();
+        let spec = CertificateSpec {
+            cert: good.cert,
+            key: pki.write("encrypted.key", encrypted),
+        };
+        let err = load_err(std::slice::from_ref(&spec));
+        assert!(matches!(err, TlsError::BadKey { .. }), "{err}");
+        assert!(err.to_string().contains("encrypted"), "{err}");
+        assert_names(&err, &spec.key);
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_refused_naming_both_files() {
+        let pki = Pki::new();
+        let a = pki.leaf("a", &["a.test"]);
+        let b = pki.leaf("b", &["b.test"]);
+        let spec = CertificateSpec {
+            cert: a.cert.clone(),
+            key: b.key.clone(),
+        };
+        let err = load_err(&[spec]);
+        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+        assert_names(&err, &b.key);
+        assert!(
+            err.to_string().contains(&a.cert.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_after_good_ones_is_still_refused() {
+        let pki = Pki::new();
+        let good = pki.leaf("good", &["good.test"]);
+        let expired = pki.leaf_with("old", &["old.test"], |p| valid(p, -90 * DAY, -DAY));
+        let err = load_err(&[good, expired.clone()]);
+        assert_names(&err, &expired.cert);
+    }
+
+    #[test]
+    fn expired_certificate_is_refused_with_its_path() {
+        let pki = Pki::new();
+        let spec = pki.leaf_with("old", &["old.test"], |p| valid(p, -90 * DAY, -DAY));
+        let err = load_err(std::slice::from_ref(&spec));
+        assert!(matches!(err, TlsError::Expired { .. }), "{err}");
+        assert!(err.to_string().contains("expired on"), "{err}");
+        assert_names(&err, &spec.cert);
+    }
+
+    #[test]
+    fn certificate_not_yet_valid_is_refused_with_its_path() {
+        let pki = Pki::new();
+        let spec = pki.leaf_with("future", &["future.test"], |p| valid(p, DAY, 90 * DAY));
+        let err = load_err(std::slice::from_ref(&spec));
+        assert!(matches!(err, TlsError::NotYetValid { .. }), "{err}");
+        assert_names(&err, &spec.cert);
+    }
+
+    #[test]
+    fn certificate_expiring_in_five_days_loads_with_a_warning() {
+        let pki = Pki::new();
+        let soon = pki.leaf_with("soon", &["soon.test"], |p| {
+            valid(p, -60 * DAY, 5 * DAY + 3600)
+        });
+        let later = pki.leaf_with("later", &["later.test"], |p| valid(p, -DAY, 15 * DAY));
+        let (store, warnings) = load(&[later, soon.clone()]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains(&soon.cert.display().to_string()),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("in 5 days"), "{warnings:?}");
+        assert_eq!(store.select(Some("soon.test")).cert_path(), soon.cert);
+    }
+
+    #[test]
+    fn validity_is_checked_to_the_second() {
+        let pki = Pki::new();
+        let spec = pki.leaf("a", &["a.test"]);
+        let specs = std::slice::from_ref(&spec);
+        let (store, _) = load(specs);
+        let not_after = store.select(None).not_after_unix();
+        let not_before = not_after - 91 * DAY;
+
+        let at = |now: i64| CertStore::load_at(specs, now);
+        let warnings = |now: i64| at(now).unwrap().1;
+        assert!(warnings(not_after - EXPIRY_WARNING_DAYS * DAY).is_empty());
+        let last = warnings(not_after - EXPIRY_WARNING_DAYS * DAY + 1);
+        assert!(
+            last.len() == 1 && last[0].contains("in 13 days"),
+            "{last:?}"
+        );
+        let last = warnings(not_after - DAY - 1);
+        assert!(last[0].contains("in 1 day)"), "{last:?}");
+        let last = warnings(not_after);
+        assert!(last[0].contains("in less than a day"), "{last:?}");
+        assert!(matches!(at(not_after + 1), Err(TlsError::Expired { .. })));
+        assert!(at(not_before).is_ok());
+        assert!(matches!(
+            at(not_before - 1),
+            Err(TlsError::NotYetValid { .. })
+        ));
+    }
+
+    #[test]
+    fn no_certificates_is_refused() {
+        let err = load_err(&[]);
+        assert!(matches!(err, TlsError::NoCertificates), "{err}");
+        assert_eq!(err.path(), Path::new(""));
+    }
+
+    #[test]
+    fn chain_in_the_wrong_order_loads_with_a_warning() {
+        let pki = Pki::new();
+        let spec = pki.leaf("a", &["a.test"]);
+        // The leaf followed by the root, which did not issue it.
+        let leaf = X509::stack_from_pem(&std::fs::read(&spec.cert).unwrap()).unwrap();
+        let chain = [leaf[0].to_pem().unwrap(), pki.root.pem().into_bytes()].concat();
+        std::fs::write(&spec.cert, chain).unwrap();
+        let (_, warnings) = load(std::slice::from_ref(&spec));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("did not issue"), "{warnings:?}");
+    }
+
+    #[test]
+    fn certificates_without_usable_names_load_with_warnings() {
+        let pki = Pki::new();
+        let default = pki.leaf_with("ip-only", &[], |p| {
+            p.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
+        });
+        let partial = pki.leaf("partial", &["f*.example.com"]);
+        let (store, warnings) = load(&[default.clone(), partial.clone()]);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("ip-only.pem") && warnings[0].contains("default"));
+        assert!(warnings[1].contains("partial.pem") && warnings[1].contains("f*.example.com"));
+        assert!(warnings[2].contains("partial.pem") && warnings[2].contains("never served"));
+        assert_eq!(
+            store.select(Some("foo.example.com")).cert_path(),
+            default.cert
+        );
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Selection
+    // -----------------------------------------------------------------------------------------
+
+    #[test]
+    fn select_prefers_exact_names_then_wildcards_then_the_default() {
+        let pki = Pki::new();
+        let default = pki.leaf("default", &["default.test"]);
+        let wild = pki.leaf("wild", &["*.example.com"]);
+        let api = pki.leaf("api", &["api.example.com", "example.com"]);
+        let (store, warnings) = load(&[default.clone(), wild.clone(), api.clone()]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let chosen = |name: Option<&str>| store.select(name).cert_path().to_path_buf();
+
+        assert_eq!(chosen(Some("default.test")), default.cert);
+        // Exact beats a wildcard listed earlier.
+        assert_eq!(chosen(Some("api.example.com")), api.cert);
+        assert_eq!(chosen(Some("example.com")), api.cert);
+        assert_eq!(chosen(Some("www.example.com")), wild.cert);
+        // Names compare case-insensitively; a trailing dot is ignored.
+        assert_eq!(chosen(Some("API.Example.COM")), api.cert);
+        assert_eq!(chosen(Some("WWW.EXAMPLE.COM")), wild.cert);
+        assert_eq!(chosen(Some("api.example.com.")), api.cert);
+        // A wildcard stands for exactly one label.
+        assert_eq!(chosen(Some("a.b.example.com")), default.cert);
+        assert_eq!(chosen(Some(".example.com")), default.cert);
+        // Unknown, empty and missing names get the default.
+        assert_eq!(chosen(Some("unknown.test")), default.cert);
+        assert_eq!(chosen(Some("")), default.cert);
+        assert_eq!(chosen(None), default.cert);
+    }
+
+    #[test]
+    fn the_first_certificate_listed_wins_a_shared_name() {
+        let pki = Pki::new();
+        let first = pki.leaf("first", &["shared.test", "*.shared.test"]);
+        let second = pki.leaf("second", &["shared.test", "*.shared.test", "own.test"]);
+        let (store, warnings) = load(&[first.clone(), second.clone()]);
+        assert_eq!(store.select(Some("shared.test")).cert_path(), first.cert);
+        assert_eq!(store.select(Some("x.shared.test")).cert_path(), first.cert);
+        assert_eq!(store.select(Some("own.test")).cert_path(), second.cert);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("second.pem"), "{warnings:?}");
+        assert!(warnings[0].contains("\"shared.test\", \"*.shared.test\""));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Configuration values
+    // -----------------------------------------------------------------------------------------
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Section {
+        #[serde(default)]
+        min_version: MinVersion,
+        certificates: Vec<CertificateSpec>,
+    }
+
+    #[test]
+    fn min_version_and_certificates_deserialise_and_check_themselves() {
+        let section: Section = toml::from_str(
+            "min_version = \"1.3\"\n[[certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n",
+        )
+        .unwrap();
+        assert_eq!(section.min_version, MinVersion::Tls13);
+        assert_eq!(section.certificates[0].cert, Path::new("a.pem"));
+        let section: Section = toml::from_str("certificates = []").unwrap();
+        assert_eq!(section.min_version, MinVersion::Tls12);
+        assert_eq!("1.2".parse::<MinVersion>(), Ok(MinVersion::Tls12));
+        assert_eq!(MinVersion::Tls13.to_string(), "1.3");
+
+        let err = toml::from_str::<Section>("min_version = \"1.1\"\ncertificates = []")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"1.1\"") && err.contains("\"1.2\" or \"1.3\""),
+            "{err}"
+        );
+        let err = toml::from_str::<Section>("min_version = 1.2\ncertificates = []")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"1.2\" or \"1.3\""), "{err}");
+        let err = toml::from_str::<Section>(
+            "[[certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\nchain = \"c.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("chain"), "{err}");
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Handshakes: the shared acceptor configuration, Pingora's accept path with the SNI
+    // callback, and an OpenSSL client over loopback TCP
+    // -----------------------------------------------------------------------------------------
+
+    fn acceptor(min: MinVersion, h2: bool) -> SslAcceptor {
+        // TlsSettings::with_callbacks starts from the same profile.
+        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        configure_acceptor(&mut builder, min, h2).unwrap();
+        builder.build()
+    }
+
+    /// A client connection for `sni` (None: send no server name). The chain is always
+    /// verified against the test root; the host name only when `check_host`.
+    fn client_ssl(connector: &SslConnector, sni: Option<&str>, check_host: bool) -> Ssl {
+        let mut config = connector.configure().unwrap();
+        config.set_use_server_name_indication(sni.is_some());
+        config.set_verify_hostname(check_host);
+        config.into_ssl(sni.unwrap_or("unused")).unwrap()
+    }
+
+    /// What the client saw of a completed handshake.
+    struct Seen {
+        names: Vec<String>,
+        version: &'static str,
+        cipher: String,
+        alpn: Option<Vec<u8>>,
+        reused: bool,
+        session: Option<SslSession>,
+        /// The protocol Pingora's HTTP layer reads from the server side.
+        server_alpn: Option<ALPN>,
+    }
+
+    impl fmt::Debug for Seen {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Seen")
+                .field("names", &self.names)
+                .field("version", &self.version)
+                .field("cipher", &self.cipher)
+                .field("alpn", &self.alpn)
+                .field("reused", &self.reused)
+                .finish_non_exhaustive()
+        }
+    }
+
+    /// One connection: Pingora's server handshake (as its listener runs it) against `ssl`.
+    /// The server then sends "ok" and closes, which also delivers TLS 1.3 session tickets.
+    /// Err carries both sides' errors.
+    async fn handshake(
+        acceptor: &SslAcceptor,
+        store: &Arc<CertStore>,
+        ssl: Ssl,
+    ) -> Result<Seen, String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let resolver = SniResolver {
+            store: store.clone(),
+        };
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut stream = handshake_with_callback(acceptor, Stream::from(tcp), &resolver)
+                .await
+                .map_err(|e| format!("server: {e}"))?;
+            let alpn = stream.selected_alpn_proto();
+            stream.write_all(b"ok").await.unwrap();
+            AsyncWriteExt::shutdown(&mut stream).await.unwrap();
+            Ok::<_, String>(alpn)
+        };
+        let client = async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+            Pin::new(&mut stream)
+                .connect()
+                .await
+                .map_err(|e| format!("client: {e}"))?;
+            let mut body = Vec::new();
+            stream.read_to_end(&mut body).await.unwrap();
+            assert_eq!(body, b"ok");
+            // Close properly: OpenSSL marks the session of a connection freed without
+            // close_notify as not resumable. The server may be gone already.
+            let _ = AsyncWriteExt::shutdown(&mut stream).await;
+            let ssl = stream.ssl();
+            let cert = ssl.peer_certificate().unwrap();
+            let names = cert
+                .subject_alt_names()
+                .map(|sans| {
+                    sans.iter()
+                        .filter_map(|n| n.dnsname().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok::<_, String>(Seen {
+                names,
+                version: ssl.version_str(),
+                cipher: ssl.current_cipher().unwrap().name().to_string(),
+                alpn: ssl.selected_alpn_protocol().map(<[u8]>::to_vec),
+                reused: ssl.session_reused(),
+                session: ssl.session().map(|s| s.to_owned()),
+                server_alpn: None,
+            })
+        };
+        let (client, server) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(client, server)
+        })
+        .await
+        .expect("the handshake hung");
+        match (client, server) {
+            (Ok(mut seen), Ok(server_alpn)) => {
+                seen.server_alpn = server_alpn;
+                Ok(seen)
+            }
+            (client, server) => Err(format!(
+                "{}; {}",
+                client.err().unwrap_or_default(),
+                server.err().unwrap_or_default()
+            )),
+        }
+    }
+
+    #[tokio::test]
+    async fn handshake_serves_the_certificate_for_each_server_name() {
+        let pki = Pki::new();
+        let default = pki.leaf("default", &["default.test"]);
+        let api = pki.leaf("api", &["api.example.com"]);
+        let wild = pki.rsa_leaf("wild", &["*.example.com"]);
+        let store = Arc::new(load(&[default, api, wild]).0);
+        let acceptor = acceptor(MinVersion::Tls12, true);
+        let connector = pki.client().build();
+
+        for (sni, check_host, expected) in [
+            (Some("api.example.com"), true, "api.example.com"),
+            (Some("www.example.com"), true, "*.example.com"),
+            (Some("WWW.Example.com"), true, "*.example.com"),
+            (Some("default.test"), true, "default.test"),
+            (Some("unknown.test"), false, "default.test"),
+            (None, false, "default.test"),
+        ] {
+            // The client trusts only the root: verification also proves that the
+            // intermediate was sent.
+            let ssl = client_ssl(&connector, sni, check_host);
+            let seen = handshake(&acceptor, &store, ssl).await.unwrap();
+            assert_eq!(seen.names, [expected], "{sni:?}");
+            assert_eq!(seen.version, "TLSv1.3", "{sni:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tls11_client_is_refused() {
+        let pki = Pki::new();
+        let store = Arc::new(load(&[pki.leaf("a", &["a.test"])]).0);
+        let acceptor = acceptor(MinVersion::Tls12, true);
+        // A client that can still speak TLS 1.1 (OpenSSL 3 needs security level 0 for it).
+        let old_client = |max: SslVersion| {
+            let mut builder = pki.client();
+            builder.set_security_level(0);
+            builder.set_cipher_list("DEFAULT:@SECLEVEL=0").unwrap();
+            builder
+                .set_min_proto_version(Some(SslVersion::TLS1_1))
+                .unwrap();
+            builder.set_max_proto_version(Some(max)).unwrap();
+            client_ssl(&builder.build(), Some("a.test"), true)
+        };
+
+        let err = handshake(&acceptor, &store, old_client(SslVersion::TLS1_1))
+            .await
+            .unwrap_err();
+        assert!(err.contains("server: "), "{err}");
+        assert!(err.contains("unsupported protocol"), "{err}");
+        // The same client allowed TLS 1.2 gets in: the refusal was the version.
+        let seen = handshake(&acceptor, &store, old_client(SslVersion::TLS1_2))
+            .await
+            .unwrap();
+        assert_eq!(seen.version, "TLSv1.2");
+    }
+
+    #[tokio::test]
+    async fn min_version_1_3_refuses_a_tls12_client() {
+        let pki = Pki::new();
+        let store = Arc::new(load(&[pki.leaf("a", &["a.test"])]).0);
+        let tls12_client = || {
+            let mut builder = pki.client();
+            builder
+                .set_max_proto_version(Some(SslVersion::TLS1_2))
+                .unwrap();
+            client_ssl(&builder.build(), Some("a.test"), true)
+        };
+
+        let only13 = acceptor(MinVersion::Tls13, true);
+        let err = handshake(&only13, &store, tls12_client())
+            .await
+            .unwrap_err();
+        assert!(err.contains("server: "), "{err}");
+        let seen = handshake(
+            &only13,
+            &store,
+            client_ssl(&pki.client().build(), Some("a.test"), true),
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen.version, "TLSv1.3");
+
+        let from12 = acceptor(MinVersion::Tls12, true);
+        let seen = handshake(&from12, &store, tls12_client()).await.unwrap();
+        assert_eq!(seen.version, "TLSv1.2");
+    }
+
+    #[tokio::test]
+    async fn tls12_accepts_only_ecdhe_with_aead_ciphers() {
+        let pki = Pki::new();
+        let ecdsa = pki.leaf("ecdsa", &["ecdsa.test"]);
+        let rsa = pki.rsa_leaf("rsa", &["rsa.test"]);
+        let store = Arc::new(load(&[ecdsa, rsa]).0);
+        let acceptor = acceptor(MinVersion::Tls12, true);
+        let client = |sni: &str, ciphers: &str| {
+            let mut builder = pki.client();
+            builder
+                .set_max_proto_version(Some(SslVersion::TLS1_2))
+                .unwrap();
+            builder.set_cipher_list(ciphers).unwrap();
+            client_ssl(&builder.build(), Some(sni), true)
+        };
+
+        for (sni, cipher) in [
+            ("ecdsa.test", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+            ("ecdsa.test", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+            ("ecdsa.test", "ECDHE-ECDSA-CHACHA20-POLY1305"),
+            ("rsa.test", "ECDHE-RSA-AES128-GCM-SHA256"),
+            ("rsa.test", "ECDHE-RSA-CHACHA20-POLY1305"),
+        ] {
+            let seen = handshake(&acceptor, &store, client(sni, cipher))
+                .await
+                .unwrap();
+            assert_eq!(seen.cipher, cipher);
+            assert_eq!(seen.names, [sni]);
+        }
+        for (sni, cipher) in [
+            ("ecdsa.test", "ECDHE-ECDSA-AES128-SHA"), // CBC
+            ("ecdsa.test", "ECDHE-ECDSA-AES256-SHA384"),
+            ("rsa.test", "ECDHE-RSA-AES128-SHA256"),
+            ("rsa.test", "DHE-RSA-AES128-GCM-SHA256"), // no ECDHE
+            ("rsa.test", "AES128-GCM-SHA256"),         // RSA key exchange
+        ] {
+            let err = handshake(&acceptor, &store, client(sni, cipher))
+                .await
+                .unwrap_err();
+            assert!(err.contains("server: "), "{cipher}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn alpn_negotiates_h2_only_when_enabled() {
+        let pki = Pki::new();
+        let store = Arc::new(load(&[pki.leaf("a", &["a.test"])]).0);
+        let client = |protos: Option<&[u8]>| {
+            let mut builder = pki.client();
+            if let Some(protos) = protos {
+                builder.set_alpn_protos(protos).unwrap();
+            }
+            client_ssl(&builder.build(), Some("a.test"), true)
+        };
+        let both: &[u8] = b"\x08http/1.1\x02h2";
+        let h1: &[u8] = b"\x08http/1.1";
+        let h2: &[u8] = b"\x02h2";
+
+        let with_h2 = acceptor(MinVersion::Tls12, true);
+        let without_h2 = acceptor(MinVersion::Tls12, false);
+        for (acceptor, offered, expected, pingora) in [
+            // The server's preference wins over the client's order.
+            (&with_h2, Some(both), Some(&b"h2"[..]), Some(ALPN::H2)),
+            (&with_h2, Some(h1), Some(&b"http/1.1"[..]), Some(ALPN::H1)),
+            (&with_h2, None, None, None),
+            (
+                &without_h2,
+                Some(both),
+                Some(&b"http/1.1"[..]),
+                Some(ALPN::H1),
+            ),
+            // No common protocol: no ALPN, but the connection goes on.
+            (&without_h2, Some(h2), None, None),
+        ] {
+            let seen = handshake(acceptor, &store, client(offered)).await.unwrap();
+            assert_eq!(seen.alpn.as_deref(), expected, "{offered:?}");
+            assert_eq!(seen.server_alpn, pingora, "{offered:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_resume_from_the_server_cache() {
+        let pki = Pki::new();
+        let store = Arc::new(load(&[pki.leaf("a", &["a.test"]), pki.leaf("b", &["b.test"])]).0);
+        let acceptor = acceptor(MinVersion::Tls12, true);
+        for version in [SslVersion::TLS1_2, SslVersion::TLS1_3] {
+            let mut builder = pki.client();
+            builder.set_max_proto_version(Some(version)).unwrap();
+            let connector = builder.build();
+
+            let first = handshake(
+                &acceptor,
+                &store,
+                client_ssl(&connector, Some("b.test"), true),
+            )
+            .await
+            .unwrap();
+            assert!(!first.reused);
+            let session = first.session.unwrap();
+            let mut ssl = client_ssl(&connector, Some("b.test"), true);
+            // SAFETY: the session comes from a connection made with the same context.
+            unsafe { ssl.set_session(&session).unwrap() };
+            let second = handshake(&acceptor, &store, ssl).await.unwrap();
+            assert!(second.reused, "{version:?}");
+            assert_eq!(second.names, ["b.test"]);
+        }
+    }
+
+    #[test]
+    fn listener_settings_apply_the_shared_configuration() {
+        let pki = Pki::new();
+        let store = Arc::new(load(&[pki.leaf("a", &["a.test"])]).0);
+        for (min, expected) in [
+            (MinVersion::Tls12, SslVersion::TLS1_2),
+            (MinVersion::Tls13, SslVersion::TLS1_3),
+        ] {
+            let mut settings = listener_settings(store.clone(), min, true).unwrap();
+            assert_eq!(settings.min_proto_version(), Some(expected));
+            assert_eq!(settings.max_proto_version(), Some(SslVersion::TLS1_3));
+            assert!(settings.options().contains(SslOptions::NO_TICKET));
+        }
+    }
+}

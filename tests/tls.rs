@@ -1,0 +1,277 @@
+//! TLS termination: SNI, versions, ALPN h2, X-Forwarded-Proto, the redirect from plain
+//! HTTP, and every bad certificate refused with its file named.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use openssl::ssl::{SslConnector, SslMethod, SslVersion};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+
+/// Certificates for two names from one test CA, written to files.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: TestCa,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca: TestCa::new("pylon TLS test CA"),
+        }
+    }
+
+    /// Write a certificate for `names` valid from/until (seconds from now); (cert, key) paths.
+    fn write(&self, file: &str, names: &[&str], from: i64, until: i64) -> (PathBuf, PathBuf) {
+        let (cert, key) = self.ca.issue_valid(names, from, until);
+        let c = self.dir.path().join(format!("{file}.pem"));
+        let k = self.dir.path().join(format!("{file}.key"));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        (c, k)
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        let p = self.dir.path().join("ca.pem");
+        std::fs::write(&p, self.ca.cert_pem()).unwrap();
+        p
+    }
+}
+
+fn tls_config(listen: SocketAddr, certs: &[(PathBuf, PathBuf)], extra: &str) -> String {
+    let mut s = format!("[tls]\nlisten = [\"{listen}\"]\n{extra}\n");
+    for (c, k) in certs {
+        s.push_str(&format!(
+            "[[tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
+            c.display(),
+            k.display()
+        ));
+    }
+    s
+}
+
+/// Connect with SNI `name` (None: no SNI) and return the certificate's first DNS name.
+fn served_name(addr: SocketAddr, name: Option<&str>, ca: &std::path::Path) -> String {
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_ca_file(ca).unwrap();
+    let connector = b.build();
+    let mut config = connector.configure().unwrap();
+    config.set_verify_hostname(false);
+    if name.is_none() {
+        config.set_use_server_name_indication(false);
+    }
+    let tcp = TcpStream::connect(addr).unwrap();
+    let stream = config.connect(name.unwrap_or("ignored"), tcp).unwrap();
+    let cert = stream.ssl().peer_certificate().unwrap();
+    let names = cert.subject_alt_names().unwrap();
+    names.iter().next().unwrap().dnsname().unwrap().to_string()
+}
+
+fn start_tls(
+    pki: &Pki,
+    certs: &[(PathBuf, PathBuf)],
+    extra: &str,
+    upstream: SocketAddr,
+) -> (Gateway, SocketAddr) {
+    let tls_addr = closed_port();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{}{}",
+            tls_config(tls_addr, certs, extra),
+            route("/app", upstream, "")
+        ),
+    );
+    // the TLS listener comes up with the plain one
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while TcpStream::connect(tls_addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no TLS listener");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = pki;
+    (gw, tls_addr)
+}
+
+#[test]
+fn sni_picks_the_certificate_for_each_name() {
+    let pki = Pki::new();
+    let a = pki.write("a", &["a.pylon.test"], -60, 86_400 * 30);
+    let b = pki.write("b", &["b.pylon.test", "*.b.pylon.test"], -60, 86_400 * 30);
+    let up = Upstream::echo();
+    let (_gw, tls) = start_tls(&pki, &[a, b], "", up.addr);
+    let ca = pki.ca_file();
+    assert_eq!(served_name(tls, Some("a.pylon.test"), &ca), "a.pylon.test");
+    assert_eq!(served_name(tls, Some("b.pylon.test"), &ca), "b.pylon.test");
+    assert_eq!(
+        served_name(tls, Some("api.b.pylon.test"), &ca),
+        "b.pylon.test"
+    );
+    assert_eq!(
+        served_name(tls, Some("unknown.test"), &ca),
+        "a.pylon.test",
+        "the first is the default"
+    );
+    assert_eq!(served_name(tls, None, &ca), "a.pylon.test");
+}
+
+#[test]
+fn old_protocol_versions_are_refused() {
+    let pki = Pki::new();
+    let cert = pki.write("a", &["a.pylon.test"], -60, 86_400 * 30);
+    let up = Upstream::echo();
+    let (_gw, tls) = start_tls(&pki, std::slice::from_ref(&cert), "", up.addr);
+    let (_gw13, tls13) = start_tls(&pki, &[cert], "min_version = \"1.3\"", up.addr);
+    let connect = |addr: SocketAddr, max: SslVersion| {
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        b.set_min_proto_version(Some(SslVersion::TLS1)).unwrap();
+        b.set_max_proto_version(Some(max)).unwrap();
+        // old versions need the old ciphers on the client side to even try
+        b.set_cipher_list("ALL:@SECLEVEL=0").unwrap();
+        b.build()
+            .connect("a.pylon.test", TcpStream::connect(addr).unwrap())
+            .map(|s| s.ssl().version_str().to_string())
+    };
+    assert!(
+        connect(tls, SslVersion::TLS1_1).is_err(),
+        "TLS 1.1 must be refused"
+    );
+    assert_eq!(connect(tls, SslVersion::TLS1_2).unwrap(), "TLSv1.2");
+    assert!(
+        connect(tls13, SslVersion::TLS1_2).is_err(),
+        "min_version 1.3 refuses 1.2"
+    );
+    assert_eq!(connect(tls13, SslVersion::TLS1_3).unwrap(), "TLSv1.3");
+}
+
+#[test]
+fn h2_is_negotiated_by_alpn_and_proxied_with_forwarded_proto_https() {
+    let pki = Pki::new();
+    let cert = pki.write("a", &["a.pylon.test"], -60, 86_400 * 30);
+    let up = Upstream::echo();
+    let (_gw, tls) = start_tls(&pki, &[cert], "", up.addr);
+    let ca = pki.ca_file();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_ca_file(&ca).unwrap();
+        b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+        let ssl = b
+            .build()
+            .configure()
+            .unwrap()
+            .into_ssl("a.pylon.test")
+            .unwrap();
+        let tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
+        let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+        std::pin::Pin::new(&mut stream).connect().await.unwrap();
+        assert_eq!(stream.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri("https://a.pylon.test/app/x?q=1")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        assert!(resp.headers().contains_key("strict-transport-security"));
+    });
+    let seen = up.last();
+    assert_eq!(seen.target, "/x?q=1");
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+}
+
+#[test]
+fn h2_false_offers_only_http_1_1() {
+    let pki = Pki::new();
+    let cert = pki.write("a", &["a.pylon.test"], -60, 86_400 * 30);
+    let up = Upstream::echo();
+    let (_gw, tls) = start_tls(&pki, &[cert], "h2 = false", up.addr);
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+    let s = b
+        .build()
+        .connect("a.pylon.test", TcpStream::connect(tls).unwrap())
+        .unwrap();
+    assert_eq!(s.ssl().selected_alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+#[test]
+fn plain_http_is_redirected_to_https_when_asked() {
+    let pki = Pki::new();
+    let cert = pki.write("a", &["a.pylon.test"], -60, 86_400 * 30);
+    let up = Upstream::echo();
+    let (gw, tls) = start_tls(&pki, &[cert], "redirect_http = true", up.addr);
+    let r = raw_request(
+        gw.addr,
+        b"GET /app/x?q=1 HTTP/1.1\r\nHost: a.pylon.test:8080\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://a.pylon.test:{}/app/x?q=1", tls.port()).as_str())
+    );
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn bad_certificates_are_refused_with_the_file_named() {
+    let pki = Pki::new();
+    let good = pki.write("good", &["a.pylon.test"], -60, 86_400 * 30);
+    let other = pki.write("other", &["b.pylon.test"], -60, 86_400 * 30);
+    let expired = pki.write("expired", &["a.pylon.test"], -86_400 * 10, -86_400);
+    let listen = closed_port();
+    let missing = (pki.dir.path().join("missing.pem"), good.1.clone());
+    let mismatched = (good.0.clone(), other.1.clone());
+    let cases: Vec<((PathBuf, PathBuf), PathBuf, &str)> = vec![
+        (
+            missing.clone(),
+            missing.0.clone(),
+            "tls.certificates[0].cert",
+        ),
+        (mismatched, other.1.clone(), "tls.certificates[0].cert"),
+        (
+            expired.clone(),
+            expired.0.clone(),
+            "tls.certificates[0].cert",
+        ),
+    ];
+    for (pair, named, key) in cases {
+        let text = tls_config(listen, &[pair], "");
+        let (code, _, err) = run_pylon(&["-t"], Some(&text));
+        assert_eq!(code, 1, "{text}");
+        assert!(err.contains(&named.display().to_string()), "{err}");
+        assert!(err.contains(&format!("key `{key}`")), "{err}");
+    }
+    let unreadable_key = (good.0.clone(), pki.dir.path().join("nope.key"));
+    let (code, _, err) = run_pylon(&["-t"], Some(&tls_config(listen, &[unreadable_key], "")));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("nope.key") && err.contains("key `tls.certificates[0].key`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_certificate_expiring_soon_loads_with_a_warning() {
+    let pki = Pki::new();
+    let soon = pki.write("soon", &["a.pylon.test"], -60, 5 * 86_400);
+    let up = Upstream::echo();
+    let (gw, tls) = start_tls(&pki, &[soon], "", up.addr);
+    assert_eq!(
+        served_name(tls, Some("a.pylon.test"), &pki.ca_file()),
+        "a.pylon.test"
+    );
+    assert!(gw.stderr().contains("expires"), "{}", gw.stderr());
+}
