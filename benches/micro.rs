@@ -19,7 +19,7 @@ use pingora::http::ResponseHeader;
 
 use pylon::access_log::{format_combined, format_json, Entry};
 use pylon::forwarding::{appended_forwarded_for, new_request_id};
-use pylon::headers::{strip_hop_by_hop, AllowOrigin, Cors, SecurityHeaders};
+use pylon::headers::{AllowOrigin, Cors, SecurityHeaders};
 use pylon::limits::{ClientKey, PolicyBuilder};
 use pylon::router::Router;
 
@@ -144,10 +144,10 @@ fn upstream_response(extra: usize) -> ResponseHeader {
 }
 
 /// What the gateway's `response_filter` does to an upstream's head, minus the RateLimit and
-/// X-Request-Id inserts: swap the head for its plain `http` parts, set HTTP/1.1, strip
-/// hop-by-hop fields and the configured headers, add helmet's headers and CORS (`*`), and
-/// turn the parts back into a head. (The gateway's `with_plain_headers` is private; this
-/// repeats its steps.)
+/// X-Request-Id inserts: swap the head for its plain `http` parts, set HTTP/1.1, merge the
+/// upstream's fields over helmet's defaults (dropping hop-by-hop fields and the configured
+/// ones), apply CORS (`*`), and turn the parts back into a head. (The gateway's
+/// `with_plain_headers` is private; this repeats its steps.)
 fn response_filter(
     resp: &mut ResponseHeader,
     security: &SecurityHeaders,
@@ -159,10 +159,8 @@ fn response_filter(
     if parts.version != Version::HTTP_2 {
         parts.version = Version::HTTP_11;
     }
-    strip_hop_by_hop(parts.status, &mut parts.headers);
-    security.strip(&mut parts.headers);
-    parts.headers.reserve(security.count() + 5);
-    security.add(&mut parts.headers);
+    let upstream = std::mem::take(&mut parts.headers);
+    parts.headers = security.merge_upstream(upstream, parts.status);
     cors.apply(origin, &mut parts.headers);
     *resp = ResponseHeader::from(parts);
 }
@@ -224,11 +222,9 @@ fn response_headers(c: &mut Criterion) {
             )
         });
     };
-    step("strip_hop_by_hop/upstream_fields", &|h| {
-        strip_hop_by_hop(status, h)
+    step("merge_upstream/upstream_fields", &|h| {
+        *h = security.merge_upstream(std::mem::take(h), status)
     });
-    step("security_strip/upstream_fields", &|h| security.strip(h));
-    step("security_add/upstream_fields", &|h| security.add(h));
     step("cors_apply_any/upstream_fields", &|h| {
         cors.apply(&origin, h)
     });

@@ -151,6 +151,29 @@ pub struct ServerSection {
     /// Accept cleartext HTTP/2 (prior knowledge) on the plain listeners too.
     #[serde(default)]
     pub h2c: bool,
+    /// Idle upstream connections kept for reuse, across all upstreams.
+    #[serde(default = "default_upstream_keepalive")]
+    pub upstream_keepalive: KeepaliveCount,
+}
+
+fn default_upstream_keepalive() -> KeepaliveCount {
+    KeepaliveCount(1024)
+}
+
+/// A connection count: 0 to 1,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveCount(pub usize);
+
+impl<'de> Deserialize<'de> for KeepaliveCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(0..=1_000_000).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "upstream_keepalive must be between 0 and 1000000, not {n}"
+            )));
+        }
+        Ok(KeepaliveCount(n as usize))
+    }
 }
 
 impl Default for ServerSection {
@@ -166,6 +189,7 @@ impl Default for ServerSection {
             keepalive_timeout: default_keepalive_timeout(),
             error_log: None,
             h2c: false,
+            upstream_keepalive: default_upstream_keepalive(),
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::forwarding::{acceptable_request_id, appended_forwarded_for, new_reque
 use crate::headers::names::{
     RATELIMIT, RATELIMIT_POLICY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
-use crate::headers::{strip_hop_by_hop, AllowOrigin};
+use crate::headers::AllowOrigin;
 use crate::lifecycle::InFlight;
 use crate::limits::{ClientKey, Policy, Verdict};
 use crate::metrics::Observation;
@@ -301,9 +301,8 @@ impl ProxyHttp for Gateway {
             if parts.version != Version::HTTP_2 {
                 parts.version = Version::HTTP_11;
             }
-            strip_hop_by_hop(parts.status, &mut parts.headers);
-            self.rt.security.strip(&mut parts.headers);
-            parts.headers.reserve(self.rt.security.count() + 5);
+            let upstream = std::mem::take(&mut parts.headers);
+            parts.headers = self.rt.security.merge_upstream(upstream, parts.status);
             self.decorate(&mut parts.headers, ctx);
         });
         Ok(())
@@ -556,9 +555,9 @@ impl Gateway {
         admitted.strip_query(target)
     }
 
-    /// The headers every response gets, upstream's or the gateway's own.
+    /// The headers every response gets besides the security defaults (which responses
+    /// start from): CORS, RateLimit, X-Request-Id.
     fn decorate(&self, headers: &mut HeaderMap, ctx: &RequestCtx) {
-        self.rt.security.add(headers);
         self.rt.cors.apply(&ctx.origin, headers);
         if let (Some(policy), Some(verdict)) = (self.policy(ctx), ctx.verdict) {
             headers.insert(RATELIMIT_POLICY, policy.policy_header.clone());
@@ -578,7 +577,8 @@ impl Gateway {
     ) -> Result<()> {
         ctx.answered = Some(err);
         let body = err.body();
-        let mut parts = response_parts(err.status(), self.rt.security.count() + 10);
+        let mut parts = response_parts(err.status(), 0);
+        parts.headers = self.rt.security.defaults();
         let headers = &mut parts.headers;
         headers.insert(header::CONTENT_TYPE, JSON);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -605,13 +605,13 @@ impl Gateway {
 
     /// The 204 answer to a CORS preflight; it never reaches an upstream or the limiter.
     async fn answer_preflight(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        let mut parts = response_parts(204, self.rt.security.count() + 10);
+        let mut parts = response_parts(204, 0);
+        parts.headers = self.rt.security.defaults();
         let headers = &mut parts.headers;
         self.rt
             .cors
             .preflight(&ctx.origin, &session.req_header().headers, headers);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        self.rt.security.add(headers);
         if let Some(id) = &ctx.request_id {
             headers.insert(X_REQUEST_ID, id.clone());
         }
@@ -686,12 +686,12 @@ impl Gateway {
         location.put_slice(&target);
         let location = HeaderValue::from_maybe_shared(location.freeze())
             .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad redirect target"))?;
-        let mut parts = response_parts(308, self.rt.security.count() + 6);
+        let mut parts = response_parts(308, 0);
+        parts.headers = self.rt.security.defaults();
         parts.headers.insert(header::LOCATION, location);
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        self.rt.security.add(&mut parts.headers);
         if let Some(id) = &ctx.request_id {
             parts.headers.insert(X_REQUEST_ID, id.clone());
         }

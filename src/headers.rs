@@ -67,8 +67,10 @@ const HELMET_DEFAULTS: [(&str, &str); 12] = [
 /// upstream responses.
 #[derive(Debug, Clone, Default)]
 pub struct SecurityHeaders {
-    add: Vec<(HeaderName, HeaderValue)>,
     remove: Vec<HeaderName>,
+    /// The headers to add: a response starts as a copy of this map, so the defaults cost a
+    /// copy rather than a hash and an insert each.
+    template: HeaderMap,
 }
 
 impl SecurityHeaders {
@@ -80,8 +82,8 @@ impl SecurityHeaders {
             .collect::<Result<Vec<_>, _>>()?;
         if !section.enabled {
             return Ok(SecurityHeaders {
-                add: Vec::new(),
                 remove,
+                template: HeaderMap::new(),
             });
         }
         let overridden = |name: &str| {
@@ -110,64 +112,80 @@ impl SecurityHeaders {
                 add.push((static_name(&name.0)?, static_value(&value.0)?));
             }
         }
-        Ok(SecurityHeaders { add, remove })
+        let mut template = HeaderMap::with_capacity(add.len() + 12);
+        for (name, value) in add {
+            template.insert(name, value);
+        }
+        Ok(SecurityHeaders { remove, template })
     }
 
-    /// Strip the configured headers from an upstream response.
-    pub fn strip(&self, headers: &mut HeaderMap) {
-        for name in &self.remove {
-            if headers.contains_key(name) {
-                headers.remove(name);
+    /// A new header map holding the defaults, for the gateway's own answers.
+    pub fn defaults(&self) -> HeaderMap {
+        self.template.clone()
+    }
+
+    /// The headers of an upstream response as the client gets them: the upstream's own,
+    /// over helmet's defaults (an upstream's value wins), without hop-by-hop fields and the
+    /// `remove` list. Only the upstream's headers are hashed in; the defaults are copied.
+    pub fn merge_upstream(&self, upstream: HeaderMap, status: StatusCode) -> HeaderMap {
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        let nominated = if switching {
+            Vec::new()
+        } else {
+            connection_nominated(&upstream)
+        };
+        let dropped = |name: &HeaderName| {
+            *name == names::KEEP_ALIVE
+                || *name == names::PROXY_CONNECTION
+                || (!switching && (*name == header::CONNECTION || *name == header::UPGRADE))
+                || self.remove.contains(name)
+                || nominated.contains(name)
+        };
+        let mut out = self.template.clone();
+        out.reserve(upstream.len() + 8);
+        let mut items = upstream.into_iter().peekable();
+        let mut current: Option<HeaderName> = None;
+        while let Some((name, value)) = items.next() {
+            match name {
+                Some(name) => {
+                    let more = matches!(items.peek(), Some((None, _)));
+                    if dropped(&name) {
+                        current = more.then_some(name);
+                        continue;
+                    }
+                    if more {
+                        // a multi-valued field: keep its name for the values that follow
+                        out.insert(name.clone(), value);
+                        current = Some(name);
+                    } else {
+                        out.insert(name, value);
+                        current = None;
+                    }
+                }
+                None => {
+                    if let Some(name) = &current {
+                        if !dropped(name) {
+                            out.append(name.clone(), value);
+                        }
+                    }
+                }
             }
         }
-    }
-
-    /// Add every security header the response does not already carry.
-    pub fn add(&self, headers: &mut HeaderMap) {
-        for (name, value) in &self.add {
-            // one hash per header: the entry both tests and fills the slot
-            if let header::Entry::Vacant(slot) = headers.entry(name.clone()) {
-                slot.insert(value.clone());
-            }
-        }
-    }
-
-    /// How many headers [`Self::add`] may insert, to size a map once.
-    pub fn count(&self) -> usize {
-        self.add.len()
+        out
     }
 }
 
-/// Remove the hop-by-hop fields of an upstream response: they describe the connection to
-/// the upstream, not the one to the client (Pingora writes the client's own `Connection`).
-/// A 101 keeps `Upgrade` and `Connection`, which the protocol switch needs.
-pub fn strip_hop_by_hop(status: StatusCode, headers: &mut HeaderMap) {
-    if headers.contains_key(names::KEEP_ALIVE) {
-        headers.remove(names::KEEP_ALIVE);
-    }
-    if headers.contains_key(names::PROXY_CONNECTION) {
-        headers.remove(names::PROXY_CONNECTION);
-    }
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        return;
-    }
-    if headers.contains_key(header::UPGRADE) {
-        headers.remove(header::UPGRADE);
-    }
-    let Some(connection) = headers.remove(header::CONNECTION) else {
-        return;
-    };
-    // fields the upstream nominated as hop-by-hop; `close` and `keep-alive` name none
-    if let Ok(tokens) = connection.to_str() {
-        for token in tokens.split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                headers.remove(name);
-            }
-        }
-    }
+/// Fields an upstream's `Connection` header names as hop-by-hop (not `close`, `keep-alive`).
+fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect()
 }
 
 /// What the CORS policy says about a request's Origin.
@@ -359,8 +377,7 @@ mod tests {
     #[test]
     fn helmet_defaults_are_added_unless_present() {
         let s = SecurityHeaders::from_config(&section("").security_headers).unwrap();
-        let mut r = request(&[("X-Frame-Options", "DENY")]);
-        s.add(&mut r);
+        let r = s.merge_upstream(request(&[("X-Frame-Options", "DENY")]), StatusCode::OK);
         assert_eq!(r["x-frame-options"], "DENY");
         assert_eq!(r["x-content-type-options"], "nosniff");
         assert_eq!(r["origin-agent-cluster"], "?1");
@@ -370,7 +387,7 @@ mod tests {
             .unwrap()
             .starts_with("default-src 'self'"));
         assert_eq!(r.len(), 12);
-        assert_eq!(s.count(), 12);
+        assert_eq!(s.defaults().len(), 12);
     }
 
     #[test]
@@ -379,8 +396,7 @@ mod tests {
             "[security_headers]\nset = { \"content-security-policy\" = \"default-src 'none'\", \"X-Frame-Options\" = \"\", \"Permissions-Policy\" = \"camera=()\" }\n",
         );
         let s = SecurityHeaders::from_config(&c.security_headers).unwrap();
-        let mut r = HeaderMap::new();
-        s.add(&mut r);
+        let r = s.defaults();
         assert_eq!(r["content-security-policy"], "default-src 'none'");
         assert!(!r.contains_key("x-frame-options"));
         assert_eq!(r["permissions-policy"], "camera=()");
@@ -390,28 +406,47 @@ mod tests {
     fn disabled_adds_nothing_but_still_strips() {
         let c = section("[security_headers]\nenabled = false\n");
         let s = SecurityHeaders::from_config(&c.security_headers).unwrap();
-        let mut r = request(&[("Server", "nginx"), ("X-Powered-By", "Express")]);
-        s.strip(&mut r);
-        s.add(&mut r);
+        let r = s.merge_upstream(
+            request(&[("Server", "nginx"), ("X-Powered-By", "Express")]),
+            StatusCode::OK,
+        );
         assert!(r.is_empty());
     }
 
     #[test]
-    fn hop_by_hop_response_fields_are_dropped() {
-        let mut r = request(&[
+    fn merge_keeps_upstream_values_drops_hop_by_hop_and_adds_the_rest() {
+        let s = SecurityHeaders::from_config(&section("").security_headers).unwrap();
+        let mut up = request(&[
+            ("X-Frame-Options", "DENY"),
+            ("Set-Cookie", "a=1"),
             ("Connection", "keep-alive, X-Conn-Only"),
             ("X-Conn-Only", "1"),
             ("Keep-Alive", "timeout=5"),
-            ("Upgrade", "h2c"),
-            ("X-Kept", "1"),
+            ("Server", "nginx"),
+            ("Content-Type", "text/plain"),
         ]);
-        strip_hop_by_hop(StatusCode::OK, &mut r);
-        assert_eq!(r.len(), 1);
-        assert!(r.contains_key("x-kept"));
+        up.append("set-cookie", HeaderValue::from_static("b=2"));
+        let out = s.merge_upstream(up, StatusCode::OK);
+        assert_eq!(out["x-frame-options"], "DENY");
+        assert_eq!(out.get_all("x-frame-options").iter().count(), 1);
+        let cookies: Vec<_> = out.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, vec!["a=1", "b=2"]);
+        for gone in ["connection", "x-conn-only", "keep-alive", "server"] {
+            assert!(!out.contains_key(gone), "{gone} should be dropped");
+        }
+        assert_eq!(out["content-type"], "text/plain");
+        assert_eq!(out["x-content-type-options"], "nosniff");
+        // 12 defaults, X-Frame-Options from the upstream, 2 cookies, content-type
+        assert_eq!(out.len(), 12 + 2 + 1);
+    }
 
-        let mut switching = request(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
-        strip_hop_by_hop(StatusCode::SWITCHING_PROTOCOLS, &mut switching);
-        assert_eq!(switching.len(), 2);
+    #[test]
+    fn merge_keeps_the_upgrade_of_a_switch() {
+        let s = SecurityHeaders::from_config(&section("").security_headers).unwrap();
+        let up = request(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
+        let out = s.merge_upstream(up, StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(out["upgrade"], "websocket");
+        assert_eq!(out["connection"], "Upgrade");
     }
 
     #[test]

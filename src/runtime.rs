@@ -103,6 +103,8 @@ pub struct Runtime {
     pub redirect_http: Option<u16>,
     /// Cleartext HTTP/2 on the plain listeners.
     pub h2c: bool,
+    /// Idle upstream connections kept for reuse.
+    pub upstream_keepalive: usize,
     /// TLS listeners and their certificates; `None` without `[tls]`.
     pub tls: Option<TlsListeners>,
     pub auth: Authenticators,
@@ -241,6 +243,7 @@ impl Runtime {
                 .and_then(|t| t.listen.first())
                 .map(|l| l.0.port()),
             h2c: file.server.h2c,
+            upstream_keepalive: file.server.upstream_keepalive.0,
             tls: compile_tls(file)?,
             auth,
             trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),

@@ -84,6 +84,10 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
         // closed; `ExitWhenIdle` ends the process as soon as none is left
         grace_period_seconds: Some(rt.graceful_shutdown_timeout.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
+        // idle upstream connections kept for reuse, across all upstreams: with Pingora's
+        // 128, a thousand concurrent requests reopened ~2,000 upstream connections in a
+        // 6 s run instead of reusing them
+        upstream_keepalive_pool_size: rt.upstream_keepalive,
         ..ServerConf::default()
     };
     let opt = Opt {
