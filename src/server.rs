@@ -14,6 +14,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
+use crate::auth::JwksRefresher;
 use crate::gateway::Gateway;
 use crate::lifecycle::{ExitWhenIdle, Signals};
 use crate::metrics::MetricsApp;
@@ -120,17 +121,6 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
         }
     }
     server.add_service(proxy).add_dependency(&bootstrap);
-    server.add_service(background_service(
-        "access log writer",
-        LogWriter(rt.access_log.clone()),
-    ));
-    let health_checks = HealthChecks::new(rt.pools());
-    if !health_checks.is_empty() {
-        server.add_service(background_service("health checks", health_checks));
-    }
-    if rt.auth.fetches_jwks() {
-        server.add_service(background_service("jwks", rt.auth.refresher()));
-    }
     if let Some(addr) = rt.metrics_listen {
         let mut metrics = Service::new("metrics".to_string(), MetricsApp::new(rt.clone()));
         metrics.add_tcp(&addr.to_string());
@@ -143,7 +133,17 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
         rt.graceful_shutdown_timeout,
         server.watch_execution_phase(),
     );
-    server.add_service(background_service("exit when idle", exit));
+    let health_checks = HealthChecks::new(rt.pools());
+    let jwks = rt.auth.fetches_jwks().then(|| rt.auth.refresher());
+    server.add_service(background_service(
+        "housekeeping",
+        Housekeeping {
+            access_log: rt.access_log.clone(),
+            health_checks,
+            jwks,
+            exit,
+        },
+    ));
     let signals = Signals {
         life: rt.life.clone(),
         grace_period: rt.grace_period,
@@ -157,15 +157,32 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
     ))
 }
 
-/// Starts the access-log writer thread inside the serving process, after any daemon fork.
-struct LogWriter(Arc<AccessLog>);
+/// Everything that runs beside the proxy, on one background runtime (a thread) rather than
+/// one each: the access-log writer, health checks, JWKS refreshes, and the exit once idle.
+/// It starts in the serving process, after any daemon fork.
+struct Housekeeping {
+    access_log: Arc<AccessLog>,
+    health_checks: HealthChecks,
+    jwks: Option<JwksRefresher>,
+    exit: ExitWhenIdle,
+}
 
 #[async_trait]
-impl BackgroundService for LogWriter {
-    async fn start(&self, _shutdown: ShutdownWatch) {
-        if let Err(e) = self.0.start_writer() {
+impl BackgroundService for Housekeeping {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        if let Err(e) = self.access_log.start_writer() {
             log::error!("access log: cannot start the writer: {e}");
         }
+        let jwks = async {
+            if let Some(jwks) = &self.jwks {
+                jwks.start(shutdown.clone()).await;
+            }
+        };
+        futures::join!(
+            self.health_checks.start(shutdown.clone()),
+            jwks,
+            self.exit.start(shutdown.clone()),
+        );
     }
 }
 

@@ -643,10 +643,6 @@ impl HealthChecks {
             pools: pools.into_iter().filter(|p| p.health.is_some()).collect(),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
-    }
 }
 
 #[async_trait]
