@@ -72,7 +72,7 @@ measure() {
   done
   if [ "$n" -gt 0 ]; then
     h2load --h1 -n "$n" -c 4 -m 1 "http://127.0.0.1:$gw_port$path" >"$tmp/h2load.$n" 2>&1
-    grep -q "$n succeeded" "$tmp/h2load.$n" || { cat "$tmp/h2load.$n" >&2; exit 1; }
+    grep -q "$n done" "$tmp/h2load.$n" || { cat "$tmp/h2load.$n" >&2; exit 1; }
   fi
   kill -INT "$pid"
   wait "$pid" || true

@@ -1,13 +1,16 @@
 //! The Pingora `ProxyHttp` implementation: each phase orchestrates, the components decide.
 //!
 //! - `request_filter`: who the client is, the request id, then the early answers: 400 for a
-//!   path with dot segments, 204 for a CORS preflight, 429 when over the limit, 404 when no
-//!   route matches.
-//! - `upstream_peer`: the route's upstream with its timeouts.
-//! - `upstream_request_filter`: strip the prefix, set Host, X-Forwarded-*, X-Request-Id.
-//! - `response_filter`: security, CORS and RateLimit headers, X-Request-Id.
+//!   path with dot segments, 308 to https when asked, 204 for a CORS preflight, 401/403/503
+//!   from the route's authenticators, 429 when over the limit, 404 when no route matches.
+//! - `upstream_peer`: an instance from the route's pool, with the route's timeouts.
+//! - `fail_to_connect`, `error_while_proxy`: passive health, and whether to retry elsewhere.
+//! - `upstream_request_filter`: strip the prefix, set Host, X-Forwarded-*, X-Request-Id,
+//!   forwarded claims.
+//! - `response_filter`: the upstream's headers over the security defaults, CORS and
+//!   RateLimit headers, X-Request-Id.
 //! - `fail_to_proxy`: the one place a failure becomes a 4xx/5xx answer (see [`crate::error`]).
-//! - `logging`: hand the access line to the background writer.
+//! - `logging`: metrics, and the access line handed to the background writer.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 
 use crate::access_log::Entry;
-use crate::auth::{authenticate_any, Identity, Rejection};
+use crate::auth::{Authenticator, Identity, Rejection};
 use crate::error::GatewayError;
 use crate::forwarding::{acceptable_request_id, appended_forwarded_for, new_request_id};
 use crate::headers::names::{
@@ -45,10 +48,6 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(rt: Arc<Runtime>) -> Gateway {
         Gateway { rt }
-    }
-
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.rt
     }
 
     fn route(&self, ctx: &RequestCtx) -> Option<&Route> {
@@ -461,23 +460,25 @@ impl Gateway {
     /// else for the client IP, so guessing credentials is limited too.
     async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
         let refused = match self.route(ctx).filter(|r| !r.auth.is_empty()) {
-            Some(route) => match authenticate_any(&route.auth, session.req_header()).await {
-                Ok(identity) => {
-                    ctx.identity = Some(identity);
-                    None
+            Some(route) => {
+                match Authenticator::authenticate_any(&route.auth, session.req_header()).await {
+                    Ok(identity) => {
+                        ctx.identity = Some(identity);
+                        None
+                    }
+                    Err(Rejection::Unauthorized { challenge }) => {
+                        ctx.challenge = Some(challenge);
+                        Some(GatewayError::Unauthorized)
+                    }
+                    Err(Rejection::Forbidden { challenge }) => {
+                        ctx.challenge = Some(challenge);
+                        Some(GatewayError::Forbidden)
+                    }
+                    Err(Rejection::Unavailable) => Some(GatewayError::ServiceUnavailable {
+                        retry_after: AUTH_RETRY_AFTER,
+                    }),
                 }
-                Err(Rejection::Unauthorized { challenge }) => {
-                    ctx.challenge = Some(challenge);
-                    Some(GatewayError::Unauthorized)
-                }
-                Err(Rejection::Forbidden { challenge }) => {
-                    ctx.challenge = Some(challenge);
-                    Some(GatewayError::Forbidden)
-                }
-                Err(Rejection::Unavailable) => Some(GatewayError::ServiceUnavailable {
-                    retry_after: AUTH_RETRY_AFTER,
-                }),
-            },
+            }
             None => None,
         };
         let key = match (&ctx.identity, ctx.client_ip) {

@@ -327,6 +327,44 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 /// The systemd unit's sequence, run by hand: `-d` returns only once the gateway serves,
 /// and a reload (`-t`, SIGQUIT, `-u -d`) moves the pid file to a new process that serves
 /// at once.
+/// Kills, when the test ends however it ends, every daemon the pid file has named.
+struct Reaper {
+    pid_file: std::path::PathBuf,
+    seen: Mutex<Vec<u32>>,
+}
+
+impl Reaper {
+    fn try_read_pid(&self) -> Option<u32> {
+        let pid = std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        self.seen.lock().ok()?.push(pid);
+        Some(pid)
+    }
+
+    fn read_pid(&self) -> u32 {
+        self.try_read_pid().expect("the pid file names a process")
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.try_read_pid();
+        let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        for pid in seen {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "pylon" {
+                let _ = std::process::Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
+
 #[test]
 fn daemon_start_and_reload_follow_the_unit() {
     let up = Upstream::fixed(Reply::ok("daemon"));
@@ -354,13 +392,11 @@ fn daemon_start_and_reload_follow_the_unit() {
             .unwrap()
             .code()
     };
-    let read_pid = || -> u32 {
-        std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+    let reaper = Reaper {
+        pid_file: pid_file.clone(),
+        seen: Mutex::new(Vec::new()),
     };
+    let read_pid = || reaper.read_pid();
     let kill = |sig: &str, pid: u32| {
         std::process::Command::new("kill")
             .arg(format!("-{sig}"))

@@ -252,14 +252,6 @@ impl Authenticator {
     }
 }
 
-/// [`Authenticator::authenticate_any`] as a free function.
-pub async fn authenticate_any(
-    chain: &[Arc<Authenticator>],
-    req: &Parts,
-) -> Result<Identity, Rejection> {
-    Authenticator::authenticate_any(chain, req).await
-}
-
 /// Every `[auth.NAME]`, compiled.
 #[derive(Debug, Default)]
 pub struct Authenticators {
@@ -377,20 +369,22 @@ mod tests {
             now.as_secs() + 60
         ));
         let by_token = request("/", &[("authorization", &format!("Bearer {token}"))]);
-        let id = authenticate_any(&chain, &by_token).await.unwrap();
+        let id = Authenticator::authenticate_any(&chain, &by_token)
+            .await
+            .unwrap();
         assert_eq!(id.key, "users:alice");
         assert_eq!(id.subject, "alice");
 
         // nothing: the first authenticator's challenge
         let none = request("/", &[]);
-        match authenticate_any(&chain, &none).await {
+        match Authenticator::authenticate_any(&chain, &none).await {
             Err(Rejection::Unauthorized { challenge }) => {
                 assert_eq!(challenge, "Bearer realm=\"pylon\", error=\"invalid_token\"")
             }
             other => panic!("{other:?}"),
         }
         let reversed = [partners.clone(), users.clone()];
-        match authenticate_any(&reversed, &none).await {
+        match Authenticator::authenticate_any(&reversed, &none).await {
             Err(Rejection::Unauthorized { challenge }) => {
                 assert_eq!(challenge, "ApiKey realm=\"pylon\", header=\"X-Api-Key\"")
             }
@@ -399,7 +393,7 @@ mod tests {
 
         // a valid token without the scope: Forbidden wins over the key's Unauthorized
         let chain = [partners.clone(), scoped.clone()];
-        match authenticate_any(&chain, &by_token).await {
+        match Authenticator::authenticate_any(&chain, &by_token).await {
             Err(Rejection::Forbidden { challenge }) => assert_eq!(
                 challenge,
                 "Bearer realm=\"pylon\", error=\"insufficient_scope\", scope=\"admin\""
@@ -407,7 +401,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            authenticate_any(&[], &by_token).await,
+            Authenticator::authenticate_any(&[], &by_token).await,
             Err(Rejection::Unauthorized { .. })
         ));
     }
@@ -429,7 +423,7 @@ mod tests {
         );
         let req = request("/", &[("authorization", &format!("Bearer {token}"))]);
         assert_eq!(
-            authenticate_any(&chain, &req).await,
+            Authenticator::authenticate_any(&chain, &req).await,
             Err(Rejection::Unavailable)
         );
     }
