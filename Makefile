@@ -13,6 +13,8 @@ CONF ?= conf/pylon.toml
 
 # Debian packages the build needs: cmake for Pingora's zlib-ng, OpenSSL headers for its TLS.
 BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
+# The tests: systemd-analyze verifies the unit file (systemd need not be running).
+TEST_PACKAGES := systemd
 # The load harness (benches/load.py): wrk drives Pylon, nginx and HAProxy; nginx is also
 # the upstream; matplotlib draws the chart. An nginx already installed (nginx, nginx-full,
 # ...) is used as it is; otherwise nginx-light.
@@ -51,6 +53,7 @@ run: release
 	target/release/pylon -c $(CONF)
 
 test: deps
+	@bash scripts/ensure-packages.sh $(TEST_PACKAGES)
 	$(CARGO) test --all-targets
 
 lint: deps
