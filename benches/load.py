@@ -54,7 +54,8 @@ except ImportError:  # Python < 3.11
 REPO = Path(__file__).resolve().parent.parent
 BENCHES = REPO / "benches"
 PEERS = BENCHES / "peers"
-PYLON = REPO / "target" / "release" / "pylon"
+# PYLON_BIN=path runs another build (an A/B of two builds of Pylon).
+PYLON = Path(os.environ.get("PYLON_BIN") or REPO / "target" / "release" / "pylon")
 
 HOST = "127.0.0.1"
 UPSTREAM_PORT = 18080
