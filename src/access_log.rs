@@ -332,40 +332,36 @@ fn push_hex_escape(out: &mut Vec<u8>, lead: &[u8], b: u8, width: usize) {
 /// A JSON string, or null. Bytes that are not UTF-8 become \u00XX of the byte, so the
 /// line stays valid JSON whatever the client sent.
 fn push_json_str(out: &mut Vec<u8>, value: Option<&[u8]>) {
-    let Some(bytes) = value else {
+    let Some(mut bytes) = value else {
         out.extend_from_slice(b"null");
         return;
     };
+    // valid UTF-8 is copied as it is (JSON strings are UTF-8); otherwise every byte outside
+    // printable ASCII is escaped on its own
+    let utf8 = std::str::from_utf8(bytes).is_ok();
+    let plain = |b: &u8| match b {
+        b'"' | b'\\' | 0x7f => false,
+        0x20..=0x7e => true,
+        0x80.. => utf8,
+        _ => false,
+    };
     out.push(b'"');
-    match std::str::from_utf8(bytes) {
-        Ok(text) => {
-            for c in text.chars() {
-                match c {
-                    '"' => out.extend_from_slice(b"\\\""),
-                    '\\' => out.extend_from_slice(b"\\\\"),
-                    '\n' => out.extend_from_slice(b"\\n"),
-                    '\r' => out.extend_from_slice(b"\\r"),
-                    '\t' => out.extend_from_slice(b"\\t"),
-                    c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                        push_hex_escape(out, b"\\u", c as u8, 4)
-                    }
-                    c => {
-                        let mut utf8 = [0u8; 4];
-                        out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-                    }
-                }
-            }
+    loop {
+        // copy the run of plain bytes at once: most values have nothing to escape
+        let run = bytes.iter().position(|b| !plain(b)).unwrap_or(bytes.len());
+        out.extend_from_slice(&bytes[..run]);
+        let Some((&b, rest)) = bytes[run..].split_first() else {
+            break;
+        };
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => push_hex_escape(out, b"\\u", b, 4),
         }
-        Err(_) => {
-            for &b in bytes {
-                match b {
-                    b'"' => out.extend_from_slice(b"\\\""),
-                    b'\\' => out.extend_from_slice(b"\\\\"),
-                    0x20..=0x7e => out.push(b),
-                    _ => push_hex_escape(out, b"\\u", b, 4),
-                }
-            }
-        }
+        bytes = rest;
     }
     out.push(b'"');
 }
@@ -544,6 +540,33 @@ mod tests {
         assert_eq!(v["route"], "/users");
         assert_eq!(v["request_id"], "abc");
         assert!(v["user_agent"].as_str().unwrap().starts_with("a\"b\u{1}"));
+    }
+
+    #[test]
+    fn json_strings_round_trip_and_bad_utf8_is_escaped_bytewise() {
+        let decode = |raw: &[u8]| -> String {
+            let mut out = Vec::new();
+            push_json_str(&mut out, Some(raw));
+            serde_json::from_slice::<String>(&out)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
+        };
+        for text in [
+            "",
+            "/plain/path?q=1",
+            "quote\" back\\slash",
+            "tab\tnl\ncr\r nul\u{0} esc\u{1b} del\u{7f}",
+            "é 漢字 🎉 at the end: ü",
+        ] {
+            assert_eq!(decode(text.as_bytes()), text);
+        }
+        // not UTF-8: each byte outside printable ASCII stands for itself as U+00XX
+        assert_eq!(decode(b"a\xff\"\xc3("), "a\u{ff}\"\u{c3}(");
+        let mut out = Vec::new();
+        push_json_str(&mut out, Some(b"\x01\x7f"));
+        assert_eq!(out, b"\"\\u0001\\u007f\"");
+        let mut out = Vec::new();
+        push_json_str(&mut out, None);
+        assert_eq!(out, b"null");
     }
 
     #[test]

@@ -324,9 +324,6 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert!(out.status.success() && ours.is_empty(), "{stderr}");
 }
 
-/// The systemd unit's sequence, run by hand: `-d` returns only once the gateway serves,
-/// and a reload (`-t`, SIGQUIT, `-u -d`) moves the pid file to a new process that serves
-/// at once.
 /// Kills, when the test ends however it ends, every daemon the pid file has named.
 struct Reaper {
     pid_file: std::path::PathBuf,
@@ -365,6 +362,9 @@ impl Drop for Reaper {
     }
 }
 
+/// The systemd unit's sequence, run by hand: `-d` returns only once the gateway serves,
+/// and a reload (`-t`, `-u -d`, then SIGQUIT to the old process) moves the pid file to a new
+/// process that serves at once, with no request lost.
 #[test]
 fn daemon_start_and_reload_follow_the_unit() {
     let up = Upstream::fixed(Reply::ok("daemon"));
