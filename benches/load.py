@@ -107,19 +107,23 @@ def log(msg):
 # /proc
 
 
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name (field 3 on), or None when the
+    process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(")") + 2 :].split()
+
+
 def proc_table():
     """{pid: (ppid, pgrp)} for every process."""
     table = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rindex(")") + 2 :].split()
-        table[int(entry.name)] = (int(rest[1]), int(rest[2]))
+        if entry.name.isdigit() and (rest := proc_stat(entry.name)) is not None:
+            table[int(entry.name)] = (int(rest[1]), int(rest[2]))
     return table
 
 
@@ -142,13 +146,8 @@ def cpu_ticks(pids):
     """utime + stime of the processes, in clock ticks (all threads included)."""
     total = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rindex(")") + 2 :].split()
-        total += int(rest[11]) + int(rest[12])
+        if (rest := proc_stat(pid)) is not None:
+            total += int(rest[11]) + int(rest[12])
     return total
 
 

@@ -225,18 +225,7 @@ fn h2c_clients_are_served_when_enabled() {
     let rt = runtime();
     rt.block_on(async {
         let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .uri(format!("http://{}/a/x", gw.addr))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = h2_get(stream, &format!("http://{}/a/x", gw.addr)).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), hyper::Version::HTTP_2);
         assert!(resp.headers().contains_key("x-content-type-options"));

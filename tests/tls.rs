@@ -170,18 +170,7 @@ fn h2_is_negotiated_by_alpn_and_proxied_with_forwarded_proto_https() {
         let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
         std::pin::Pin::new(&mut stream).connect().await.unwrap();
         assert_eq!(stream.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .uri("https://a.pylon.test/app/x?q=1")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = h2_get(stream, "https://a.pylon.test/app/x?q=1").await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), hyper::Version::HTTP_2);
         assert!(resp.headers().contains_key("strict-transport-security"));

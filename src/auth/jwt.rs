@@ -494,7 +494,8 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                     text = Some(iss);
                 }
                 "aud" => {
-                    let (ok, single) = map.next_value_seed(AudienceSeed { verifier: v })?;
+                    let each = |aud: &str| v.audience.iter().any(|a| **a == *aud);
+                    let (ok, single) = map.next_value_seed(OneOrMany { each })?;
                     c.audience_ok = ok;
                     text = single;
                 }
@@ -522,7 +523,8 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                     text = Some(granted);
                 }
                 "scp" => {
-                    let (mask, single) = map.next_value_seed(ScpSeed { verifier: v })?;
+                    let each = |granted: &str| v.scopes_in(granted);
+                    let (mask, single) = map.next_value_seed(OneOrMany { each })?;
                     c.scopes |= mask;
                     text = single;
                 }
@@ -666,74 +668,45 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
     }
 }
 
-/// `aud`: a string or an array of strings; true when one is a configured audience. Also
-/// returns the value when it is a single string, for forwarding.
-struct AudienceSeed<'v> {
-    verifier: &'v JwtVerifier,
+/// A claim that is a string or an array of strings (`aud`, `scp`): `each` judges one string
+/// and the judgements are or-ed together. The value comes back too when it is a single
+/// string, for forwarding.
+struct OneOrMany<F> {
+    each: F,
 }
 
-impl<'de> DeserializeSeed<'de> for AudienceSeed<'_> {
-    type Value = (bool, Option<Cow<'de, str>>);
+impl<'de, T, F> DeserializeSeed<'de> for OneOrMany<F>
+where
+    T: Default + std::ops::BitOrAssign,
+    F: Fn(&str) -> T,
+{
+    type Value = (T, Option<Cow<'de, str>>);
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for AudienceSeed<'_> {
-    type Value = (bool, Option<Cow<'de, str>>);
+impl<'de, T, F> Visitor<'de> for OneOrMany<F>
+where
+    T: Default + std::ops::BitOrAssign,
+    F: Fn(&str) -> T,
+{
+    type Value = (T, Option<Cow<'de, str>>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a string or an array of strings")
     }
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok((self.matches(v), Some(Cow::Borrowed(v))))
+        Ok(((self.each)(v), Some(Cow::Borrowed(v))))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok((self.matches(v), Some(Cow::Owned(v.to_string()))))
+        Ok(((self.each)(v), Some(Cow::Owned(v.to_string()))))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut ok = false;
-        while let Some(aud) = seq.next_element::<Cow<'de, str>>()? {
-            ok |= self.matches(&aud);
+        let mut all = T::default();
+        while let Some(one) = seq.next_element::<Cow<'de, str>>()? {
+            all |= (self.each)(&one);
         }
-        Ok((ok, None))
-    }
-}
-
-impl AudienceSeed<'_> {
-    fn matches(&self, aud: &str) -> bool {
-        self.verifier.audience.iter().any(|a| **a == *aud)
-    }
-}
-
-/// `scp`: a string or an array of scope strings; returns the mask of required scopes.
-struct ScpSeed<'v> {
-    verifier: &'v JwtVerifier,
-}
-
-impl<'de> DeserializeSeed<'de> for ScpSeed<'_> {
-    type Value = (u64, Option<Cow<'de, str>>);
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ScpSeed<'_> {
-    type Value = (u64, Option<Cow<'de, str>>);
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string or an array of strings")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok((self.verifier.scopes_in(v), Some(Cow::Borrowed(v))))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok((self.verifier.scopes_in(v), Some(Cow::Owned(v.to_string()))))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut mask = 0;
-        while let Some(scope) = seq.next_element::<Cow<'de, str>>()? {
-            mask |= self.verifier.scopes_in(&scope);
-        }
-        Ok((mask, None))
+        Ok((all, None))
     }
 }
 

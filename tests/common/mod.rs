@@ -781,3 +781,23 @@ pub const HELMET_HEADERS: [&str; 12] = [
 pub fn route(prefix: &str, upstream: SocketAddr, extra: &str) -> String {
     format!("[[routes]]\nprefix = \"{prefix}\"\nupstreams = [\"http://{upstream}\"]\n{extra}\n")
 }
+
+/// `GET uri` over HTTP/2 on an established connection (cleartext or TLS), the response's
+/// status, version and header names.
+pub async fn h2_get<S>(io: S, uri: &str) -> hyper::Response<Incoming>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(uri)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    sender.send_request(req).await.unwrap()
+}
