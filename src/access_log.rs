@@ -33,7 +33,7 @@ pub enum Target {
 
 impl Target {
     pub fn from_config(section: &AccessLogSection) -> Target {
-        match section.path.as_str() {
+        match section.path.get_ref().as_str() {
             "off" => Target::Off,
             "-" => Target::Stdout,
             path => Target::File(PathBuf::from(path)),
@@ -600,7 +600,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
         let section = AccessLogSection {
-            path: path.to_string_lossy().into_owned(),
+            path: toml::Spanned::new(0..0, path.to_string_lossy().into_owned()),
             format: LogFormat::Combined,
         };
         let log = AccessLog::new(&section).unwrap();
@@ -616,7 +616,7 @@ mod tests {
     #[test]
     fn an_unwritable_path_is_an_error() {
         let section = AccessLogSection {
-            path: "/nonexistent-dir/access.log".into(),
+            path: toml::Spanned::new(0..0, "/nonexistent-dir/access.log".into()),
             format: LogFormat::Combined,
         };
         assert!(AccessLog::new(&section).is_err());

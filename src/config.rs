@@ -73,7 +73,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub access_log: AccessLogSection,
     #[serde(default)]
-    pub timeouts: TimeoutsSection,
+    pub timeouts: TopTimeoutsSection,
     /// The default per-client limit; absent means routes are not limited unless they say so.
     #[serde(default)]
     pub rate_limit: Option<RateLimitPolicy>,
@@ -125,7 +125,7 @@ impl FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     #[serde(default = "default_listen")]
-    pub listen: Vec<Listen>,
+    pub listen: Spanned<Vec<Listen>>,
     /// Worker threads; the number of CPUs when absent.
     #[serde(default)]
     pub threads: Option<Threads>,
@@ -142,9 +142,12 @@ pub struct ServerSection {
     /// Once the listeners close, how long requests in flight may take before the exit.
     #[serde(default = "default_graceful_shutdown_timeout")]
     pub graceful_shutdown_timeout: DurationValue,
-    /// How long an idle client keep-alive connection stays open.
-    #[serde(default = "default_keepalive_timeout")]
-    pub keepalive_timeout: DurationValue,
+    /// The older name of `timeouts.client_idle`.
+    #[serde(default)]
+    pub keepalive_timeout: Option<Spanned<Timeout>>,
+    /// Client connections one process holds at most; more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: MaxConnections,
     /// With -d, diagnostics go to this file; otherwise they stay on stderr (journald).
     #[serde(default)]
     pub error_log: Option<String>,
@@ -186,7 +189,8 @@ impl Default for ServerSection {
             trusted_proxies: Vec::new(),
             grace_period: default_grace_period(),
             graceful_shutdown_timeout: default_graceful_shutdown_timeout(),
-            keepalive_timeout: default_keepalive_timeout(),
+            keepalive_timeout: None,
+            max_connections: default_max_connections(),
             error_log: None,
             h2c: false,
             upstream_keepalive: default_upstream_keepalive(),
@@ -200,8 +204,24 @@ fn default_grace_period() -> DurationValue {
 fn default_graceful_shutdown_timeout() -> DurationValue {
     DurationValue(Duration::from_secs(30))
 }
-fn default_keepalive_timeout() -> DurationValue {
-    DurationValue(Duration::from_secs(60))
+fn default_max_connections() -> MaxConnections {
+    MaxConnections(10_000)
+}
+
+/// A connection cap: 1 to 10,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxConnections(pub usize);
+
+impl<'de> Deserialize<'de> for MaxConnections {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(1..=10_000_000).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "max_connections must be between 1 and 10000000, not {n}"
+            )));
+        }
+        Ok(MaxConnections(n as usize))
+    }
 }
 
 /// `[tls]`: TLS listeners and their certificates.
@@ -235,8 +255,8 @@ pub struct MetricsSection {
     pub listen: Listen,
 }
 
-fn default_listen() -> Vec<Listen> {
-    vec![Listen(SocketAddr::from(([0, 0, 0, 0], 5000)))]
+fn default_listen() -> Spanned<Vec<Listen>> {
+    Spanned::new(0..0, vec![Listen(SocketAddr::from(([0, 0, 0, 0], 5000)))])
 }
 fn default_pid_file() -> String {
     "/tmp/pylon.pid".to_string()
@@ -253,7 +273,7 @@ fn default_true() -> bool {
 pub struct AccessLogSection {
     /// "-" for stdout, "off", or a file path.
     #[serde(default = "default_log_path")]
-    pub path: String,
+    pub path: Spanned<String>,
     #[serde(default)]
     pub format: LogFormat,
 }
@@ -267,8 +287,8 @@ impl Default for AccessLogSection {
     }
 }
 
-fn default_log_path() -> String {
-    "-".to_string()
+fn default_log_path() -> Spanned<String> {
+    Spanned::new(0..0, "-".to_string())
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -281,16 +301,42 @@ pub enum LogFormat {
     Json,
 }
 
-/// Upstream timeouts. At the top level, absent keys take the defaults (connect 2s, read 15s,
-/// write = read); in a route, absent keys take the top-level values.
+/// A route's upstream timeouts: absent keys take the top-level values.
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsSection {
-    pub connect: Option<DurationValue>,
-    pub read: Option<DurationValue>,
-    pub write: Option<DurationValue>,
+    pub connect: Option<Timeout>,
+    pub read: Option<Timeout>,
+    pub write: Option<Timeout>,
     /// An upgraded connection (WebSocket) may stay silent this long; default "1h".
-    pub websocket_idle: Option<DurationValue>,
+    pub websocket_idle: Option<Timeout>,
+}
+
+/// `[timeouts]`: the upstream timeouts every route starts from (absent keys take the
+/// defaults: connect 2s, read 15s, write = read), and the client-side ones.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopTimeoutsSection {
+    pub connect: Option<Timeout>,
+    pub read: Option<Timeout>,
+    pub write: Option<Timeout>,
+    pub websocket_idle: Option<Timeout>,
+    /// The whole request head must arrive within this (default "10s"); then 408.
+    pub client_header: Option<Timeout>,
+    /// A keep-alive connection with no request in flight is closed after this ("60s").
+    pub client_idle: Option<Timeout>,
+}
+
+impl TopTimeoutsSection {
+    /// The upstream part, which routes override.
+    pub fn upstream(&self) -> TimeoutsSection {
+        TimeoutsSection {
+            connect: self.connect,
+            read: self.read,
+            write: self.write,
+            websocket_idle: self.websocket_idle,
+        }
+    }
 }
 
 /// `requests` per `window`, counted per client.
@@ -555,7 +601,7 @@ pub struct HealthCheckSection {
     #[serde(default = "default_hc_interval")]
     pub interval: Interval,
     #[serde(default = "default_hc_timeout")]
-    pub timeout: DurationValue,
+    pub timeout: Timeout,
     /// Absent: a TCP connect check.
     #[serde(default)]
     pub path: Option<CheckPath>,
@@ -568,8 +614,8 @@ pub struct HealthCheckSection {
 fn default_hc_interval() -> Interval {
     Interval(Duration::from_secs(5))
 }
-fn default_hc_timeout() -> DurationValue {
-    DurationValue(Duration::from_secs(1))
+fn default_hc_timeout() -> Timeout {
+    Timeout(Duration::from_secs(1))
 }
 fn default_healthy() -> Threshold {
     Threshold(2)
@@ -733,12 +779,37 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(bad()),
     };
-    n.checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(bad)
+    let ms = n.checked_mul(unit_ms).ok_or_else(bad)?;
+    if ms > MAX_DURATION_MS {
+        return Err(format!(
+            "duration \"{s}\" is too large: the longest that means anything here is 365d"
+        ));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
+/// The longest duration any key takes: a year.
+const MAX_DURATION_MS: u64 = 365 * 86_400_000;
+
 from_string!(DurationValue, "a duration string like \"15s\"");
+
+/// A timeout: a duration above zero (zero would switch the timeout off, which no key means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Duration);
+
+impl FromStr for Timeout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = parse_duration(s)?;
+        if d.is_zero() {
+            return Err(format!(
+                "timeout \"{s}\" must be above zero: a timeout of zero would never let anything finish"
+            ));
+        }
+        Ok(Timeout(d))
+    }
+}
+from_string!(Timeout, "a duration string like \"15s\"");
 
 /// A rate-limit window: at least one second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1506,7 +1577,7 @@ rate_limit = false
         assert_eq!(r.retries, Retries(1));
         let hc = r.health_check.as_ref().unwrap();
         assert_eq!((hc.healthy.0, hc.unhealthy.0), (2, 3));
-        assert_eq!(hc.timeout, DurationValue(Duration::from_secs(1)));
+        assert_eq!(hc.timeout, Timeout(Duration::from_secs(1)));
         assert_eq!(r.passive.unwrap().failures, Threshold(2));
     }
 
@@ -1554,6 +1625,6 @@ rate_limit = false
         let c = parse_str("").unwrap();
         assert!(c.routes.is_empty());
         assert!(c.rate_limit.is_none());
-        assert_eq!(c.server.listen, default_listen());
+        assert_eq!(c.server.listen.get_ref(), default_listen().get_ref());
     }
 }

@@ -18,6 +18,14 @@ pub enum GatewayError {
     Forbidden,
     /// No route matches the request path.
     NotFound,
+    /// The method is refused (TRACE, CONNECT).
+    MethodNotAllowed,
+    /// The request head did not arrive within `timeouts.client_header`.
+    RequestTimeout,
+    /// The request target (the request line) is longer than the gateway takes.
+    UriTooLong,
+    /// The header fields are larger, or more, than the gateway takes.
+    HeadersTooLarge,
     /// The client spent its budget; `retry_after` is in seconds.
     RateLimited { retry_after: u32 },
     /// The upstream refused, reset or answered with something that is not HTTP.
@@ -28,6 +36,8 @@ pub enum GatewayError {
     GatewayTimeout,
     /// A bug or resource problem inside the gateway itself.
     Internal,
+    /// A transfer coding the gateway does not forward (anything but `chunked`).
+    NotImplemented,
 }
 
 impl GatewayError {
@@ -37,8 +47,13 @@ impl GatewayError {
             GatewayError::Unauthorized => 401,
             GatewayError::Forbidden => 403,
             GatewayError::NotFound => 404,
+            GatewayError::MethodNotAllowed => 405,
+            GatewayError::RequestTimeout => 408,
+            GatewayError::UriTooLong => 414,
             GatewayError::RateLimited { .. } => 429,
+            GatewayError::HeadersTooLarge => 431,
             GatewayError::Internal => 500,
+            GatewayError::NotImplemented => 501,
             GatewayError::BadGateway => 502,
             GatewayError::ServiceUnavailable { .. } => 503,
             GatewayError::GatewayTimeout => 504,
@@ -60,11 +75,26 @@ impl GatewayError {
             GatewayError::NotFound => {
                 br#"{"code":404,"status":"Error","message":"Route not found.","data":null}"#
             }
+            GatewayError::MethodNotAllowed => {
+                br#"{"code":405,"status":"Error","message":"Method not allowed.","data":null}"#
+            }
+            GatewayError::RequestTimeout => {
+                br#"{"code":408,"status":"Error","message":"Request timeout.","data":null}"#
+            }
+            GatewayError::UriTooLong => {
+                br#"{"code":414,"status":"Error","message":"URI too long.","data":null}"#
+            }
             GatewayError::RateLimited { .. } => {
                 br#"{"code":429,"status":"Error","message":"Rate limit exceeded.","data":null}"#
             }
+            GatewayError::HeadersTooLarge => {
+                br#"{"code":431,"status":"Error","message":"Request header fields too large.","data":null}"#
+            }
             GatewayError::Internal => {
                 br#"{"code":500,"status":"Error","message":"Internal server error.","data":null}"#
+            }
+            GatewayError::NotImplemented => {
+                br#"{"code":501,"status":"Error","message":"Not implemented.","data":null}"#
             }
             GatewayError::BadGateway => {
                 br#"{"code":502,"status":"Error","message":"Bad gateway.","data":null}"#
@@ -76,6 +106,14 @@ impl GatewayError {
                 br#"{"code":504,"status":"Error","message":"Gateway timeout.","data":null}"#
             }
         }
+    }
+
+    /// The reason phrase of the status line.
+    pub fn reason(self) -> &'static str {
+        http::StatusCode::from_u16(self.status())
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error")
     }
 
     /// Seconds for a `Retry-After` header, when the answer has one.
@@ -195,8 +233,13 @@ mod tests {
             GatewayError::Unauthorized,
             GatewayError::Forbidden,
             GatewayError::NotFound,
+            GatewayError::MethodNotAllowed,
+            GatewayError::RequestTimeout,
+            GatewayError::UriTooLong,
             GatewayError::RateLimited { retry_after: 3 },
+            GatewayError::HeadersTooLarge,
             GatewayError::Internal,
+            GatewayError::NotImplemented,
             GatewayError::BadGateway,
             GatewayError::ServiceUnavailable { retry_after: 3 },
             GatewayError::GatewayTimeout,

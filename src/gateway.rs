@@ -32,6 +32,7 @@ use crate::forwarding::{acceptable_request_id, appended_forwarded_for, new_reque
 use crate::headers::names::{
     RATELIMIT, RATELIMIT_POLICY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
+use crate::headers::values::{JSON, NO_STORE};
 use crate::headers::AllowOrigin;
 use crate::lifecycle::InFlight;
 use crate::limits::{ClientKey, Policy, Verdict};
@@ -397,7 +398,7 @@ impl Gateway {
         if self.rt.life.is_draining() {
             session.set_keepalive(None);
         } else if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.rt.keepalive_timeout.as_secs().max(1)));
+            session.set_keepalive(Some(self.rt.client.idle.as_secs().max(1)));
         }
     }
 
@@ -627,8 +628,6 @@ const HTTP: HeaderValue = HeaderValue::from_static("http");
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
 /// Seconds a client should wait when an authenticator cannot decide (IdP unreachable).
 const AUTH_RETRY_AFTER: u32 = 5;
-const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Work on a response's headers as a plain `http` map, then hand it back.
 ///

@@ -25,6 +25,16 @@ pub mod names {
     pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
     pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+}
+
+/// Values the gateway's own answers carry.
+pub mod values {
+    use http::header::HeaderValue;
+
+    pub const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
+    pub const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+    pub const CLOSE: HeaderValue = HeaderValue::from_static("close");
 }
 
 /// A header value for the life of the process, from text checked at config load. The text

@@ -8,6 +8,8 @@
 //! - [`config`]: the TOML file's structs and [`config::load`]; errors name file, line and key.
 //! - [`runtime`]: the compiled form the proxy reads: routes, policies, header values.
 //! - [`router`]: the prefix table (longest match on segment boundaries).
+//! - [`edge`]: the client connection loop in front of Pingora: head timeouts, screening of
+//!   malformed heads with the gateway's own answers, pipelining, the connection cap.
 //! - [`gateway`]: the Pingora `ProxyHttp` phases, which orchestrate the components below.
 //! - [`limits`]: per-client rate limits on pingora-limits and the RateLimit header fields.
 //! - [`headers`]: helmet's security headers and CORS.
@@ -24,6 +26,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod forwarding;
 pub mod gateway;

@@ -7,7 +7,6 @@
 //! path), a status class, an error code, an upstream instance.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +27,9 @@ const BUCKETS: [f64; 13] = [
 const HISTOGRAM: usize = BUCKETS.len() + 2;
 
 /// The gateway's own answers that are counted, in this order.
-const ERRORS: [u16; 9] = [400, 401, 403, 404, 429, 500, 502, 503, 504];
+const ERRORS: [u16; 14] = [
+    400, 401, 403, 404, 405, 408, 414, 429, 431, 500, 501, 502, 503, 504,
+];
 
 /// Counter offsets inside one route's block.
 const STATUS: usize = 0; // 1xx..5xx, then "other" (no response)
@@ -37,7 +38,7 @@ const UPSTREAM_TIME: usize = REQUEST_TIME + HISTOGRAM;
 const GATEWAY_ERRORS: usize = UPSTREAM_TIME + HISTOGRAM;
 const PER_ROUTE: usize = GATEWAY_ERRORS + ERRORS.len();
 /// Where 429 sits in `ERRORS`.
-const RATE_LIMITED: usize = 4;
+const RATE_LIMITED: usize = 7;
 
 /// What one finished request contributes.
 #[derive(Debug, Clone, Copy)]
@@ -245,7 +246,13 @@ pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
     let _ = writeln!(
         out,
         "pylon_downstream_connections {}",
-        open_connections(&rt.listen)
+        rt.connections.open()
+    );
+    out.push_str("# HELP pylon_downstream_connections_refused_total Client connections closed at once because server.max_connections were open.\n# TYPE pylon_downstream_connections_refused_total counter\n");
+    let _ = writeln!(
+        out,
+        "pylon_downstream_connections_refused_total {}",
+        rt.connections.refused()
     );
 
     out.push_str("# HELP pylon_access_log_dropped_total Access-log lines lost to a full queue.\n# TYPE pylon_access_log_dropped_total counter\n");
@@ -255,52 +262,6 @@ pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
         rt.access_log.dropped()
     );
     out
-}
-
-/// Established TCP connections that this process holds on one of its listen ports, read
-/// from /proc when scraped (the request path pays nothing for it).
-pub fn open_connections(listen: &[SocketAddr]) -> usize {
-    let ours = own_socket_inodes();
-    let ports: Vec<u16> = listen.iter().map(SocketAddr::port).collect();
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|table| {
-            table
-                .lines()
-                .skip(1)
-                .filter(|line| {
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    // local_address is HEX_IP:HEX_PORT, st 01 is ESTABLISHED, inode is field 9
-                    f.len() > 9
-                        && f[3] == "01"
-                        && f[1]
-                            .rsplit(':')
-                            .next()
-                            .and_then(|p| u16::from_str_radix(p, 16).ok())
-                            .is_some_and(|p| ports.contains(&p))
-                        && f[9].parse::<u64>().is_ok_and(|inode| ours.contains(&inode))
-                })
-                .count()
-        })
-        .sum()
-}
-
-fn own_socket_inodes() -> std::collections::HashSet<u64> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Default::default();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|target| {
-            target
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect()
 }
 
 /// The `/metrics` endpoint.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::access_log::AccessLog;
 use crate::auth::{Authenticator, Authenticators};
+use crate::edge::Connections;
 use crate::config::{
     BalanceKind, ConfigError, FileConfig, HashKeySpec, RouteRateLimit, RouteSection,
     TimeoutsSection,
@@ -29,6 +30,8 @@ use crate::upstream::{
 const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
 const DEFAULT_READ: Duration = Duration::from_secs(15);
 const DEFAULT_WEBSOCKET_IDLE: Duration = Duration::from_secs(3600);
+const DEFAULT_CLIENT_HEADER: Duration = Duration::from_secs(10);
+const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(60);
 
 /// Upstream timeouts of one route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,40 @@ impl Timeouts {
             ),
             websocket_idle: over.websocket_idle.map_or(base.websocket_idle, |d| d.0),
         }
+    }
+}
+
+/// The client side's timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// The whole request head must arrive within this.
+    pub header: Duration,
+    /// A keep-alive connection waits this long for its next request.
+    pub idle: Duration,
+}
+
+impl ClientTimeouts {
+    fn from_config(file: &FileConfig) -> Result<ClientTimeouts, ConfigError> {
+        let idle = match (file.timeouts.client_idle, &file.server.keepalive_timeout) {
+            (Some(_), Some(old)) => {
+                return Err(file.error_at(
+                    old.span(),
+                    "server.keepalive_timeout".into(),
+                    "set both here and as timeouts.client_idle: keep timeouts.client_idle, the newer name"
+                        .into(),
+                ))
+            }
+            (Some(t), None) => t.0,
+            (None, Some(old)) => old.get_ref().0,
+            (None, None) => DEFAULT_CLIENT_IDLE,
+        };
+        Ok(ClientTimeouts {
+            header: file
+                .timeouts
+                .client_header
+                .map_or(DEFAULT_CLIENT_HEADER, |t| t.0),
+            idle,
+        })
     }
 }
 
@@ -93,7 +130,12 @@ pub struct Runtime {
     pub default_limit: Option<Policy>,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
-    pub keepalive_timeout: Duration,
+    /// How long a client may take to send a head, and stay idle between requests.
+    pub client: ClientTimeouts,
+    /// Client connections held at most; more are closed at once.
+    pub max_connections: usize,
+    /// Client connections open now, and refused over the cap.
+    pub connections: Arc<Connections>,
     pub error_log: Option<String>,
     /// Where /metrics is served, and the counters; `None` when `[metrics]` is absent.
     pub metrics_listen: Option<SocketAddr>,
@@ -127,7 +169,8 @@ impl Runtime {
             message,
         };
 
-        let mut listen: Vec<SocketAddr> = file.server.listen.iter().map(|l| l.0).collect();
+        let mut listen: Vec<SocketAddr> =
+            file.server.listen.get_ref().iter().map(|l| l.0).collect();
         if let Some(port) = port_override {
             let port: u16 = port.trim().parse().map_err(|_| {
                 env_error(format!(
@@ -140,13 +183,17 @@ impl Runtime {
             }
         }
         if listen.is_empty() {
-            return Err(env_error(
-                "server.listen is empty: the gateway needs at least one listener".into(),
+            return Err(file.error_at(
+                file.server.listen.span(),
+                "server.listen".into(),
+                "the list is empty: the gateway needs at least one listener, like [\"0.0.0.0:5000\"]"
+                    .into(),
             ));
         }
+        let client = ClientTimeouts::from_config(file)?;
 
         let base = Timeouts::resolve(
-            &file.timeouts,
+            &file.timeouts.upstream(),
             Timeouts {
                 connect: DEFAULT_CONNECT,
                 read: DEFAULT_READ,
@@ -206,10 +253,14 @@ impl Runtime {
         );
 
         let access_log = AccessLog::new(&file.access_log).map_err(|e| {
-            env_error(format!(
-                "access_log.path \"{}\" cannot be opened for writing: {e}",
-                file.access_log.path
-            ))
+            file.error_at(
+                file.access_log.path.span(),
+                "access_log.path".into(),
+                format!(
+                    "\"{}\" cannot be opened for writing: {e}",
+                    file.access_log.path.get_ref()
+                ),
+            )
         })?;
 
         let threads = file.server.threads.map_or_else(
@@ -228,7 +279,9 @@ impl Runtime {
             default_limit,
             grace_period: file.server.grace_period.0,
             graceful_shutdown_timeout: file.server.graceful_shutdown_timeout.0,
-            keepalive_timeout: file.server.keepalive_timeout.0,
+            client,
+            max_connections: file.server.max_connections.0,
+            connections: Arc::new(Connections::default()),
             error_log: file.server.error_log.clone(),
             metrics_listen: file.metrics.as_ref().map(|m| m.listen.0),
             metrics: file

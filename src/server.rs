@@ -7,13 +7,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use clap::Parser;
 use pingora::apps::HttpServerOptions;
-use pingora::proxy::ProxyServiceBuilder;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
+use crate::edge::Edge;
 use crate::auth::JwksRefresher;
 use crate::gateway::Gateway;
 use crate::lifecycle::{ExitWhenIdle, Signals};
@@ -105,10 +106,10 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
 
     let mut options = HttpServerOptions::default();
     options.h2c = rt.h2c;
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, Gateway::new(rt.clone()))
-        .name("pylon")
-        .server_options(options)
-        .build();
+    let mut gateway = HttpProxy::new(Gateway::new(rt.clone()), server.configuration.clone());
+    gateway.server_options = Some(options);
+    gateway.handle_init_modules();
+    let mut proxy = Service::new("pylon".to_string(), Edge::new(gateway, rt.clone()));
     for addr in &rt.listen {
         proxy.add_tcp(&addr.to_string());
     }

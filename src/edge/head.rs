@@ -1,0 +1,527 @@
+//! Screening an HTTP/1 request head before Pingora parses it.
+//!
+//! [`screen`] looks at the raw bytes of one request head (request line, fields, blank
+//! line) and either refuses it with the gateway's own error or says how the request's
+//! body is framed, so that the connection loop hands Pingora exactly one request. The
+//! checks are the ones RFC 9112 asks of a server and nginx makes: a request line of
+//! exactly three parts, no control bytes in the target, one valid Host on HTTP/1.1,
+//! Content-Length as plain digits and never twice, `chunked` as the only transfer coding
+//! (anything else is 501, as nginx answers), never both framings at once.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::GatewayError;
+
+/// Header fields one request may carry; more is 431.
+pub const MAX_FIELDS: usize = 128;
+
+/// The size limits of a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// The request line, method to version.
+    pub request_line: usize,
+    /// The whole head, request line and fields.
+    pub head: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            request_line: 8 * 1024,
+            head: 64 * 1024,
+        }
+    }
+}
+
+/// How the body after the head is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: the next request starts right after the head.
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked, or a connection that changes protocol: only the proxy can tell where it
+    /// ends, so it gets every byte that follows.
+    Open,
+}
+
+/// A head that passed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Screened {
+    pub framing: Framing,
+    /// An absolute-form target: the head again with `Host` set to the target's authority
+    /// (RFC 9112 §3.2.2: the target's authority wins over any Host field).
+    pub rewritten: Option<BytesMut>,
+}
+
+/// Finds where a head ends as its bytes arrive, and whether it is over a limit, looking
+/// at each byte once however the client splits its writes.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Where the request line starts (after any empty lines, which RFC 9112 §2.2 lets a
+    /// server skip), once known.
+    start: Option<usize>,
+    /// Whether the request line is complete.
+    line_done: bool,
+    /// Everything before this was looked at.
+    scanned: usize,
+}
+
+impl Scan {
+    /// Look at `buf`, which only grows between calls: `Ok(Some(end))` when the head is
+    /// complete (`end` is just past its blank line), `Ok(None)` to wait for more, or the
+    /// error for a head over a limit.
+    pub fn advance(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, GatewayError> {
+        let start = match self.start {
+            Some(start) => start,
+            None => match buf[self.scanned..]
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+            {
+                Some(i) => {
+                    self.scanned += i;
+                    self.start = Some(self.scanned);
+                    self.scanned
+                }
+                None => {
+                    self.scanned = buf.len();
+                    return over(buf.len(), limits.head, GatewayError::BadRequest);
+                }
+            },
+        };
+        if !self.line_done {
+            match memchr::memchr(b'\n', &buf[self.scanned..]) {
+                Some(i) => {
+                    let nl = self.scanned + i;
+                    if nl - start > limits.request_line {
+                        return Err(GatewayError::UriTooLong);
+                    }
+                    self.line_done = true;
+                    // the blank line may follow at once
+                    self.scanned = nl;
+                }
+                None => {
+                    self.scanned = buf.len();
+                    return over(buf.len() - start, limits.request_line, GatewayError::UriTooLong);
+                }
+            }
+        }
+        while let Some(i) = memchr::memchr(b'\n', &buf[self.scanned..]) {
+            let nl = self.scanned + i;
+            let end = match (buf.get(nl + 1), buf.get(nl + 2)) {
+                (Some(b'\n'), _) => nl + 2,
+                (Some(b'\r'), Some(b'\n')) => nl + 3,
+                (None, _) | (Some(b'\r'), None) => {
+                    // the blank line may be on its way
+                    self.scanned = nl;
+                    return over(buf.len(), limits.head, GatewayError::HeadersTooLarge);
+                }
+                _ => {
+                    self.scanned = nl + 1;
+                    continue;
+                }
+            };
+            if end > limits.head {
+                return Err(GatewayError::HeadersTooLarge);
+            }
+            return Ok(Some(end));
+        }
+        self.scanned = buf.len();
+        over(buf.len(), limits.head, GatewayError::HeadersTooLarge)
+    }
+}
+
+/// Wait for more unless `len` is already over `limit`.
+fn over(len: usize, limit: usize, error: GatewayError) -> Result<Option<usize>, GatewayError> {
+    if len > limit {
+        Err(error)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The value of the first field called `name` in a head that may be malformed: for the
+/// CORS headers of a refusal. Best effort.
+pub fn field<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = memchr::memchr(b':', line)?;
+        line[..colon]
+            .eq_ignore_ascii_case(name)
+            .then(|| line[colon + 1..].trim_ascii())
+    })
+}
+
+/// The parts of a request line, for the access log of a refused request: best effort.
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub target: &'a [u8],
+    pub version: &'a str,
+}
+
+/// Split the first line of `head` as well as it can be, whatever its faults.
+pub fn request_line(head: &[u8]) -> RequestLine<'_> {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let rest = &head[start..];
+    let line = memchr::memchr(b'\n', rest).map_or(rest, |i| &rest[..i]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let method = parts
+        .next()
+        .filter(|m| !m.is_empty() && m.len() <= 32 && m.iter().all(|&b| is_tchar(b)))
+        .and_then(|m| std::str::from_utf8(m).ok())
+        .unwrap_or("-");
+    let target = parts.next().unwrap_or(b"-");
+    let version = match parts.next() {
+        Some(b"HTTP/1.1") => "HTTP/1.1",
+        Some(b"HTTP/1.0") => "HTTP/1.0",
+        _ => "-",
+    };
+    RequestLine {
+        method,
+        target,
+        version,
+    }
+}
+
+/// Check one complete head (as found by [`Scan::advance`]).
+pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError> {
+    use GatewayError::{BadRequest, HeadersTooLarge, MethodNotAllowed, NotImplemented};
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let rest = &head[start..];
+    let line_len = memchr::memchr(b'\n', rest).ok_or(BadRequest)?;
+    if line_len > limits.request_line {
+        return Err(GatewayError::UriTooLong);
+    }
+    let line = &rest[..line_len];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let fields = &rest[line_len + 1..];
+
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(BadRequest);
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(BadRequest);
+    }
+    let http11 = match version {
+        b"HTTP/1.1" => true,
+        b"HTTP/1.0" => false,
+        _ => return Err(BadRequest),
+    };
+    // no control bytes, NUL or DEL in the target (raw spaces already split the line)
+    if target.is_empty() || target.iter().any(|&b| b < 0x21 || b == 0x7f) {
+        return Err(BadRequest);
+    }
+    if method == b"CONNECT" {
+        return Err(MethodNotAllowed);
+    }
+    let absolute = match target[0] {
+        b'/' => None,
+        b'*' if target == b"*" && method == b"OPTIONS" => None,
+        _ => Some(absolute_authority(target).ok_or(BadRequest)?),
+    };
+
+    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let parsed = match httparse::parse_headers(fields, &mut storage) {
+        Ok(httparse::Status::Complete((_, parsed))) => parsed,
+        Ok(httparse::Status::Partial) => return Err(BadRequest),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadersTooLarge),
+        Err(_) => return Err(BadRequest),
+    };
+
+    let mut host: Option<&[u8]> = None;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut upgrade = false;
+    for field in parsed.iter() {
+        let name = field.name.as_bytes();
+        let value = field.value;
+        if name.eq_ignore_ascii_case(b"host") {
+            if host.is_some() {
+                return Err(BadRequest);
+            }
+            host = Some(value);
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            if length.is_some() {
+                return Err(BadRequest);
+            }
+            length = Some(content_length(value).ok_or(BadRequest)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if chunked || !http11 {
+                // a second field (or a coding list split over fields) or HTTP/1.0's
+                // faulty framing (RFC 9112 §6.1)
+                return Err(if http11 { NotImplemented } else { BadRequest });
+            }
+            if !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(NotImplemented);
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        }
+    }
+    if chunked && length.is_some() {
+        return Err(BadRequest);
+    }
+    match (host, absolute) {
+        // RFC 9112 §3.2: an invalid Host is refused even where the target names the host
+        (Some(h), _) if !valid_authority(h) => return Err(BadRequest),
+        (None, None) if http11 => return Err(BadRequest),
+        _ => {}
+    }
+    let framing = if chunked || upgrade {
+        Framing::Open
+    } else {
+        match length {
+            None | Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    let rewritten = absolute.map(|authority| with_host(head, start, line_len, authority));
+    Ok(Screened { framing, rewritten })
+}
+
+/// The authority of an absolute-form target (`http://host[:port]/path`): `None` when the
+/// target is not one, has no valid authority, or carries userinfo.
+fn absolute_authority(target: &[u8]) -> Option<&[u8]> {
+    let after_scheme = if target.len() > 7 && target[..7].eq_ignore_ascii_case(b"http://") {
+        &target[7..]
+    } else if target.len() > 8 && target[..8].eq_ignore_ascii_case(b"https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    let end = after_scheme
+        .iter()
+        .position(|&b| b == b'/' || b == b'?' || b == b'#')
+        .unwrap_or(after_scheme.len());
+    let authority = &after_scheme[..end];
+    valid_authority(authority).then_some(authority)
+}
+
+/// A Host value: a non-empty authority without userinfo.
+fn valid_authority(value: &[u8]) -> bool {
+    !value.is_empty()
+        && !value.contains(&b'@')
+        && http::uri::Authority::try_from(value).is_ok_and(|a| !a.host().is_empty())
+}
+
+/// `Content-Length`: 1 to 19 digits, nothing else (no sign, list or spaces).
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// RFC 9110 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The head with every Host field replaced by one naming `authority`.
+fn with_host(head: &[u8], start: usize, line_len: usize, authority: &[u8]) -> BytesMut {
+    let line_end = start + line_len + 1;
+    let mut out = BytesMut::with_capacity(head.len() + authority.len() + 8);
+    out.put_slice(&head[start..line_end]);
+    out.put_slice(b"Host: ");
+    out.put_slice(authority);
+    out.put_slice(b"\r\n");
+    let mut at = line_end;
+    while at < head.len() {
+        let len = memchr::memchr(b'\n', &head[at..]).map_or(head.len() - at, |i| i + 1);
+        let field = &head[at..at + len];
+        let is_host = field.len() > 5 && field[..5].eq_ignore_ascii_case(b"host:");
+        if !is_host {
+            out.put_slice(field);
+        }
+        at += len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(head: &str) -> Result<Screened, GatewayError> {
+        let bytes = head.as_bytes();
+        assert_eq!(end_of(bytes), Ok(Some(bytes.len())), "incomplete: {head:?}");
+        screen(bytes, &HeadLimits::default())
+    }
+
+    fn end_of(buf: &[u8]) -> Result<Option<usize>, GatewayError> {
+        Scan::default().advance(buf, &HeadLimits::default())
+    }
+
+    /// Feed `buf` a byte at a time, as a slow client would.
+    fn end_bytewise(buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, GatewayError> {
+        let mut scan = Scan::default();
+        for n in 1..=buf.len() {
+            if let Some(end) = scan.advance(&buf[..n], limits)? {
+                return Ok(Some(end));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn plain_requests_pass_with_their_framing() {
+        let s = check("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(s.framing, Framing::None);
+        assert!(s.rewritten.is_none());
+        let s = check("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(s.framing, Framing::Length(5));
+        let s = check("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(s.unwrap().framing, Framing::Open);
+        let s = check("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(s.unwrap().framing, Framing::Open);
+        assert!(check("GET / HTTP/1.0\r\n\r\n").is_ok());
+        assert!(check("\r\nGET / HTTP/1.1\nHost: a\n\n").is_ok());
+        assert!(check("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn malformed_heads_are_400() {
+        for head in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: good evil\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: \r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX : b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+            "GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1 x\r\nHost: a\r\n\r\n",
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "GET /\r\n\r\n",
+            "G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5,5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\rHost: a\r\n\r\n",
+        ] {
+            assert_eq!(check(head), Err(GatewayError::BadRequest), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_transfer_codings_are_501() {
+        for te in ["gzip, chunked", "chunked, chunked", "gzip", "identity"] {
+            let head = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(check(&head), Err(GatewayError::NotImplemented), "{te}");
+        }
+        let two = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(check(two), Err(GatewayError::NotImplemented));
+    }
+
+    #[test]
+    fn connect_is_405() {
+        assert_eq!(
+            check("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            Err(GatewayError::MethodNotAllowed)
+        );
+    }
+
+    #[test]
+    fn an_absolute_target_names_the_host() {
+        for head in [
+            "GET http://b.example:81/x?y HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n",
+            "GET http://b.example:81/x?y HTTP/1.1\r\nX: 1\r\n\r\n",
+            "GET HTTP://b.example:81/x?y HTTP/1.1\r\nhost: a\r\nX: 1\r\n\r\n",
+        ] {
+            let s = check(head).unwrap();
+            let rewritten = String::from_utf8(s.rewritten.unwrap().to_vec()).unwrap();
+            assert!(rewritten.contains("\r\nHost: b.example:81\r\n"), "{rewritten}");
+            assert_eq!(rewritten.matches("ost:").count(), 1, "{rewritten}");
+            assert!(rewritten.ends_with("X: 1\r\n\r\n"), "{rewritten}");
+        }
+    }
+
+    #[test]
+    fn size_limits_say_which_part_is_too_large() {
+        let limits = HeadLimits {
+            request_line: 32,
+            head: 64,
+        };
+        let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(40));
+        assert_eq!(
+            screen(long_line.as_bytes(), &limits),
+            Err(GatewayError::UriTooLong)
+        );
+        assert_eq!(
+            end_bytewise(long_line.as_bytes(), &limits),
+            Err(GatewayError::UriTooLong)
+        );
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "b".repeat(60));
+        assert_eq!(
+            end_bytewise(big.as_bytes(), &limits),
+            Err(GatewayError::HeadersTooLarge)
+        );
+        let whole = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "b".repeat(60));
+        assert_eq!(
+            Scan::default().advance(whole.as_bytes(), &limits),
+            Err(GatewayError::HeadersTooLarge)
+        );
+        assert_eq!(end_bytewise(b"GET / HTTP/1.1\r\nHo", &limits), Ok(None));
+        assert_eq!(
+            end_bytewise(&[b'\n'; 100], &limits),
+            Err(GatewayError::BadRequest)
+        );
+        let many: String = (0..MAX_FIELDS + 1).map(|i| format!("X{i}: v\r\n")).collect();
+        let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        assert_eq!(check(&head), Err(GatewayError::HeadersTooLarge));
+    }
+
+    #[test]
+    fn heads_end_at_the_first_blank_line() {
+        let limits = HeadLimits::default();
+        for (buf, end) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n"[..], None),
+            (b"GET / HTTP/1.1\r\n\r\nGET", Some(18)),
+            (b"\r\n\r\nGET / HTTP/1.0\n\n", Some(20)),
+            (b"GET / HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n", Some(30)),
+            (b"GET / HTTP/1.1\r\nA: b\r\r\n", None),
+        ] {
+            assert_eq!(end_of(buf), Ok(end), "{buf:?}");
+            assert_eq!(end_bytewise(buf, &limits), Ok(end), "{buf:?} byte by byte");
+        }
+    }
+
+    #[test]
+    fn fields_are_found_in_any_head() {
+        let head = b"GET /\x00 HTTP/1.1\r\nX: 1\r\norigin:  https://a.example \r\n\r\n";
+        assert_eq!(field(head, b"Origin"), Some(&b"https://a.example"[..]));
+        assert_eq!(field(head, b"host"), None);
+    }
+
+    #[test]
+    fn refused_request_lines_are_split_for_the_log() {
+        let l = request_line(b"GET /a\x00 HTTP/1.1\r\n");
+        assert_eq!((l.method, l.target, l.version), ("GET", &b"/a\x00"[..], "HTTP/1.1"));
+        let l = request_line(b"\x16\x03\x01garbage");
+        assert_eq!((l.method, l.version), ("-", "-"));
+    }
+}

@@ -1,0 +1,334 @@
+//! The client edge: every connection passes here before Pingora sees a request.
+//!
+//! Pingora answers a request head it cannot parse with its own bare 400 before any
+//! `ProxyHttp` phase runs, times out only single reads (a client that sends one byte every
+//! few seconds holds its connection forever) and drops pipelined requests. So Pylon owns
+//! the HTTP/1 connection loop and hands Pingora one screened request at a time:
+//!
+//! 1. Wait for a head: on a new connection the whole head must arrive within
+//!    `timeouts.client_header` of the accept; between keep-alive requests the connection
+//!    may idle for `timeouts.client_idle`, and the head must then arrive within
+//!    `client_header` of its first byte. A head that is late gets 408 (if anything came).
+//! 2. Screen it ([`head`]): size limits (414, 431), syntax, Host, framing (400, 501),
+//!    CONNECT (405). A refused head gets the gateway's own JSON answer with the security,
+//!    CORS and X-Request-Id headers, an access-log line and a count in the metrics, and the
+//!    connection closes.
+//! 3. Give Pingora the head and as much of the body as is known to belong to it, as the
+//!    session's pre-read bytes; Pingora parses it and runs the proxy phases. Bytes of the
+//!    next pipelined request stay here, so every pipelined request is answered in order.
+//!
+//! HTTP/2 (ALPN or cleartext prior knowledge) goes straight to Pingora, whose h2 codec
+//! frames requests itself. Connections over `server.max_connections` are closed at once.
+
+pub mod head;
+mod reply;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::access_log::Entry;
+use crate::error::GatewayError;
+use crate::forwarding::new_request_id;
+use crate::gateway::Gateway;
+use crate::metrics::Observation;
+use crate::runtime::Runtime;
+use head::{Framing, HeadLimits, Scan};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long writing a refusal may take before the connection is dropped.
+const REFUSAL_WRITE: Duration = Duration::from_secs(5);
+/// How much of a refused target the access log keeps.
+const LOGGED_TARGET: usize = 2048;
+/// Each read asks for at least this much room.
+const READ_CHUNK: usize = 4096;
+
+/// Open client connections and the ones refused over the cap.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: AtomicUsize,
+    refused: AtomicU64,
+}
+
+impl Connections {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Count a new connection until the guard drops, or refuse it when `max` are open.
+    fn admit(self: &Arc<Self>, max: usize) -> Option<Admitted> {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Admitted(self.clone()))
+    }
+}
+
+/// One open connection, counted.
+struct Admitted(Arc<Connections>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The listening app: Pylon's connection loop in front of Pingora's proxy.
+pub struct Edge {
+    proxy: Arc<HttpProxy<Gateway>>,
+    rt: Arc<Runtime>,
+    limits: HeadLimits,
+}
+
+/// A head that arrived, with when its first byte did.
+struct Arrived {
+    end: usize,
+    started: Instant,
+}
+
+/// Why no head can be handed on.
+enum NoHead {
+    /// The client left, stayed idle too long, or the server is shutting down: close quietly.
+    Gone,
+    /// Answer this and close.
+    Refuse(GatewayError, Instant),
+}
+
+impl Edge {
+    pub fn new(proxy: HttpProxy<Gateway>, rt: Arc<Runtime>) -> Edge {
+        Edge {
+            proxy: Arc::new(proxy),
+            rt,
+            limits: HeadLimits::default(),
+        }
+    }
+
+    /// Whether the connection speaks HTTP/2: by ALPN over TLS, by its preface with h2c.
+    /// `None`: it went away (or sent nothing) before that could be told.
+    async fn is_h2(&self, stream: &mut Stream) -> Option<bool> {
+        if stream.get_ssl_digest().is_some() {
+            return Some(matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
+        }
+        if !self.rt.h2c {
+            return Some(false);
+        }
+        let mut buf = [0u8; H2_PREFACE.len()];
+        match tokio::time::timeout(self.rt.client.header, stream.try_peek(&mut buf)).await {
+            Ok(Ok(true)) => Some(buf == H2_PREFACE),
+            Ok(Ok(false)) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Serve HTTP/1 requests on one connection until it closes.
+    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let mut pending = BytesMut::new();
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let arrived = match self
+                .read_head(&mut stream, &mut pending, first, shutdown)
+                .await
+            {
+                Ok(arrived) => arrived,
+                Err(NoHead::Gone) => return,
+                Err(NoHead::Refuse(err, started)) => {
+                    return self.refuse(stream, &pending, err, started).await;
+                }
+            };
+            let end = arrived.end;
+            let screened = match head::screen(&pending[..end], &self.limits) {
+                Ok(screened) => screened,
+                Err(err) => return self.refuse(stream, &pending, err, arrived.started).await,
+            };
+            let take = match screened.framing {
+                Framing::None => end,
+                Framing::Length(n) => {
+                    end + usize::try_from(n).map_or(pending.len() - end, |n| {
+                        n.min(pending.len() - end)
+                    })
+                }
+                Framing::Open => pending.len(),
+            };
+            let mut request = pending.split_to(take);
+            if let Some(mut rewritten) = screened.rewritten {
+                rewritten.extend_from_slice(&request[end..]);
+                request = rewritten;
+            }
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => session.set_keepalive(Some(self.rt.client.idle.as_secs().max(1))),
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            session.set_pipelined_prefix(request);
+            let Some(reused) = self.proxy.process_new_http(session, shutdown).await else {
+                return;
+            };
+            (stream, settings) = reused.consume();
+            first = false;
+            if pending.is_empty() {
+                // hold no buffer while idle
+                pending = BytesMut::new();
+            }
+        }
+    }
+
+    /// Read until `pending` holds a whole head, within the client timeouts and limits.
+    async fn read_head(
+        &self,
+        stream: &mut Stream,
+        pending: &mut BytesMut,
+        first: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Result<Arrived, NoHead> {
+        let now = Instant::now();
+        let mut started = (!pending.is_empty()).then_some(now);
+        // a new connection's head is due `client_header` after the accept; an idle
+        // keep-alive connection has `client_idle` for its next first byte
+        let mut deadline = now
+            + if first || started.is_some() {
+                self.rt.client.header
+            } else {
+                self.rt.client.idle
+            };
+        let mut scan = Scan::default();
+        loop {
+            match scan.advance(pending, &self.limits) {
+                Ok(Some(end)) => {
+                    return Ok(Arrived {
+                        end,
+                        started: started.unwrap_or(now),
+                    })
+                }
+                Ok(None) => {}
+                Err(err) => return Err(NoHead::Refuse(err, started.unwrap_or(now))),
+            }
+            if pending.capacity() - pending.len() < READ_CHUNK / 4 {
+                pending.reserve(READ_CHUNK);
+            }
+            let read = tokio::select! {
+                biased;
+                read = tokio::time::timeout_at(deadline.into(), stream.read_buf(pending)) => read,
+                _ = until_shutdown(shutdown), if started.is_none() => return Err(NoHead::Gone),
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {
+                    if started.is_none() {
+                        let at = Instant::now();
+                        started = Some(at);
+                        if !first {
+                            deadline = at + self.rt.client.header;
+                        }
+                    }
+                }
+                // the client closed or broke the connection
+                Ok(_) => return Err(NoHead::Gone),
+                Err(_elapsed) => {
+                    return Err(match started {
+                        Some(at) => NoHead::Refuse(GatewayError::RequestTimeout, at),
+                        None => NoHead::Gone,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Answer a refused head, log and count it, and close the connection.
+    async fn refuse(&self, mut stream: Stream, head: &[u8], err: GatewayError, started: Instant) {
+        let line = head::request_line(head);
+        let request_id = new_request_id();
+        let origin = head::field(head, b"origin");
+        let head_only = line.method == "HEAD";
+        let answer = reply::render(&self.rt, err, origin, &request_id, head_only);
+        let written = tokio::time::timeout(REFUSAL_WRITE, async {
+            stream.write_all(&answer).await?;
+            stream.flush().await
+        })
+        .await;
+        let body_bytes = match written {
+            Ok(Ok(())) if !head_only => err.body().len(),
+            _ => 0,
+        };
+        let duration = started.elapsed();
+        if let Some(metrics) = &self.rt.metrics {
+            metrics.observe(&Observation {
+                route: None,
+                status: err.status(),
+                duration,
+                upstream_time: None,
+                answered: Some(err),
+            });
+        }
+        let log = &self.rt.access_log;
+        if !log.is_off() {
+            let client = stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+            log.log(&Entry {
+                client,
+                time: SystemTime::now(),
+                method: line.method,
+                uri: &line.target[..line.target.len().min(LOGGED_TARGET)],
+                version: line.version,
+                status: err.status(),
+                body_bytes,
+                referer: head::field(head, b"referer"),
+                user_agent: head::field(head, b"user-agent"),
+                request_id: Some(request_id.as_bytes()),
+                duration,
+                route: None,
+                upstream: None,
+            });
+        }
+        let _ = tokio::time::timeout(REFUSAL_WRITE, stream.shutdown()).await;
+    }
+}
+
+/// Resolves once the server starts shutting down.
+async fn until_shutdown(shutdown: &ShutdownWatch) {
+    let mut watch = shutdown.clone();
+    while !*watch.borrow_and_update() {
+        if watch.changed().await.is_err() {
+            // no sender: no shutdown will be announced
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Edge {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _counted = self.rt.connections.admit(self.rt.max_connections)?;
+        if self.is_h2(&mut stream).await? {
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        self.serve_http1(stream, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.proxy).await;
+    }
+}
