@@ -274,6 +274,7 @@ fn access_log(c: &mut Criterion) {
             duration: Duration::from_micros(3_417),
             route: Some("/users"),
             upstream: Some("10.0.3.17:8080"),
+            error: None,
         };
         let mut buf = Vec::with_capacity(4_096);
         group.bench_with_input(

@@ -71,6 +71,8 @@ pub struct Entry<'a> {
     pub duration: Duration,
     pub route: Option<&'a str>,
     pub upstream: Option<&'a str>,
+    /// Why the exchange failed, when it did after the answer began (JSON format only).
+    pub error: Option<&'a str>,
 }
 
 /// The shared handle: formats and queues lines.
@@ -289,6 +291,10 @@ pub fn format_json(e: &Entry, out: &mut Vec<u8>) {
     push_json_str(out, e.route.map(str::as_bytes));
     out.extend_from_slice(b",\"upstream\":");
     push_json_str(out, e.upstream.map(str::as_bytes));
+    if let Some(error) = e.error {
+        out.extend_from_slice(b",\"error\":");
+        push_json_str(out, Some(error.as_bytes()));
+    }
     out.extend_from_slice(b"}\n");
 }
 
@@ -497,6 +503,7 @@ mod tests {
             duration: Duration::from_micros(1_234),
             route: Some("/users"),
             upstream: Some("127.0.0.1:7002"),
+            error: None,
         }
     }
 

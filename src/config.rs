@@ -496,6 +496,9 @@ pub struct RouteSection {
     /// Speak HTTP/2 to the upstream (h2c on http upstreams, ALPN h2 on https): for gRPC.
     #[serde(default)]
     pub http2: bool,
+    /// Proxy TRACE requests (otherwise 405: TRACE echoes credentials back).
+    #[serde(default)]
+    pub allow_trace: bool,
 }
 
 fn default_balance() -> Spanned<BalanceKind> {

@@ -30,9 +30,10 @@ use crate::auth::{Authenticator, Identity, Rejection};
 use crate::error::GatewayError;
 use crate::forwarding::{acceptable_request_id, appended_forwarded_for, new_request_id};
 use crate::headers::names::{
-    RATELIMIT, RATELIMIT_POLICY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+    RATELIMIT, RATELIMIT_POLICY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP,
+    X_REQUEST_ID,
 };
-use crate::headers::values::{JSON, NO_STORE};
+use crate::headers::values::{ALLOWED_METHODS, JSON, NO_STORE};
 use crate::headers::AllowOrigin;
 use crate::lifecycle::InFlight;
 use crate::limits::{ClientKey, Policy, Verdict};
@@ -93,6 +94,8 @@ pub struct RequestCtx {
     challenge: Option<HeaderValue>,
     /// Set when the gateway answered itself.
     answered: Option<GatewayError>,
+    /// Informational (1xx) answers relayed so far.
+    informational: u8,
     /// Counts this request as in flight until the context drops.
     _in_flight: InFlight,
 }
@@ -130,6 +133,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             challenge: None,
             answered: None,
+            informational: 0,
             _in_flight: self.rt.life.request(),
         }
     }
@@ -290,6 +294,18 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS {
+            // relayed as it came, without the final answer's headers, a bounded number
+            ctx.informational += 1;
+            if ctx.informational > MAX_INFORMATIONAL {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(502),
+                    "the upstream sent more than 16 informational responses",
+                )
+                .into_up());
+            }
+            return Ok(());
+        }
         self.close_if_draining(session);
         if let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) {
             route.pool.report_success(i);
@@ -326,8 +342,12 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         };
-        // once the upstream's header went out, the status is decided: just end the stream
-        if let Some(sent) = session.response_written() {
+        // once the upstream's final header went out, the status is decided: just end the
+        // stream (after 1xx answers a final one can still follow)
+        if let Some(sent) = session
+            .response_written()
+            .filter(|r| !r.status.is_informational())
+        {
             return FailToProxy {
                 error_code: sent.status.as_u16(),
                 can_reuse_downstream: false,
@@ -344,7 +364,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let route = self.route(ctx);
         let instance = route.zip(ctx.upstream).and_then(|(r, i)| {
             r.pool.end(i);
@@ -356,6 +376,14 @@ impl ProxyHttp for Gateway {
             .or(ctx.answered.map(GatewayError::status))
             .unwrap_or(0);
         let duration = ctx.started.elapsed();
+        // the upstream failed the exchange (before or after its answer began); a client's
+        // fault never counts here
+        let upstream_error = e.is_some_and(|e| {
+            matches!(
+                GatewayError::from_proxy_error(e),
+                Some(GatewayError::BadGateway | GatewayError::GatewayTimeout)
+            )
+        });
         if let Some(metrics) = &self.rt.metrics {
             metrics.observe(&Observation {
                 route: ctx.route,
@@ -363,6 +391,7 @@ impl ProxyHttp for Gateway {
                 duration,
                 upstream_time: ctx.upstream_time,
                 answered: ctx.answered,
+                upstream_error,
             });
         }
         let log = &self.rt.access_log;
@@ -370,6 +399,7 @@ impl ProxyHttp for Gateway {
             return;
         }
         let req = session.req_header();
+        let error = e.map(|e| format!("{} {}", e.esource().as_str(), e.etype().as_str()));
         log.log(&Entry {
             client: ctx.client_ip,
             time: SystemTime::now(),
@@ -387,6 +417,7 @@ impl ProxyHttp for Gateway {
             duration,
             route: route.map(|r| &*r.prefix),
             upstream: instance.map(|u| &*u.authority),
+            error: error.as_deref(),
         });
     }
 }
@@ -440,7 +471,7 @@ impl Gateway {
     fn screen(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
         let req = session.req_header();
         let path = req.uri.path();
-        if has_dot_segment(path) {
+        if unsafe_path(path) {
             return Early::Refuse(GatewayError::BadRequest);
         }
         if let (Some(port), false) = (self.rt.redirect_http, ctx.tls) {
@@ -452,6 +483,10 @@ impl Gateway {
         if let Some(m) = self.rt.router.lookup(path) {
             ctx.route = Some(*m.value);
             ctx.matched = m.matched;
+        }
+        // TRACE echoes the request, credentials and all, back to whoever can read it
+        if req.method == Method::TRACE && !self.route(ctx).is_some_and(|r| r.allow_trace) {
+            return Early::Refuse(GatewayError::MethodNotAllowed);
         }
         Early::Continue
     }
@@ -530,6 +565,17 @@ impl Gateway {
         if let Some(id) = &ctx.request_id {
             headers.insert(X_REQUEST_ID, id.clone());
         }
+        // many upstreams believe X-Real-IP: only a trusted proxy may set it
+        if !ctx.peer_trusted && headers.contains_key(X_REAL_IP) {
+            match ctx.client_ip {
+                Some(ip) => {
+                    headers.insert(X_REAL_IP, ip_value(ip));
+                }
+                None => {
+                    headers.remove(X_REAL_IP);
+                }
+            }
+        }
     }
 
     /// What an authenticated request tells the upstream: claims forwarded as headers (the
@@ -591,6 +637,9 @@ impl Gateway {
         if let Some(challenge) = &ctx.challenge {
             headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
+        if err == GatewayError::MethodNotAllowed {
+            headers.insert(header::ALLOW, ALLOWED_METHODS);
+        }
         self.decorate(headers, ctx);
         self.close_if_draining(session);
         let head_only = session.req_header().method == Method::HEAD;
@@ -626,6 +675,8 @@ impl Gateway {
 
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
+/// Informational answers relayed for one request; one more is a 502.
+const MAX_INFORMATIONAL: u8 = 16;
 /// Seconds a client should wait when an authenticator cannot decide (IdP unreachable).
 const AUTH_RETRY_AFTER: u32 = 5;
 
@@ -702,6 +753,11 @@ impl Gateway {
     }
 }
 
+/// An IP address as a header value.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("-"))
+}
+
 /// A Host value without its port: "a.example:8080" is "a.example", "[::1]:80" is "[::1]".
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -726,21 +782,42 @@ fn stripped_target(req: &RequestHeader, matched: usize) -> Bytes {
     target.freeze()
 }
 
-/// A path with a "." or ".." segment, plain or percent-encoded, which an upstream could
-/// resolve to somewhere the prefix did not allow.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let lower = segment.as_bytes();
-        if lower.len() > 6
-            || !lower
-                .iter()
-                .all(|&b| b == b'.' || b == b'%' || b == b'2' || b == b'e' || b == b'E')
-        {
-            return false;
+/// A path an upstream could resolve to somewhere the prefix did not allow: a "." or ".."
+/// segment, also where the dots or the separators are percent-encoded (`%2e`, `%2f`,
+/// `%5c`) or the separator is a backslash (which some servers take for one); or a NUL,
+/// raw or as `%00`, which ends the path early in C upstreams.
+fn unsafe_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if !bytes
+        .iter()
+        .any(|&b| matches!(b, b'.' | b'%' | b'\\' | 0))
+    {
+        return false;
+    }
+    // the path with the escapes that matter decoded, and backslashes as slashes
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escaped = (b == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        let (c, len) = match escaped {
+            Some(c @ (b'.' | b'/' | b'\\' | 0)) => (c, 3),
+            _ => (b, 1),
+        };
+        match c {
+            0 => return true,
+            b'\\' => decoded.push(b'/'),
+            c => decoded.push(c),
         }
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
+        i += len;
+    }
+    decoded
+        .split(|&b| b == b'/')
+        .any(|segment| segment == b"." || segment == b"..")
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -768,8 +845,15 @@ mod tests {
             "/a/%2e%2e/b",
             "/a/%2E./b",
             "/a/.%2e",
+            "/a/..%2fb",
+            "/a/..%2Fb",
+            "/a/%5c..%5cb",
+            "/a\\..\\b",
+            "/a/..\\b",
+            "/a%00b",
+            "/a\0b",
         ] {
-            assert!(has_dot_segment(bad), "{bad}");
+            assert!(unsafe_path(bad), "{bad}");
         }
         for good in [
             "/a/b",
@@ -779,8 +863,14 @@ mod tests {
             "/",
             "/a/%2e%2ex",
             "/a/2e",
+            "/a/%2fb",
+            "/a\\b",
+            "/a%",
+            "/a%2",
+            "/a/%zz",
+            "/a/b%2e",
         ] {
-            assert!(!has_dot_segment(good), "{good}");
+            assert!(!unsafe_path(good), "{good}");
         }
     }
 

@@ -35,6 +35,9 @@ pub mod values {
     pub const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
     pub const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
     pub const CLOSE: HeaderValue = HeaderValue::from_static("close");
+    /// The `Allow` of a 405: what a route takes (TRACE and CONNECT are what it refuses).
+    pub const ALLOWED_METHODS: HeaderValue =
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
 }
 
 /// A header value for the life of the process, from text checked at config load. The text

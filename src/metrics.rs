@@ -36,7 +36,8 @@ const STATUS: usize = 0; // 1xx..5xx, then "other" (no response)
 const REQUEST_TIME: usize = STATUS + 6;
 const UPSTREAM_TIME: usize = REQUEST_TIME + HISTOGRAM;
 const GATEWAY_ERRORS: usize = UPSTREAM_TIME + HISTOGRAM;
-const PER_ROUTE: usize = GATEWAY_ERRORS + ERRORS.len();
+const UPSTREAM_ERRORS: usize = GATEWAY_ERRORS + ERRORS.len();
+const PER_ROUTE: usize = UPSTREAM_ERRORS + 1;
 /// Where 429 sits in `ERRORS`.
 const RATE_LIMITED: usize = 7;
 
@@ -52,6 +53,8 @@ pub struct Observation {
     pub upstream_time: Option<Duration>,
     /// Set when the gateway answered itself.
     pub answered: Option<GatewayError>,
+    /// The upstream failed the exchange: refused, reset, timed out, cut its answer short.
+    pub upstream_error: bool,
 }
 
 struct Shard {
@@ -108,6 +111,9 @@ impl Metrics {
             if let Some(i) = ERRORS.iter().position(|&code| code == err.status()) {
                 c[base + GATEWAY_ERRORS + i].fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if o.upstream_error {
+            c[base + UPSTREAM_ERRORS].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -222,10 +228,20 @@ pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
     }
 
     out.push_str("# HELP pylon_rate_limited_total Requests refused with 429, by route prefix.\n# TYPE pylon_rate_limited_total counter\n");
-    for r in all_routes {
+    for r in all_routes.clone() {
         let n = metrics.total(r, GATEWAY_ERRORS + RATE_LIMITED);
         if n > 0 {
             out.push_str("pylon_rate_limited_total{route=\"");
+            label(&mut out, route_label(r));
+            let _ = writeln!(out, "\"}} {n}");
+        }
+    }
+
+    out.push_str("# HELP pylon_upstream_errors_total Exchanges the upstream failed (refused, reset, timed out, answer cut short), by route prefix.\n# TYPE pylon_upstream_errors_total counter\n");
+    for r in all_routes {
+        let n = metrics.total(r, UPSTREAM_ERRORS);
+        if n > 0 {
+            out.push_str("pylon_upstream_errors_total{route=\"");
             label(&mut out, route_label(r));
             let _ = writeln!(out, "\"}} {n}");
         }
@@ -309,6 +325,7 @@ mod tests {
             duration: Duration::from_millis(3),
             upstream_time: Some(Duration::from_millis(2)),
             answered: None,
+            upstream_error: status == 503,
         };
         m.observe(&obs(Some(0), 200));
         m.observe(&obs(Some(0), 204));
@@ -326,6 +343,8 @@ mod tests {
             "unmatched requests have their own block"
         );
         assert_eq!(m.total(2, GATEWAY_ERRORS + 3), 1);
+        assert_eq!(m.total(1, UPSTREAM_ERRORS), 1);
+        assert_eq!(m.total(0, UPSTREAM_ERRORS), 0);
         assert_eq!(ERRORS[RATE_LIMITED], 429);
         // 3ms falls in the 5ms bucket
         assert_eq!(m.total(0, REQUEST_TIME + 2), 2);
@@ -346,6 +365,7 @@ mod tests {
                             duration: Duration::from_micros(10),
                             upstream_time: None,
                             answered: None,
+                            upstream_error: false,
                         });
                     }
                 })

@@ -106,6 +106,8 @@ pub struct Route {
     pub preserve_host: bool,
     /// Speak HTTP/2 to the upstream.
     pub http2: bool,
+    /// TRACE is proxied (otherwise 405).
+    pub allow_trace: bool,
     pub timeouts: Timeouts,
     /// `None`: not limited.
     pub limit: Option<Policy>,
@@ -239,6 +241,7 @@ impl Runtime {
                 strip_prefix: r.strip_prefix,
                 preserve_host: r.preserve_host,
                 http2: r.http2,
+                allow_trace: r.allow_trace,
                 timeouts: Timeouts::resolve(&r.timeouts, base),
                 limit,
                 auth: chain,

@@ -14,6 +14,8 @@ use crate::error::GatewayError;
 
 /// Header fields one request may carry; more is 431.
 pub const MAX_FIELDS: usize = 128;
+/// The longest method name taken.
+const MAX_METHOD: usize = 32;
 
 /// The size limits of a request head.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +63,8 @@ pub struct Scan {
     /// Where the request line starts (after any empty lines, which RFC 9112 §2.2 lets a
     /// server skip), once known.
     start: Option<usize>,
-    /// Whether the request line is complete.
+    /// Whether the method is complete, and the request line.
+    method_done: bool,
     line_done: bool,
     /// Everything before this was looked at.
     scanned: usize,
@@ -89,6 +92,17 @@ impl Scan {
                 }
             },
         };
+        if !self.method_done {
+            // refuse what is not HTTP (a TLS handshake on a plain port, say) at once
+            // rather than wait for a line end that may never come
+            let method = &buf[start..];
+            let end = memchr::memchr(b' ', method);
+            let method = &method[..end.unwrap_or(method.len())];
+            if !method.iter().all(|&b| is_tchar(b)) || method.len() > MAX_METHOD {
+                return Err(GatewayError::BadRequest);
+            }
+            self.method_done = end.is_some();
+        }
         if !self.line_done {
             match memchr::memchr(b'\n', &buf[self.scanned..]) {
                 Some(i) => {
@@ -488,6 +502,15 @@ mod tests {
         assert_eq!(end_bytewise(b"GET / HTTP/1.1\r\nHo", &limits), Ok(None));
         assert_eq!(
             end_bytewise(&[b'\n'; 100], &limits),
+            Err(GatewayError::BadRequest)
+        );
+        // not HTTP at all: refused before any line end
+        assert_eq!(
+            end_bytewise(b"\x16\x03\x01\x02\x00\x01", &limits),
+            Err(GatewayError::BadRequest)
+        );
+        assert_eq!(
+            end_bytewise(&[b'G'; 40], &limits),
             Err(GatewayError::BadRequest)
         );
         let many: String = (0..MAX_FIELDS + 1).map(|i| format!("X{i}: v\r\n")).collect();

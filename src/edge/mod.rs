@@ -49,6 +49,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const REFUSAL_WRITE: Duration = Duration::from_secs(5);
 /// How much of a refused target the access log keeps.
 const LOGGED_TARGET: usize = 2048;
+/// How long, and how much, a refused client's remaining input is read and dropped.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
 /// Each read asks for at least this much room.
 const READ_CHUNK: usize = 4096;
 
@@ -275,6 +278,7 @@ impl Edge {
                 duration,
                 upstream_time: None,
                 answered: Some(err),
+                upstream_error: false,
             });
         }
         let log = &self.rt.access_log;
@@ -296,9 +300,32 @@ impl Edge {
                 duration,
                 route: None,
                 upstream: None,
+                error: None,
             });
         }
-        let _ = tokio::time::timeout(REFUSAL_WRITE, stream.shutdown()).await;
+        linger(stream).await;
+    }
+}
+
+/// Close a refused connection without losing the answer: closing with unread input makes
+/// the kernel send a reset, which can destroy the answer before the client reads it. So
+/// the write side closes first and what the client still sends is read and dropped, for a
+/// bounded time and amount (nginx's lingering close).
+async fn linger(mut stream: Stream) {
+    if tokio::time::timeout(REFUSAL_WRITE, stream.shutdown())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    let mut sink = vec![0u8; READ_CHUNK];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(until.into(), stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
+        }
     }
 }
 
