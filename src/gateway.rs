@@ -788,10 +788,7 @@ fn stripped_target(req: &RequestHeader, matched: usize) -> Bytes {
 /// raw or as `%00`, which ends the path early in C upstreams.
 fn unsafe_path(path: &str) -> bool {
     let bytes = path.as_bytes();
-    if !bytes
-        .iter()
-        .any(|&b| matches!(b, b'.' | b'%' | b'\\' | 0))
-    {
+    if !bytes.iter().any(|&b| matches!(b, b'.' | b'%' | b'\\' | 0)) {
         return false;
     }
     // the path with the escapes that matter decoded, and backslashes as slashes

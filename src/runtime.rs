@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use crate::access_log::AccessLog;
 use crate::auth::{Authenticator, Authenticators};
-use crate::edge::Connections;
 use crate::config::{
     BalanceKind, ConfigError, FileConfig, HashKeySpec, RouteRateLimit, RouteSection,
     TimeoutsSection,
 };
+use crate::edge::Connections;
 use crate::forwarding::TrustedProxies;
 use crate::headers::{static_name, Cors, SecurityHeaders};
 use crate::lifecycle::Lifecycle;

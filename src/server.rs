@@ -14,8 +14,8 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
-use crate::edge::Edge;
 use crate::auth::JwksRefresher;
+use crate::edge::Edge;
 use crate::gateway::Gateway;
 use crate::lifecycle::{ExitWhenIdle, Signals};
 use crate::metrics::MetricsApp;

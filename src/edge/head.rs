@@ -74,7 +74,11 @@ impl Scan {
     /// Look at `buf`, which only grows between calls: `Ok(Some(end))` when the head is
     /// complete (`end` is just past its blank line), `Ok(None)` to wait for more, or the
     /// error for a head over a limit.
-    pub fn advance(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, GatewayError> {
+    pub fn advance(
+        &mut self,
+        buf: &[u8],
+        limits: &HeadLimits,
+    ) -> Result<Option<usize>, GatewayError> {
         let start = match self.start {
             Some(start) => start,
             None => match buf[self.scanned..]
@@ -116,7 +120,11 @@ impl Scan {
                 }
                 None => {
                     self.scanned = buf.len();
-                    return over(buf.len() - start, limits.request_line, GatewayError::UriTooLong);
+                    return over(
+                        buf.len() - start,
+                        limits.request_line,
+                        GatewayError::UriTooLong,
+                    );
                 }
             }
         }
@@ -468,7 +476,10 @@ mod tests {
         ] {
             let s = check(head).unwrap();
             let rewritten = String::from_utf8(s.rewritten.unwrap().to_vec()).unwrap();
-            assert!(rewritten.contains("\r\nHost: b.example:81\r\n"), "{rewritten}");
+            assert!(
+                rewritten.contains("\r\nHost: b.example:81\r\n"),
+                "{rewritten}"
+            );
             assert_eq!(rewritten.matches("ost:").count(), 1, "{rewritten}");
             assert!(rewritten.ends_with("X: 1\r\n\r\n"), "{rewritten}");
         }
@@ -513,7 +524,9 @@ mod tests {
             end_bytewise(&[b'G'; 40], &limits),
             Err(GatewayError::BadRequest)
         );
-        let many: String = (0..MAX_FIELDS + 1).map(|i| format!("X{i}: v\r\n")).collect();
+        let many: String = (0..MAX_FIELDS + 1)
+            .map(|i| format!("X{i}: v\r\n"))
+            .collect();
         let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
         assert_eq!(check(&head), Err(GatewayError::HeadersTooLarge));
     }
@@ -543,7 +556,10 @@ mod tests {
     #[test]
     fn refused_request_lines_are_split_for_the_log() {
         let l = request_line(b"GET /a\x00 HTTP/1.1\r\n");
-        assert_eq!((l.method, l.target, l.version), ("GET", &b"/a\x00"[..], "HTTP/1.1"));
+        assert_eq!(
+            (l.method, l.target, l.version),
+            ("GET", &b"/a\x00"[..], "HTTP/1.1")
+        );
         let l = request_line(b"\x16\x03\x01garbage");
         assert_eq!((l.method, l.version), ("-", "-"));
     }

@@ -162,9 +162,8 @@ impl Edge {
             let take = match screened.framing {
                 Framing::None => end,
                 Framing::Length(n) => {
-                    end + usize::try_from(n).map_or(pending.len() - end, |n| {
-                        n.min(pending.len() - end)
-                    })
+                    end + usize::try_from(n)
+                        .map_or(pending.len() - end, |n| n.min(pending.len() - end))
                 }
                 Framing::Open => pending.len(),
             };
