@@ -731,8 +731,8 @@ impl std::fmt::Debug for CaFile {
 impl FromStr for CaFile {
     type Err = String;
     fn from_str(path: &str) -> Result<Self, String> {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read the CA file \"{path}\": {e}"))?;
+        let pem = read_capped(path, MAX_SIDE_FILE)
+            .map_err(|e| format!("cannot read the CA file \"{path}\": {e}"))?;
         let certificates = pingora::tls::x509::X509::stack_from_pem(&pem)
             .map_err(|_| format!("the CA file \"{path}\" is not PEM certificates"))?;
         if certificates.is_empty() {
@@ -922,6 +922,11 @@ impl FromStr for Prefix {
         {
             return Err(format!(
                 "prefix \"{s}\" contains {c:?}: a prefix is a plain path, without query, fragment or escapes"
+            ));
+        }
+        if let Some(c) = s.chars().find(|c| !c.is_ascii()) {
+            return Err(format!(
+                "prefix \"{s}\" contains {c:?}: clients send such characters percent-encoded, so a prefix is written in ASCII"
             ));
         }
         let trimmed = if s.len() > 1 {
@@ -1178,11 +1183,39 @@ impl<'de> Deserialize<'de> for MaxAge {
 // Loading
 // ---------------------------------------------------------------------------------------------
 
+/// The largest key, certificate, CA or JWKS file read.
+pub const MAX_SIDE_FILE: u64 = 1 << 20;
+/// The largest configuration file read (100,000 routes fit).
+const MAX_CONFIG_FILE: u64 = 64 << 20;
+
+/// Read a whole file of at most `limit` bytes: a larger one (or `/dev/zero`) is an
+/// error at once rather than a read without end.
+pub fn read_capped(path: impl AsRef<Path>, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} KiB", limit / 1024),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Read and check a configuration file.
 pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let bytes = read_capped(path, MAX_CONFIG_FILE).map_err(read_error)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
     })?;
     parse(path, &text)
 }
@@ -1402,6 +1435,7 @@ mod tests {
         assert_eq!("/users/".parse::<Prefix>().unwrap().0, "/users");
         assert_eq!("/".parse::<Prefix>().unwrap().0, "/");
         assert_eq!("/a/b".parse::<Prefix>().unwrap().0, "/a/b");
+        assert!("/é".parse::<Prefix>().unwrap_err().contains("ASCII"));
         for bad in [
             "users", "/a//b", "/a/../b", "/a/./b", "/a?x=1", "/a b", "/a%2F", "",
         ] {

@@ -43,7 +43,16 @@ pub mod values {
 /// A header value for the life of the process, from text checked at config load. The text
 /// is leaked once, so that clones are free (see the module docs).
 pub fn static_value(text: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(text).map_err(|_| format!("{text:?} is not a valid header value"))?;
+    // what `from_static` takes: visible ASCII, spaces and tabs (`from_str` also takes
+    // bytes above 0x7f, on which `from_static` panics)
+    if !text
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        return Err(format!(
+            "{text:?} is not a valid header value: use visible ASCII characters"
+        ));
+    }
     let text: &'static str = Box::leak(text.to_string().into_boxed_str());
     Ok(HeaderValue::from_static(text))
 }

@@ -343,10 +343,12 @@ impl fmt::Debug for LoadedCertificate {
 }
 
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        what,
-        source,
+    crate::config::read_capped(path, crate::config::MAX_SIDE_FILE).map_err(|source| {
+        TlsError::Read {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
     })
 }
 

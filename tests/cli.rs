@@ -86,6 +86,36 @@ fn bad_configs_are_refused_with_file_line_and_key() {
             "routes[0].ca_file",
         ),
         ("[server\n", ":1:", "(syntax)"),
+        (
+            "[[routes]]\nprefix = \"/\u{e9}\"\nupstreams = [\"127.0.0.1:1\"]\nrate_limit = { requests = 5, window = \"1m\" }\n",
+            ":2:",
+            "routes[0].prefix",
+        ),
+        (
+            "[auth.j]\ntype = \"jwt\"\nalgorithms = [\"RS256\"]\njwks_file = \"/dev/zero\"\n[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nauth = [\"j\"]\n",
+            ":4:",
+            "auth.j.jwks_file",
+        ),
+        ("[server]\nlisten = []\n", ":2:", "server.listen"),
+        (
+            "[access_log]\npath = \"/nonexistent-dir/access.log\"\n",
+            ":2:",
+            "access_log.path",
+        ),
+        ("[timeouts]\nread = \"0s\"\n", ":2:", "timeouts.read"),
+        ("[timeouts]\nclient_header = \"0ms\"\n", ":2:", "timeouts.client_header"),
+        ("[timeouts]\nconnect = \"400d\"\n", ":2:", "timeouts.connect"),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\ntimeouts = { write = \"0s\" }\n",
+            ":4:",
+            "routes[0].timeouts.write",
+        ),
+        ("[server]\nmax_connections = 0\n", ":2:", "server.max_connections"),
+        (
+            "[server]\nkeepalive_timeout = \"5s\"\n[timeouts]\nclient_idle = \"5s\"\n",
+            ":2:",
+            "server.keepalive_timeout",
+        ),
     ];
     for (text, line, key) in cases {
         let (code, _, err) = run_pylon(&["-t"], Some(text));

@@ -473,7 +473,7 @@ fn read_file(
     field: &str,
     errors: &Errors<'_>,
 ) -> Result<Vec<u8>, AuthError> {
-    std::fs::read(path.get_ref()).map_err(|e| {
+    crate::config::read_capped(path.get_ref(), crate::config::MAX_SIDE_FILE).map_err(|e| {
         errors.at(
             path.span(),
             field,
