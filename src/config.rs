@@ -76,7 +76,7 @@ pub struct FileConfig {
     pub timeouts: TopTimeoutsSection,
     /// The default per-client limit; absent means routes are not limited unless they say so.
     #[serde(default)]
-    pub rate_limit: Option<RateLimitPolicy>,
+    pub rate_limit: Option<TopRateLimit>,
     #[serde(default)]
     pub cors: CorsSection,
     #[serde(default)]
@@ -345,6 +345,59 @@ impl TopTimeoutsSection {
 pub struct RateLimitPolicy {
     pub requests: Count,
     pub window: Window,
+}
+
+/// `[rate_limit]`: the default policy, and how clients are told apart and remembered.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopRateLimit {
+    pub requests: Count,
+    pub window: Window,
+    /// An IPv6 client is counted by this prefix of its address (one /64 is one client).
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: Ipv6Prefix,
+    /// Clients remembered at most; beyond it the least recently seen are dropped.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: MaxClients,
+}
+
+fn default_ipv6_prefix() -> Ipv6Prefix {
+    Ipv6Prefix(64)
+}
+fn default_max_clients() -> MaxClients {
+    MaxClients(1_000_000)
+}
+
+/// An IPv6 prefix length: 1 to 128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Prefix(pub u8);
+
+impl<'de> Deserialize<'de> for Ipv6Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(1..=128).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "ipv6_prefix must be between 1 and 128 (64: a client is its /64; 128: each address), not {n}"
+            )));
+        }
+        Ok(Ipv6Prefix(n as u8))
+    }
+}
+
+/// A count of remembered clients: 1,000 to 100,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxClients(pub usize);
+
+impl<'de> Deserialize<'de> for MaxClients {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(1_000..=100_000_000).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "max_clients must be between 1000 and 100000000, not {n}"
+            )));
+        }
+        Ok(MaxClients(n as usize))
+    }
 }
 
 /// A route's `rate_limit`: `false`, `true` (the default policy) or its own table.

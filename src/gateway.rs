@@ -519,7 +519,7 @@ impl Gateway {
         };
         let key = match (&ctx.identity, ctx.client_ip) {
             (Some(identity), _) => Some(ClientKey::identity(&identity.key)),
-            (None, Some(ip)) => Some(ClientKey::Ip(ip)),
+            (None, Some(ip)) => Some(ClientKey::ip(ip, self.rt.ipv6_prefix)),
             (None, None) => None,
         };
         if let (Some(policy), Some(key)) = (self.policy(ctx), key) {

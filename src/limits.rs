@@ -5,7 +5,12 @@
 //! into shards behind their own locks, so the two worker threads rarely meet. A counter
 //! remembers the window it counts; a request in a newer window starts it again, and stale
 //! counters are swept as the table grows, so memory follows the clients seen in the last
-//! window.
+//! window. The table is bounded (`rate_limit.max_clients`): when a shard is full even after
+//! dropping stale counters, the least recently seen eighth of it is dropped, with a warning
+//! (at most once a minute) and a count in the metrics.
+//!
+//! An IPv6 client is counted by its /64 (`rate_limit.ipv6_prefix`): whoever holds one /64
+//! holds 2^64 addresses, and per-address budgets would give them as many budgets.
 //!
 //! Why not pingora-limits' `Rate`: it estimates counts with a count-min sketch, whose
 //! estimates grow with the total traffic in a window. With 20,000 requests from other
@@ -16,7 +21,8 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +45,21 @@ pub enum ClientKey {
 }
 
 impl ClientKey {
+    /// The key for a client address: IPv4 as it is (also when written IPv4-mapped),
+    /// IPv6 cut to its first `ipv6_prefix` bits.
+    pub fn ip(ip: IpAddr, ipv6_prefix: u8) -> ClientKey {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) if ipv6_prefix < 128 => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(ipv6_prefix))
+                    .unwrap_or(0);
+                ClientKey::Ip(IpAddr::V6(Ipv6Addr::from(bits & mask)))
+            }
+            canonical => ClientKey::Ip(canonical),
+        }
+    }
+
     /// The key for an authenticated identity such as "users:alice".
     pub fn identity(name: &str) -> ClientKey {
         ClientKey::Identity(IDENTITY_HASHER.hash_one(name))
@@ -59,6 +80,8 @@ struct Counter {
     window: u64,
     /// When that window ends, in seconds since the epoch (for sweeping).
     ends: u64,
+    /// When the client was last counted, in seconds since the epoch (for eviction).
+    seen: u64,
     count: u32,
 }
 
@@ -73,19 +96,65 @@ pub struct Limiter {
     shards: Box<[Mutex<Shard>]>,
     hasher: ahash::RandomState,
     epoch: Instant,
+    /// Counters one shard holds at most.
+    per_shard: usize,
+    evicted: AtomicU64,
+    /// When eviction was last logged, in seconds since the epoch (plus one; 0: never).
+    warned: AtomicU64,
 }
 
 impl Default for Limiter {
     fn default() -> Self {
+        Limiter::new(DEFAULT_MAX_CLIENTS)
+    }
+}
+
+/// The default of `rate_limit.max_clients`.
+pub const DEFAULT_MAX_CLIENTS: usize = 1_000_000;
+/// How often at most an eviction is logged.
+const WARN_EVERY: u64 = 60;
+
+impl Limiter {
+    /// A table for about `max_clients` counters (per policy and client).
+    pub fn new(max_clients: usize) -> Limiter {
         Limiter {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: ahash::RandomState::new(),
             epoch: Instant::now(),
+            per_shard: (max_clients / SHARDS).max(16),
+            evicted: AtomicU64::new(0),
+            warned: AtomicU64::new(0),
         }
     }
-}
 
-impl Limiter {
+    /// Counters dropped to stay within `max_clients`.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Make room in a full shard: stale counters go first, then the least recently seen
+    /// eighth.
+    fn make_room(&self, shard: &mut Shard, now_secs: u64) {
+        shard.counters.retain(|_, c| c.ends > now_secs);
+        if shard.counters.len() >= self.per_shard {
+            let mut seen: Vec<u64> = shard.counters.values().map(|c| c.seen).collect();
+            let nth = seen.len() / 8;
+            let (_, &mut cut, _) = seen.select_nth_unstable(nth);
+            let before = shard.counters.len();
+            shard.counters.retain(|_, c| c.seen > cut);
+            let dropped = (before - shard.counters.len()) as u64;
+            self.evicted.fetch_add(dropped, Ordering::Relaxed);
+            let last = self.warned.load(Ordering::Relaxed);
+            if last == 0 || now_secs + 1 >= last + WARN_EVERY {
+                self.warned.store(now_secs + 1, Ordering::Relaxed);
+                log::warn!(
+                    "rate limit: the client table is full (rate_limit.max_clients): the {dropped} least recently seen clients of a shard were dropped and start a new count"
+                );
+            }
+        }
+        shard.swept_len = shard.counters.len();
+    }
+
     /// Counters currently held (for tests and metrics).
     pub fn len(&self) -> usize {
         self.shards
@@ -111,25 +180,30 @@ impl Limiter {
             // a thread panicked while counting: let traffic through rather than refuse all
             return (0, reset);
         };
-        let counter = shard.counters.entry((id, key)).or_insert(Counter {
+        let fresh = Counter {
             window: index,
             ends,
-            count: 0,
-        });
-        if counter.window != index {
-            *counter = Counter {
-                window: index,
-                ends,
-                count: 0,
-            };
+            seen: now_secs,
+            count: 1,
+        };
+        if let Some(counter) = shard.counters.get_mut(&(id, key)) {
+            if counter.window == index {
+                counter.count = counter.count.saturating_add(1);
+                counter.seen = now_secs;
+            } else {
+                *counter = fresh;
+            }
+            return (counter.count, reset);
         }
-        counter.count = counter.count.saturating_add(1);
-        let count = counter.count;
-        if shard.counters.len() > shard.swept_len + SWEEP_SLACK {
+        // a client not in the table
+        if shard.counters.len() >= self.per_shard {
+            self.make_room(&mut shard, now_secs);
+        } else if shard.counters.len() > shard.swept_len + SWEEP_SLACK {
             shard.counters.retain(|_, c| c.ends > now_secs);
             shard.swept_len = shard.counters.len();
         }
-        (count, reset)
+        shard.counters.insert((id, key), fresh);
+        (1, reset)
     }
 }
 
@@ -187,6 +261,14 @@ pub struct PolicyBuilder {
 }
 
 impl PolicyBuilder {
+    /// Policies sharing a table of about `max_clients` counters.
+    pub fn new(max_clients: usize) -> PolicyBuilder {
+        PolicyBuilder {
+            limiter: Arc::new(Limiter::new(max_clients)),
+            next_id: 0,
+        }
+    }
+
     pub fn policy(&mut self, name: &str, requests: u32, window: Duration) -> Policy {
         let id = self.next_id;
         self.next_id += 1;
@@ -261,6 +343,59 @@ mod tests {
 
     fn ip(s: &str) -> ClientKey {
         ClientKey::Ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn ipv6_clients_are_their_prefix_and_ipv4_stays_whole() {
+        let key = |s: &str, prefix| ClientKey::ip(s.parse().unwrap(), prefix);
+        assert_eq!(
+            key("2001:db8:1:2:aaaa::1", 64),
+            key("2001:db8:1:2:bbbb::9", 64)
+        );
+        assert_ne!(key("2001:db8:1:2::1", 64), key("2001:db8:1:3::1", 64));
+        assert_eq!(key("2001:db8:1:2::1", 64), ip("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8::1", 128), key("2001:db8::2", 128));
+        assert_eq!(key("2001:db8:ff::1", 32), key("2001:db8:ee::2", 32));
+        assert_eq!(key("10.0.0.1", 64), ip("10.0.0.1"));
+        assert_ne!(key("10.0.0.1", 64), key("10.0.0.2", 64));
+        assert_eq!(key("::ffff:10.0.0.1", 64), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_full_table_drops_the_least_recently_seen_and_stays_bounded() {
+        let mut b = PolicyBuilder::new(1_000);
+        let p = b.policy("default", 5, Duration::from_secs(3600));
+        let at = |s: u64| Duration::from_secs(s);
+        // an old client, used up its budget long ago, then a flood of new ones
+        let old = ip("192.0.2.1");
+        for _ in 0..6 {
+            p.check_at(old, at(1));
+        }
+        assert!(matches!(p.check_at(old, at(1)), Verdict::Limited { .. }));
+        // a regular client, seen throughout
+        let regular = ip("192.0.2.2");
+        for _ in 0..5 {
+            p.check_at(regular, at(2));
+        }
+        for i in 0..50_000u32 {
+            let flood = ClientKey::Ip(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+            p.check_at(flood, at(10 + u64::from(i / 1000)));
+            if i % 1000 == 0 {
+                p.check_at(regular, at(10 + u64::from(i / 1000)));
+            }
+        }
+        let limiter = b.limiter();
+        assert!(
+            limiter.len() <= 1_024 + SHARDS,
+            "{} counters",
+            limiter.len()
+        );
+        assert!(limiter.evicted() >= 48_000, "{}", limiter.evicted());
+        // the old client was dropped: it starts a new count
+        assert!(matches!(
+            p.check_at(old, at(100)),
+            Verdict::Allowed { remaining: 4, .. }
+        ));
     }
 
     #[test]

@@ -271,6 +271,15 @@ pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
         rt.connections.refused()
     );
 
+    out.push_str("# HELP pylon_rate_limit_clients Rate-limit counters held (per policy and client).\n# TYPE pylon_rate_limit_clients gauge\n");
+    let _ = writeln!(out, "pylon_rate_limit_clients {}", rt.limiter.len());
+    out.push_str("# HELP pylon_rate_limit_evicted_total Rate-limit counters dropped to stay within rate_limit.max_clients.\n# TYPE pylon_rate_limit_evicted_total counter\n");
+    let _ = writeln!(
+        out,
+        "pylon_rate_limit_evicted_total {}",
+        rt.limiter.evicted()
+    );
+
     out.push_str("# HELP pylon_access_log_dropped_total Access-log lines lost to a full queue.\n# TYPE pylon_access_log_dropped_total counter\n");
     let _ = writeln!(
         out,

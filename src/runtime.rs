@@ -19,7 +19,7 @@ use crate::edge::Connections;
 use crate::forwarding::TrustedProxies;
 use crate::headers::{static_name, Cors, SecurityHeaders};
 use crate::lifecycle::Lifecycle;
-use crate::limits::{Policy, PolicyBuilder};
+use crate::limits::{Limiter, Policy, PolicyBuilder, DEFAULT_MAX_CLIENTS};
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::tls::{CertStore, CertificateSpec, MinVersion};
@@ -130,6 +130,10 @@ pub struct Runtime {
     pub router: Router<usize>,
     /// The `[rate_limit]` policy, also applied to requests that match no route.
     pub default_limit: Option<Policy>,
+    /// The counters of every policy.
+    pub limiter: Arc<Limiter>,
+    /// IPv6 clients are counted by this prefix of their address.
+    pub ipv6_prefix: u8,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
     /// How long a client may take to send a head, and stay idle between requests.
@@ -204,10 +208,14 @@ impl Runtime {
             },
         );
 
-        let mut policies = PolicyBuilder::default();
+        let mut policies = PolicyBuilder::new(
+            file.rate_limit
+                .map_or(DEFAULT_MAX_CLIENTS, |p| p.max_clients.0),
+        );
         let default_limit = file
             .rate_limit
             .map(|p| policies.policy("default", p.requests.0, p.window.0));
+        let ipv6_prefix = file.rate_limit.map_or(64, |p| p.ipv6_prefix.0);
 
         let auth = Authenticators::from_config(&file.auth)
             .map_err(|e| file.error_at(e.span, e.key, e.message))?;
@@ -280,6 +288,8 @@ impl Runtime {
             routes,
             router,
             default_limit,
+            limiter: policies.limiter().clone(),
+            ipv6_prefix,
             grace_period: file.server.grace_period.0,
             graceful_shutdown_timeout: file.server.graceful_shutdown_timeout.0,
             client,

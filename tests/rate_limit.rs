@@ -182,3 +182,36 @@ fn without_a_default_policy_nothing_is_limited() {
         assert!(!r.headers().contains_key("ratelimit"));
     }
 }
+
+#[test]
+fn one_ipv6_slash_64_is_one_client_unless_configured_per_address() {
+    let up = Upstream::echo();
+    for (prefix, passed) in [("", 20), ("ipv6_prefix = 128", 25)] {
+        let gw = Gateway::start(
+            "trusted_proxies = [\"127.0.0.0/8\"]",
+            &format!(
+                "[rate_limit]\nrequests = 20\nwindow = \"1m\"\n{prefix}\n{}",
+                route("/api", up.addr, "")
+            ),
+        );
+        let c = client();
+        let ok = (1..=25)
+            .filter(|i| {
+                c.get(gw.url("/api/x"))
+                    .header("X-Forwarded-For", format!("2001:db8:1:2::{i:x}"))
+                    .send()
+                    .unwrap()
+                    .status()
+                    == 200
+            })
+            .count();
+        assert_eq!(ok, passed, "with {prefix:?}");
+        // another /64 has its own budget
+        let other = c
+            .get(gw.url("/api/x"))
+            .header("X-Forwarded-For", "2001:db8:1:3::1")
+            .send()
+            .unwrap();
+        assert_eq!(other.status(), 200);
+    }
+}
