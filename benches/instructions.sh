@@ -3,6 +3,7 @@
 # machine is doing, so it shows what a change to the request path costs.
 #
 #   benches/instructions.sh [REQUESTS] [PATH]     (default 2000 requests of /api/small)
+#   PYLON_BIN=path/to/pylon benches/instructions.sh   (another build, for before/after)
 #
 # Runs target/release/pylon (threads = 1, full policy: rate limit, security headers, CORS,
 # combined access log to a file) under callgrind in front of an nginx upstream, once with
@@ -15,7 +16,8 @@ path=${2:-/api/small}
 for cmd in valgrind nginx h2load; do
   command -v "$cmd" >/dev/null || { echo "instructions.sh needs $cmd" >&2; exit 1; }
 done
-[ -x target/release/pylon ] || { echo "build first: cargo build --release" >&2; exit 1; }
+bin=${PYLON_BIN:-target/release/pylon}
+[ -x "$bin" ] || { echo "build first: cargo build --release (or set PYLON_BIN)" >&2; exit 1; }
 
 tmp=$(mktemp -d)
 cleanup() {
@@ -64,7 +66,7 @@ CONF
 measure() {
   local n=$1 out="$tmp/cg.$1"
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
-    target/release/pylon -c "$tmp/pylon.toml" >/dev/null 2>"$tmp/vg.$n" &
+    "$bin" -c "$tmp/pylon.toml" >/dev/null 2>"$tmp/vg.$n" &
   local pid=$!
   for _ in $(seq 200); do
     curl -s -o /dev/null "http://127.0.0.1:$gw_port/" 2>/dev/null && break

@@ -692,3 +692,131 @@ fn a_response_cut_short_is_logged_with_what_was_sent_and_counted() {
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Random heads
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes a mutation may put into a request head.
+const NOISE: &[&[u8]] = &[
+    b"\x00",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b" ",
+    b"\t",
+    b":",
+    b",",
+    b"\x7f",
+    b"\xff",
+    b"%00",
+    b"%2f",
+    b"..",
+    b"\\",
+    b"Host: x\r\n",
+    b"Content-Length: 3\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Content-Length: -1\r\n",
+    b"Expect: 100-continue\r\n",
+    b"Upgrade: h2c\r\n",
+    b"HTTP/1.1",
+    b"http://a/",
+    b"@",
+    b"?",
+    b"#",
+    b"\xc3\xa9",
+];
+
+fn mutate_head(rng: &mut fastrand::Rng, head: &[u8]) -> Vec<u8> {
+    let mut out = head.to_vec();
+    for _ in 0..rng.usize(1..=4) {
+        let at = rng.usize(..=out.len());
+        match rng.u8(0..4) {
+            0 => {
+                let noise = NOISE[rng.usize(..NOISE.len())];
+                out.splice(at..at, noise.iter().copied());
+            }
+            1 if at < out.len() => {
+                out.remove(at);
+            }
+            2 if at < out.len() => out[at] = rng.u8(..),
+            _ => {
+                let end = (at + rng.usize(1..8)).min(out.len());
+                let piece = out[at..end].to_vec();
+                out.splice(at..at, piece);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn mutated_heads_get_the_upstreams_answer_or_the_gateways_never_pingoras() {
+    let up = Upstream::echo();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[timeouts]\nclient_header = \"1s\"\n{}",
+            route("/api", up.addr, "")
+        ),
+    );
+    let seeds: &[&[u8]] = &[
+        b"GET /api/x?q=1 HTTP/1.1\r\nHost: a.example\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n",
+        b"POST /api/x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /api/x HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET http://a.example/api/x HTTP/1.1\r\n\r\n",
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x0bad_5eed);
+    let (mut proxied, mut refused, mut silent) = (0, 0, 0);
+    let started = Instant::now();
+    for case in 0..1500 {
+        if started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        let request = mutate_head(&mut rng, seeds[case % seeds.len()]);
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        // an answer comes at once or not at all (a request waiting for more body)
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let _ = s.write_all(&request);
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 16384];
+        while !complete(&raw) {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let shown = String::from_utf8_lossy(&request).into_owned();
+        if raw.is_empty() {
+            silent += 1;
+            continue;
+        }
+        let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        assert!(!text.contains("server: pingora"), "{shown:?} got {text}");
+        let r = parse_response(&raw).unwrap_or_else(|| panic!("{shown:?}: not HTTP: {text}"));
+        let body: serde_json::Value = serde_json::from_slice(&r.body)
+            .or_else(|_| {
+                // a pipelined or 1xx-prefixed answer: the last JSON document
+                let at = text.rfind("\r\n\r\n{").map_or(0, |i| i + 4);
+                serde_json::from_slice(&raw[at..])
+            })
+            .unwrap_or_else(|_| panic!("{shown:?}: a body that is not JSON: {text}"));
+        if body.get("target").is_some() {
+            proxied += 1;
+        } else {
+            assert_eq!(body["status"], "Error", "{shown:?}: {text}");
+            assert!(r.header("x-request-id").is_some(), "{shown:?}: {text}");
+            refused += 1;
+        }
+    }
+    eprintln!("mutated heads: {proxied} proxied, {refused} refused by the gateway, {silent} with no answer (closed, or waiting for more)");
+    assert!(
+        refused > 100 && proxied > 100,
+        "{proxied} proxied, {refused} refused"
+    );
+    assert_eq!(
+        client().get(gw.url("/api/ok")).send().unwrap().status(),
+        200
+    );
+}

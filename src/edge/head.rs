@@ -239,8 +239,9 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
         b"HTTP/1.0" => false,
         _ => return Err(BadRequest),
     };
-    // no control bytes, NUL or DEL in the target (raw spaces already split the line)
-    if target.is_empty() || target.iter().any(|&b| b < 0x21 || b == 0x7f) {
+    // visible ASCII only: no control bytes, NUL or DEL (raw spaces already split the
+    // line), and no raw bytes above 0x7f, which a client must percent-encode (RFC 3986)
+    if target.is_empty() || target.iter().any(|&b| !(0x21..0x7f).contains(&b)) {
         return Err(BadRequest);
     }
     if method == b"CONNECT" {
@@ -426,6 +427,7 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
             "GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1 x\r\nHost: a\r\n\r\n",
             "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
