@@ -223,7 +223,6 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
     }
     let line = &rest[..line_len];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let fields = &rest[line_len + 1..];
 
     let mut parts = line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -253,43 +252,51 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
         _ => Some(absolute_authority(target).ok_or(BadRequest)?),
     };
 
-    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let parsed = match httparse::parse_headers(fields, &mut storage) {
-        Ok(httparse::Status::Complete((_, parsed))) => parsed,
+    // the fields, parsed without initialising storage for all of them first
+    let mut storage = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(rest, &mut storage) {
+        Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(BadRequest),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadersTooLarge),
         Err(_) => return Err(BadRequest),
-    };
+    }
+    let parsed = &*request.headers;
 
     let mut host: Option<&[u8]> = None;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut upgrade = false;
-    for field in parsed.iter() {
+    for field in parsed {
         let name = field.name.as_bytes();
         let value = field.value;
-        if name.eq_ignore_ascii_case(b"host") {
-            if host.is_some() {
-                return Err(BadRequest);
+        // by length first: most fields are none of these
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                if host.is_some() {
+                    return Err(BadRequest);
+                }
+                host = Some(value);
             }
-            host = Some(value);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            if length.is_some() {
-                return Err(BadRequest);
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                if length.is_some() {
+                    return Err(BadRequest);
+                }
+                length = Some(content_length(value).ok_or(BadRequest)?);
             }
-            length = Some(content_length(value).ok_or(BadRequest)?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if chunked || !http11 {
-                // a second field (or a coding list split over fields) or HTTP/1.0's
-                // faulty framing (RFC 9112 §6.1)
-                return Err(if http11 { NotImplemented } else { BadRequest });
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                if chunked || !http11 {
+                    // a second field (or a coding list split over fields) or HTTP/1.0's
+                    // faulty framing (RFC 9112 §6.1)
+                    return Err(if http11 { NotImplemented } else { BadRequest });
+                }
+                if !value.eq_ignore_ascii_case(b"chunked") {
+                    return Err(NotImplemented);
+                }
+                chunked = true;
             }
-            if !value.eq_ignore_ascii_case(b"chunked") {
-                return Err(NotImplemented);
-            }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
+            7 if name.eq_ignore_ascii_case(b"upgrade") => upgrade = true,
+            _ => {}
         }
     }
     if chunked && length.is_some() {
@@ -331,11 +338,41 @@ fn absolute_authority(target: &[u8]) -> Option<&[u8]> {
     valid_authority(authority).then_some(authority)
 }
 
-/// A Host value: a non-empty authority without userinfo.
+/// A Host value (RFC 9110 §7.2): a host, a name or an IP literal, with an optional port,
+/// and no userinfo. Checked byte by byte, without building a URI.
 fn valid_authority(value: &[u8]) -> bool {
-    !value.is_empty()
-        && !value.contains(&b'@')
-        && http::uri::Authority::try_from(value).is_ok_and(|a| !a.host().is_empty())
+    let (host_ok, port) = if value.first() == Some(&b'[') {
+        let Some(close) = memchr::memchr(b']', value) else {
+            return false;
+        };
+        let literal = &value[1..close];
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        let port = match &value[close + 1..] {
+            [] => &[][..],
+            [b':', port @ ..] => port,
+            _ => return false,
+        };
+        (ok, port)
+    } else {
+        let (host, port) = match memchr::memrchr(b':', value) {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &[][..]),
+        };
+        (
+            !host.is_empty() && host.iter().all(|&b| is_reg_name(b)),
+            port,
+        )
+    };
+    host_ok && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+}
+
+/// Bytes of a reg-name or IPv4 address: unreserved and sub-delims (RFC 3986 §3.2.2);
+/// no percent-encoding (which the URI parser behind refuses) and no userinfo's `@`.
+fn is_reg_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
 }
 
 /// `Content-Length`: 1 to 19 digits, nothing else (no sign, list or spaces).
@@ -376,9 +413,13 @@ fn with_host(head: &[u8], start: usize, line_len: usize, authority: &[u8]) -> By
 mod tests {
     use super::*;
 
+    /// What a head gets: refused while it arrives, or screened once complete.
     fn check(head: &str) -> Result<Screened, GatewayError> {
         let bytes = head.as_bytes();
-        assert_eq!(end_of(bytes), Ok(Some(bytes.len())), "incomplete: {head:?}");
+        match end_of(bytes)? {
+            Some(end) => assert_eq!(end, bytes.len(), "{head:?}"),
+            None => panic!("incomplete: {head:?}"),
+        }
         screen(bytes, &HeadLimits::default())
     }
 
@@ -459,6 +500,51 @@ mod tests {
         }
         let two = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(check(two), Err(GatewayError::NotImplemented));
+    }
+
+    #[test]
+    fn hosts_are_checked_as_authorities() {
+        for good in [
+            "a",
+            "a.example:8080",
+            "10.0.0.1",
+            "[::1]",
+            "[::1]:5000",
+            "a-b_c~d",
+        ] {
+            assert!(valid_authority(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            "good evil",
+            "u@a",
+            ":80",
+            "a:8x",
+            "a%2f",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "a/b",
+            "a:123456",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_host_passed_here_parses_as_a_uri_authority() {
+        // what passes here goes on to Pingora, which parses it with the http crate
+        for c in 0x21u8..0x7f {
+            for host in [vec![b'a', c, b'b'], vec![c], vec![b'a', b':', c]] {
+                if valid_authority(&host) {
+                    assert!(
+                        http::uri::Authority::try_from(&host[..]).is_ok(),
+                        "{:?}",
+                        String::from_utf8_lossy(&host)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
