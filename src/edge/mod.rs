@@ -19,6 +19,10 @@
 //!
 //! HTTP/2 (ALPN or cleartext prior knowledge) goes straight to Pingora, whose h2 codec
 //! frames requests itself. Connections over `server.max_connections` are closed at once.
+//!
+//! Once shutdown begins no new request is read; a connection already idle is not woken
+//! (that would cost every request a shared waiter) but ends with the process, which exits
+//! as soon as no request is in flight (see [`crate::lifecycle`]), or at `client_idle`.
 
 pub mod head;
 mod reply;
@@ -226,11 +230,12 @@ impl Edge {
             if pending.capacity() - pending.len() < READ_CHUNK / 4 {
                 pending.reserve(READ_CHUNK);
             }
-            let read = tokio::select! {
-                biased;
-                read = tokio::time::timeout_at(deadline.into(), stream.read_buf(pending)) => read,
-                _ = until_shutdown(shutdown), if started.is_none() => return Err(NoHead::Gone),
-            };
+            if started.is_none() && *shutdown.borrow() {
+                return Err(NoHead::Gone);
+            }
+            // Pingora's timer: nothing is set up unless the read has to wait
+            let left = deadline.saturating_duration_since(Instant::now());
+            let read = pingora_timeout::timeout(left, stream.read_buf(pending)).await;
             match read {
                 Ok(Ok(n)) if n > 0 => {
                     if started.is_none() {
@@ -324,17 +329,6 @@ async fn linger(mut stream: Stream) {
         match tokio::time::timeout_at(until.into(), stream.read(&mut sink)).await {
             Ok(Ok(n)) if n > 0 => drained += n,
             _ => return,
-        }
-    }
-}
-
-/// Resolves once the server starts shutting down.
-async fn until_shutdown(shutdown: &ShutdownWatch) {
-    let mut watch = shutdown.clone();
-    while !*watch.borrow_and_update() {
-        if watch.changed().await.is_err() {
-            // no sender: no shutdown will be announced
-            std::future::pending::<()>().await;
         }
     }
 }
