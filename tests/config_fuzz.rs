@@ -203,7 +203,7 @@ fn mutate(rng: &mut fastrand::Rng, base: &str) -> String {
             }
         };
         match rng.u8(0..10) {
-            0 | 1 | 2 => {
+            0..=2 => {
                 // a character slipped into a quoted string
                 let i = pick(rng, &lines, "\"");
                 let line = &lines[i];
@@ -215,7 +215,7 @@ fn mutate(rng: &mut fastrand::Rng, base: &str) -> String {
                     lines[i] = changed;
                 }
             }
-            3 | 4 => {
+            3..=4 => {
                 // a key's value replaced
                 let i = pick(rng, &lines, " = ");
                 if let Some((key, _)) = lines[i].split_once(" = ") {

@@ -256,11 +256,11 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut upgrade = false;
-    let mut fields = Fields {
+    let fields = Fields {
         rest: &rest[line_len + 1..],
         count: 0,
     };
-    while let Some(field) = fields.next() {
+    for field in fields {
         let (name, value) = field?;
         // by length first: most fields are none of these
         match name.len() {
