@@ -820,3 +820,15 @@ fn mutated_heads_get_the_upstreams_answer_or_the_gateways_never_pingoras() {
         200
     );
 }
+
+#[test]
+fn with_h2c_on_a_request_shorter_than_the_preface_is_answered_at_once() {
+    let up = Upstream::echo();
+    let gw = Gateway::start("h2c = true", &route("/api", up.addr, ""));
+    // 23 bytes: fewer than HTTP/2's 24-byte preface
+    let request = b"GET /api/x HTTP/1.0\r\n\r\n";
+    assert!(request.len() < 24);
+    let (r, _, took) = exchange(gw.addr, request);
+    assert_eq!(r.expect("no answer").status, 200);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}

@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -102,6 +103,14 @@ pub struct Edge {
     limits: HeadLimits,
 }
 
+/// What a plain connection's first bytes say, with h2c on.
+enum Sniffed {
+    H2,
+    Http1,
+    /// Closed, or nothing came in time.
+    Gone,
+}
+
 /// A head that arrived, with when its first byte did.
 struct Arrived {
     end: usize,
@@ -125,31 +134,40 @@ impl Edge {
         }
     }
 
-    /// Whether the connection speaks HTTP/2: by ALPN over TLS, by its preface with h2c.
-    /// `None`: it went away (or sent nothing) before that could be told.
-    async fn is_h2(&self, stream: &mut Stream) -> Option<bool> {
-        if stream.get_ssl_digest().is_some() {
-            return Some(matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
+    /// With h2c, whether a plain connection opens with HTTP/2's preface: read until the
+    /// bytes stop matching it (an HTTP/1 request, possibly shorter than the preface, is
+    /// told at once) or it is complete. What was read is left in `pending`.
+    async fn sniff_h2c(&self, stream: &mut Stream, pending: &mut BytesMut, by: Instant) -> Sniffed {
+        while pending.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(pending) {
+            let left = by.saturating_duration_since(Instant::now());
+            match pingora_timeout::timeout(left, stream.read_buf(pending)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ if pending.is_empty() => return Sniffed::Gone,
+                // a partial head: the HTTP/1 loop answers it (408)
+                _ => return Sniffed::Http1,
+            }
         }
-        if !self.rt.h2c {
-            return Some(false);
-        }
-        let mut buf = [0u8; H2_PREFACE.len()];
-        match tokio::time::timeout(self.rt.client.header, stream.try_peek(&mut buf)).await {
-            Ok(Ok(true)) => Some(buf == H2_PREFACE),
-            Ok(Ok(false)) => Some(false),
-            _ => None,
+        if pending.starts_with(H2_PREFACE) {
+            Sniffed::H2
+        } else {
+            Sniffed::Http1
         }
     }
 
-    /// Serve HTTP/1 requests on one connection until it closes.
-    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
-        let mut pending = BytesMut::new();
+    /// Serve HTTP/1 requests on one connection until it closes; `pending` holds what was
+    /// already read, the first head is due `client_header` after `accepted`.
+    async fn serve_http1(
+        &self,
+        mut stream: Stream,
+        mut pending: BytesMut,
+        accepted: Instant,
+        shutdown: &ShutdownWatch,
+    ) {
         let mut settings: Option<HttpPersistentSettings> = None;
-        let mut first = true;
+        let mut first = Some(accepted);
         loop {
             let arrived = match self
-                .read_head(&mut stream, &mut pending, first, shutdown)
+                .read_head(&mut stream, &mut pending, first.take(), shutdown)
                 .await
             {
                 Ok(arrived) => arrived,
@@ -189,7 +207,6 @@ impl Edge {
                 return;
             };
             (stream, settings) = reused.consume();
-            first = false;
             if pending.is_empty() {
                 // hold no buffer while idle
                 pending = BytesMut::new();
@@ -198,23 +215,24 @@ impl Edge {
     }
 
     /// Read until `pending` holds a whole head, within the client timeouts and limits.
+    /// `accepted` is set for a connection's first request.
     async fn read_head(
         &self,
         stream: &mut Stream,
         pending: &mut BytesMut,
-        first: bool,
+        accepted: Option<Instant>,
         shutdown: &ShutdownWatch,
     ) -> Result<Arrived, NoHead> {
         let now = Instant::now();
-        let mut started = (!pending.is_empty()).then_some(now);
+        let first = accepted.is_some();
+        let mut started = (!pending.is_empty()).then_some(accepted.unwrap_or(now));
         // a new connection's head is due `client_header` after the accept; an idle
         // keep-alive connection has `client_idle` for its next first byte
-        let mut deadline = now
-            + if first || started.is_some() {
-                self.rt.client.header
-            } else {
-                self.rt.client.idle
-            };
+        let mut deadline = match (accepted, started) {
+            (Some(at), _) => at + self.rt.client.header,
+            (None, Some(_)) => now + self.rt.client.header,
+            (None, None) => now + self.rt.client.idle,
+        };
         let mut scan = Scan::default();
         loop {
             match scan.advance(pending, &self.limits) {
@@ -341,10 +359,26 @@ impl ServerApp for Edge {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _counted = self.rt.connections.admit(self.rt.max_connections)?;
-        if self.is_h2(&mut stream).await? {
-            return self.proxy.process_new(stream, shutdown).await;
+        let accepted = Instant::now();
+        let mut pending = BytesMut::new();
+        if stream.get_ssl_digest().is_some() {
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                return self.proxy.process_new(stream, shutdown).await;
+            }
+        } else if self.rt.h2c {
+            let by = accepted + self.rt.client.header;
+            match self.sniff_h2c(&mut stream, &mut pending, by).await {
+                Sniffed::Gone => return None,
+                Sniffed::Http1 => {}
+                Sniffed::H2 => {
+                    // give the preface back for Pingora's h2 handshake
+                    let mut plain = stream.into_any().downcast::<L4Stream>().ok()?;
+                    plain.rewind(&pending);
+                    return self.proxy.process_new(plain, shutdown).await;
+                }
+            }
         }
-        self.serve_http1(stream, shutdown).await;
+        self.serve_http1(stream, pending, accepted, shutdown).await;
         None
     }
 
