@@ -74,6 +74,8 @@ pub struct FileConfig {
     pub access_log: AccessLogSection,
     #[serde(default)]
     pub timeouts: TopTimeoutsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// The default per-client limit; absent means routes are not limited unless they say so.
     #[serde(default)]
     pub rate_limit: Option<TopRateLimit>,
@@ -552,6 +554,113 @@ pub struct RouteSection {
     /// Proxy TRACE requests (otherwise 405: TRACE echoes credentials back).
     #[serde(default)]
     pub allow_trace: bool,
+    /// This route's request body limit; absent: `[limits] max_body`.
+    #[serde(default)]
+    pub max_body: Option<BodySize>,
+    /// The methods the route takes; absent: all.
+    #[serde(default)]
+    pub methods: Option<Spanned<Vec<String>>>,
+    /// Only these clients (after trusted_proxies), when set.
+    #[serde(default)]
+    pub allow: Option<Spanned<Vec<Cidr>>>,
+    /// Never these clients; checked first.
+    #[serde(default)]
+    pub deny: Option<Spanned<Vec<Cidr>>>,
+    #[serde(default)]
+    pub request_headers: Option<Spanned<HeaderTransformSection>>,
+    #[serde(default)]
+    pub response_headers: Option<Spanned<HeaderTransformSection>>,
+}
+
+/// `request_headers` / `response_headers`: fields to set (values may hold placeholders)
+/// and fields to remove.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderTransformSection {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `[limits]`: what every route takes at most.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    #[serde(default = "default_max_body")]
+    pub max_body: BodySize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_body: default_max_body(),
+        }
+    }
+}
+
+fn default_max_body() -> BodySize {
+    BodySize(Some(16 << 20))
+}
+
+/// A request body limit in bytes: `"16m"`, `"512k"`, `"1g"`, a number of bytes, or `"0"`
+/// / `0` / `false` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodySize(pub Option<u64>);
+
+impl FromStr for BodySize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid size \"{s}\": write a whole number with k, m or g (KiB, MiB, GiB), like \"16m\", or \"0\" for no limit")
+        };
+        let t = s.trim().to_ascii_lowercase();
+        let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let (number, unit) = t.split_at(digits);
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        let scale: u64 = match unit {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            _ => return Err(bad()),
+        };
+        let bytes = n.checked_mul(scale).ok_or_else(bad)?;
+        Ok(BodySize((bytes > 0).then_some(bytes)))
+    }
+}
+
+impl<'de> Deserialize<'de> for BodySize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BodySize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size like \"16m\", a number of bytes, or false")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BodySize, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<BodySize, E> {
+                u64::try_from(v)
+                    .map(|n| BodySize((n > 0).then_some(n)))
+                    .map_err(|_| E::custom(format!("a size cannot be negative ({v})")))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<BodySize, E> {
+                if v {
+                    Err(E::custom(
+                        "true is not a size: write one like \"16m\", or false for no limit",
+                    ))
+                } else {
+                    Ok(BodySize(None))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn default_balance() -> Spanned<BalanceKind> {

@@ -26,6 +26,8 @@ pub enum GatewayError {
     UriTooLong,
     /// The header fields are larger, or more, than the gateway takes.
     HeadersTooLarge,
+    /// The request body is larger than the route's `max_body`.
+    PayloadTooLarge,
     /// The client spent its budget; `retry_after` is in seconds.
     RateLimited { retry_after: u32 },
     /// The upstream refused, reset or answered with something that is not HTTP.
@@ -49,6 +51,7 @@ impl GatewayError {
             GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed => 405,
             GatewayError::RequestTimeout => 408,
+            GatewayError::PayloadTooLarge => 413,
             GatewayError::UriTooLong => 414,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::HeadersTooLarge => 431,
@@ -80,6 +83,9 @@ impl GatewayError {
             }
             GatewayError::RequestTimeout => {
                 br#"{"code":408,"status":"Error","message":"Request timeout.","data":null}"#
+            }
+            GatewayError::PayloadTooLarge => {
+                br#"{"code":413,"status":"Error","message":"Payload too large.","data":null}"#
             }
             GatewayError::UriTooLong => {
                 br#"{"code":414,"status":"Error","message":"URI too long.","data":null}"#
@@ -164,6 +170,7 @@ impl GatewayError {
         match code {
             401 => GatewayError::Unauthorized,
             403 => GatewayError::Forbidden,
+            413 => GatewayError::PayloadTooLarge,
             400..=499 if code != 404 && code != 429 => GatewayError::BadRequest,
             404 => GatewayError::NotFound,
             429 => GatewayError::RateLimited { retry_after: 1 },
@@ -235,6 +242,7 @@ mod tests {
             GatewayError::NotFound,
             GatewayError::MethodNotAllowed,
             GatewayError::RequestTimeout,
+            GatewayError::PayloadTooLarge,
             GatewayError::UriTooLong,
             GatewayError::RateLimited { retry_after: 3 },
             GatewayError::HeadersTooLarge,

@@ -1,14 +1,18 @@
 //! The Pingora `ProxyHttp` implementation: each phase orchestrates, the components decide.
 //!
-//! - `request_filter`: who the client is, the request id, then the early answers: 400 for a
-//!   path with dot segments, 308 to https when asked, 204 for a CORS preflight, 401/403/503
-//!   from the route's authenticators, 429 when over the limit, 404 when no route matches.
+//! - `request_filter`: who the client is, the request id, then the early answers, in this
+//!   order: 400 for a path with dot segments (path rules), 308 to https when asked, 204 for
+//!   a CORS preflight, 403 from the route's deny/allow lists, 405 for a method it does not
+//!   take, 401/403/503 from its authenticators, 429 when over the limit, 413 for a body
+//!   over `max_body`, 404 when no route matches. Refusals by the lists and methods are
+//!   still counted by the limiter.
+//! - `request_body_filter`: a body without a length is counted against `max_body`.
 //! - `upstream_peer`: an instance from the route's pool, with the route's timeouts.
 //! - `fail_to_connect`, `error_while_proxy`: passive health, and whether to retry elsewhere.
 //! - `upstream_request_filter`: strip the prefix, set Host, X-Forwarded-*, X-Request-Id,
-//!   forwarded claims.
-//! - `response_filter`: the upstream's headers over the security defaults, CORS and
-//!   RateLimit headers, X-Request-Id.
+//!   forwarded claims, then the route's `request_headers`.
+//! - `response_filter`: the route's `response_headers` on the upstream's headers, those
+//!   over the security defaults, CORS and RateLimit headers, X-Request-Id.
 //! - `fail_to_proxy`: the one place a failure becomes a 4xx/5xx answer (see [`crate::error`]).
 //! - `logging`: metrics, and the access line handed to the background writer.
 
@@ -38,6 +42,7 @@ use crate::headers::AllowOrigin;
 use crate::lifecycle::InFlight;
 use crate::limits::{ClientKey, Policy, Verdict};
 use crate::metrics::Observation;
+use crate::policy::Vars;
 use crate::router::stripped;
 use crate::runtime::{Route, Runtime};
 use crate::upstream::{SelectInput, Tried};
@@ -96,6 +101,9 @@ pub struct RequestCtx {
     answered: Option<GatewayError>,
     /// Informational (1xx) answers relayed so far.
     informational: u8,
+    /// A body without a length: the route's limit, and what came of it so far.
+    body_limit: Option<u64>,
+    body_read: u64,
     /// Counts this request as in flight until the context drops.
     _in_flight: InFlight,
 }
@@ -134,6 +142,8 @@ impl ProxyHttp for Gateway {
             challenge: None,
             answered: None,
             informational: 0,
+            body_limit: None,
+            body_read: 0,
             _in_flight: self.rt.life.request(),
         }
     }
@@ -142,7 +152,13 @@ impl ProxyHttp for Gateway {
         self.keepalive(session);
         self.identify(session, ctx);
         let early = match self.screen(session, ctx) {
-            Early::Continue => self.admit(session, ctx).await,
+            Early::Continue => self.admit(session, ctx, None).await,
+            // refused by the route's client lists or methods: still counted by the limiter
+            Early::Refuse(err @ (GatewayError::Forbidden | GatewayError::MethodNotAllowed))
+                if ctx.route.is_some() =>
+            {
+                self.admit(session, ctx, Some(err)).await
+            }
             early => early,
         };
         match early {
@@ -256,6 +272,28 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// A body without a length is counted as it streams: past the route's `max_body` the
+    /// upstream request is aborted. The error is the client's, so no instance is blamed.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(limit), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
+            ctx.body_read += chunk.len() as u64;
+            if ctx.body_read > limit {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over the route's max_body",
+                )
+                .into_down());
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -280,6 +318,9 @@ impl ProxyHttp for Gateway {
         self.forwarding_headers(session, &mut parts.headers, ctx);
         if let Some(stripped) = self.identity_headers(route, &mut parts.headers, ctx, &target) {
             target = stripped;
+        }
+        if let Some(transform) = &route.request_headers {
+            transform.apply(&mut parts.headers, &vars(route, req, ctx));
         }
         *upstream = RequestHeader::from(parts);
         if self.rt.metrics.is_some() {
@@ -311,13 +352,19 @@ impl ProxyHttp for Gateway {
             route.pool.report_success(i);
         }
         ctx.upstream_time = ctx.upstream_sent.map(|sent| sent.elapsed());
+        let route_transform = self
+            .route(ctx)
+            .and_then(|r| r.response_headers.as_ref().map(|t| (r, t)));
         with_plain_headers(resp, |parts| {
             // answer in our own protocol version, whatever the upstream spoke (an HTTP/1.0
             // upstream must not turn the client's keep-alive connection into 1.0)
             if parts.version != Version::HTTP_2 {
                 parts.version = Version::HTTP_11;
             }
-            let upstream = std::mem::take(&mut parts.headers);
+            let mut upstream = std::mem::take(&mut parts.headers);
+            if let Some((route, transform)) = route_transform {
+                transform.apply(&mut upstream, &vars(route, session.req_header(), ctx));
+            }
             parts.headers = self.rt.security.merge_upstream(upstream, parts.status);
             self.decorate(&mut parts.headers, ctx);
         });
@@ -465,9 +512,9 @@ impl Gateway {
         ctx.attempts <= route.pool.retries && route.pool.has_untried(&ctx.tried)
     }
 
-    /// The checks that need nothing but the request line: dot segments, CORS preflights
-    /// (answered for any path, before anything else, as the tutorial's `cors()` did), and
-    /// the route.
+    /// The checks that need nothing but the request line and the client: dot segments,
+    /// the redirect to https, CORS preflights (answered for any path, before anything
+    /// else, as the tutorial's `cors()` did), the route, its client lists and methods.
     fn screen(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
         let req = session.req_header();
         let path = req.uri.path();
@@ -484,18 +531,39 @@ impl Gateway {
             ctx.route = Some(*m.value);
             ctx.matched = m.matched;
         }
+        let route = self.route(ctx);
+        if let Some(access) = route.and_then(|r| r.access.as_ref()) {
+            if !access.admits(ctx.client_ip) {
+                return Early::Refuse(GatewayError::Forbidden);
+            }
+        }
+        if let Some(methods) = route.and_then(|r| r.methods.as_ref()) {
+            if !methods.allows(&req.method) {
+                return Early::Refuse(GatewayError::MethodNotAllowed);
+            }
+        }
         // TRACE echoes the request, credentials and all, back to whoever can read it
-        if req.method == Method::TRACE && !self.route(ctx).is_some_and(|r| r.allow_trace) {
+        if req.method == Method::TRACE && !route.is_some_and(|r| r.allow_trace) {
             return Early::Refuse(GatewayError::MethodNotAllowed);
         }
         Early::Continue
     }
 
-    /// Who may pass: the route's authenticators, then the limiter, then the 404 for no
-    /// route. The limiter counts an authenticated request for its identity and anything
-    /// else for the client IP, so guessing credentials is limited too.
-    async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
-        let refused = match self.route(ctx).filter(|r| !r.auth.is_empty()) {
+    /// Who may pass: the route's authenticators, then the limiter, then the body size, then
+    /// the 404 for no route. The limiter counts an authenticated request for its identity
+    /// and anything else for the client IP, so guessing credentials is limited too, and so
+    /// are requests `screen` already refused (`refused`), which are not authenticated.
+    async fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        screened: Option<GatewayError>,
+    ) -> Early {
+        let route = self
+            .route(ctx)
+            .filter(|r| !r.auth.is_empty() && screened.is_none());
+        let unauthenticated = match route {
+            None => None,
             Some(route) => {
                 match Authenticator::authenticate_any(&route.auth, session.req_header()).await {
                     Ok(identity) => {
@@ -515,7 +583,6 @@ impl Gateway {
                     }),
                 }
             }
-            None => None,
         };
         let key = match (&ctx.identity, ctx.client_ip) {
             (Some(identity), _) => Some(ClientKey::identity(&identity.key)),
@@ -525,15 +592,27 @@ impl Gateway {
         if let (Some(policy), Some(key)) = (self.policy(ctx), key) {
             let verdict = policy.check(key);
             ctx.verdict = Some(verdict);
-            if let Verdict::Limited { reset } = verdict {
+            // the route's client lists and methods come before the limit; the limit
+            // before authentication's answer
+            if let (Verdict::Limited { reset }, None) = (verdict, screened) {
                 return Early::Refuse(GatewayError::RateLimited { retry_after: reset });
             }
         }
-        if let Some(err) = refused {
+        if let Some(err) = screened.or(unauthenticated) {
             return Early::Refuse(err);
         }
-        if ctx.route.is_none() {
+        let Some(route) = self.route(ctx) else {
             return Early::Refuse(GatewayError::NotFound);
+        };
+        if let Some(limit) = route.max_body {
+            match body_length(session.req_header()) {
+                Some(length) if length > limit => {
+                    return Early::Refuse(GatewayError::PayloadTooLarge)
+                }
+                Some(_) => {}
+                // chunked (or HTTP/2 without a length): counted as it streams
+                None => ctx.body_limit = Some(limit),
+            }
         }
         Early::Continue
     }
@@ -638,7 +717,15 @@ impl Gateway {
             headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
         if err == GatewayError::MethodNotAllowed {
-            headers.insert(header::ALLOW, ALLOWED_METHODS);
+            let allow = self
+                .route(ctx)
+                .and_then(|r| r.methods.as_ref())
+                .map_or(ALLOWED_METHODS, |m| m.allow.clone());
+            headers.insert(header::ALLOW, allow);
+        }
+        if err == GatewayError::PayloadTooLarge {
+            // the body is not read: the connection cannot carry another request
+            session.set_keepalive(None);
         }
         self.decorate(headers, ctx);
         self.close_if_draining(session);
@@ -750,6 +837,29 @@ impl Gateway {
         session
             .write_response_header(Box::new(ResponseHeader::from(parts)), true)
             .await
+    }
+}
+
+/// The placeholders of a route's header transforms, for one request.
+fn vars<'a>(route: &'a Route, req: &'a RequestHeader, ctx: &'a RequestCtx) -> Vars<'a> {
+    Vars {
+        client_ip: ctx.client_ip,
+        request_id: ctx.request_id.as_ref(),
+        route: &route.prefix,
+        host: req.headers.get(header::HOST),
+    }
+}
+
+/// The declared body length: `Content-Length`, or 0 when the request has no body; `None`
+/// when the body is chunked (or, in HTTP/2, of unknown length until it ends).
+fn body_length(req: &RequestHeader) -> Option<u64> {
+    if req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    match req.headers.get(header::CONTENT_LENGTH) {
+        Some(length) => std::str::from_utf8(length.as_bytes()).ok()?.parse().ok(),
+        None if req.version == Version::HTTP_2 => None,
+        None => Some(0),
     }
 }
 

@@ -146,6 +146,11 @@ impl SecurityHeaders {
         self.template.clone()
     }
 
+    /// Whether `name` is one of the security headers every response gets.
+    pub fn sets(&self, name: &HeaderName) -> bool {
+        self.template.contains_key(name)
+    }
+
     /// The headers of an upstream response as the client gets them: the upstream's own,
     /// over helmet's defaults (an upstream's value wins), without hop-by-hop fields and the
     /// `remove` list. Only the upstream's headers are hashed in; the defaults are copied.

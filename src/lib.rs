@@ -13,6 +13,8 @@
 //! - [`gateway`]: the Pingora `ProxyHttp` phases, which orchestrate the components below.
 //! - [`limits`]: per-client rate limits on pingora-limits and the RateLimit header fields.
 //! - [`headers`]: helmet's security headers and CORS.
+//! - [`policy`]: route policies: methods, client allow/deny lists, body size, header
+//!   transforms.
 //! - [`forwarding`]: client IP through trusted proxies, X-Forwarded-*, request ids.
 //! - [`access_log`]: combined/JSON lines, formatted on the request path, written off it.
 //! - [`error`]: the gateway's own answers and the mapping from failures to them.
@@ -34,6 +36,7 @@ pub mod headers;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -27,8 +27,8 @@ const BUCKETS: [f64; 13] = [
 const HISTOGRAM: usize = BUCKETS.len() + 2;
 
 /// The gateway's own answers that are counted, in this order.
-const ERRORS: [u16; 14] = [
-    400, 401, 403, 404, 405, 408, 414, 429, 431, 500, 501, 502, 503, 504,
+const ERRORS: [u16; 15] = [
+    400, 401, 403, 404, 405, 408, 413, 414, 429, 431, 500, 501, 502, 503, 504,
 ];
 
 /// Counter offsets inside one route's block.
@@ -39,7 +39,7 @@ const GATEWAY_ERRORS: usize = UPSTREAM_TIME + HISTOGRAM;
 const UPSTREAM_ERRORS: usize = GATEWAY_ERRORS + ERRORS.len();
 const PER_ROUTE: usize = UPSTREAM_ERRORS + 1;
 /// Where 429 sits in `ERRORS`.
-const RATE_LIMITED: usize = 7;
+const RATE_LIMITED: usize = 8;
 
 /// What one finished request contributes.
 #[derive(Debug, Clone, Copy)]

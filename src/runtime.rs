@@ -21,6 +21,7 @@ use crate::headers::{static_name, Cors, SecurityHeaders};
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Limiter, Policy, PolicyBuilder, DEFAULT_MAX_CLIENTS};
 use crate::metrics::Metrics;
+use crate::policy::{Access, IpSet, Methods, Transform};
 use crate::router::Router;
 use crate::tls::{CertStore, CertificateSpec, MinVersion};
 use crate::upstream::{
@@ -116,6 +117,129 @@ pub struct Route {
     /// Headers the chain's authenticators set from claims: a client's own copies are
     /// removed before proxying, so they cannot be forged.
     pub auth_headers: Vec<http::HeaderName>,
+    /// Request bodies larger than this are refused with 413; `None`: no limit.
+    pub max_body: Option<u64>,
+    /// The methods taken; `None`: all.
+    pub methods: Option<Methods>,
+    /// Client allow and deny lists; `None`: everyone.
+    pub access: Option<Access>,
+    /// Fields set or removed on the way up, after the gateway's own forwarding fields.
+    pub request_headers: Option<Transform>,
+    /// Fields set or removed on the upstream's answer, before the security headers.
+    pub response_headers: Option<Transform>,
+}
+
+/// A route's policies, compiled.
+struct RoutePolicies {
+    methods: Option<Methods>,
+    access: Option<Access>,
+    request_headers: Option<Transform>,
+    response_headers: Option<Transform>,
+}
+
+/// Compile route `i`'s methods, allow and deny lists and header transforms; an error
+/// points at the key.
+fn compile_policies(
+    file: &FileConfig,
+    i: usize,
+    r: &RouteSection,
+    security: &SecurityHeaders,
+) -> Result<RoutePolicies, ConfigError> {
+    let methods = r
+        .methods
+        .as_ref()
+        .map(|m| {
+            Methods::new(m.get_ref())
+                .map_err(|e| file.error_at(m.span(), format!("routes[{i}].methods"), e))
+        })
+        .transpose()?;
+    let set = |list: &Option<toml::Spanned<Vec<crate::config::Cidr>>>| {
+        list.as_ref()
+            .map(|l| IpSet::new(l.get_ref().iter().map(|c| c.0)))
+    };
+    let access = (r.allow.is_some() || r.deny.is_some()).then(|| Access {
+        allow: set(&r.allow),
+        deny: set(&r.deny),
+    });
+    let transform =
+        |section: &Option<toml::Spanned<crate::config::HeaderTransformSection>>,
+         key: &str,
+         refused: &dyn Fn(&http::HeaderName, bool) -> Option<String>| {
+            section
+                .as_ref()
+                .map(|t| {
+                    let body = t.get_ref();
+                    Transform::compile(
+                        body.set.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        body.remove.iter().map(String::as_str),
+                        |name| refused(name, body.remove.iter().any(|r| name == r.as_str())),
+                    )
+                    .map_err(|e| file.error_at(t.span(), format!("routes[{i}].{key}"), e))
+                })
+                .transpose()
+        };
+    let request_headers = transform(&r.request_headers, "request_headers", &|name, _| {
+        refused_request_field(name)
+    })?;
+    let response_headers = transform(&r.response_headers, "response_headers", &|name, removed| {
+        refused_response_field(name, removed && security.sets(name))
+    })?;
+    Ok(RoutePolicies {
+        methods,
+        access,
+        request_headers,
+        response_headers,
+    })
+}
+
+/// Why a request transform may not touch a field.
+fn refused_request_field(name: &http::HeaderName) -> Option<String> {
+    use http::header;
+    let n = name.as_str();
+    if n == "x-forwarded-for"
+        || n == "x-forwarded-proto"
+        || n == "x-forwarded-host"
+        || n == "x-request-id"
+    {
+        return Some("the gateway sets it, from the client and trusted_proxies".into());
+    }
+    if *name == header::HOST {
+        return Some("the gateway sets it: use preserve_host to keep the client's".into());
+    }
+    framing_field(name)
+}
+
+/// Why a response transform may not touch a field (`security`: a security header it
+/// would remove).
+fn refused_response_field(name: &http::HeaderName, security: bool) -> Option<String> {
+    let n = name.as_str();
+    if security {
+        return Some("a security header: switch it off in [security_headers]".into());
+    }
+    if n.starts_with("access-control-") {
+        return Some("CORS fields come from [cors]".into());
+    }
+    if n == "x-request-id" || n == "ratelimit" || n == "ratelimit-policy" {
+        return Some("the gateway sets it".into());
+    }
+    framing_field(name)
+}
+
+/// Fields that frame the message or the connection, which the gateway manages.
+fn framing_field(name: &http::HeaderName) -> Option<String> {
+    use http::header;
+    [
+        header::CONNECTION,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::UPGRADE,
+        header::TRAILER,
+        crate::headers::names::KEEP_ALIVE,
+        crate::headers::names::PROXY_CONNECTION,
+    ]
+    .contains(name)
+    .then(|| "it frames the message or the connection, which the gateway manages".into())
 }
 
 /// Everything the gateway needs at run time.
@@ -219,9 +343,11 @@ impl Runtime {
 
         let auth = Authenticators::from_config(&file.auth)
             .map_err(|e| file.error_at(e.span, e.key, e.message))?;
+        let security = SecurityHeaders::from_config(&file.security_headers).map_err(env_error)?;
         let mut routes = Vec::with_capacity(file.routes.len());
-        for r in &file.routes {
+        for (i, r) in file.routes.iter().enumerate() {
             let prefix: Arc<str> = Arc::from(r.prefix.get_ref().0.as_str());
+            let policies_of = compile_policies(file, i, r, &security)?;
             let limit = match r.rate_limit {
                 None | Some(RouteRateLimit::Default) => default_limit.clone(),
                 Some(RouteRateLimit::Off) => None,
@@ -254,6 +380,11 @@ impl Runtime {
                 limit,
                 auth: chain,
                 auth_headers,
+                max_body: r.max_body.unwrap_or(file.limits.max_body).0,
+                methods: policies_of.methods,
+                access: policies_of.access,
+                request_headers: policies_of.request_headers,
+                response_headers: policies_of.response_headers,
             });
         }
         let router = Router::new(
@@ -313,7 +444,7 @@ impl Runtime {
             tls: compile_tls(file)?,
             auth,
             trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),
-            security: SecurityHeaders::from_config(&file.security_headers).map_err(env_error)?,
+            security,
             cors: Cors::from_config(&file.cors).map_err(env_error)?,
             access_log: Arc::new(access_log),
         })

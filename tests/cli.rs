@@ -111,6 +111,42 @@ fn bad_configs_are_refused_with_file_line_and_key() {
             "routes[0].timeouts.write",
         ),
         ("[server]\nmax_connections = 0\n", ":2:", "server.max_connections"),
+        ("[limits]\nmax_body = \"12x\"\n", ":2:", "limits.max_body"),
+        ("[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nmax_body = -1\n", ":4:", "routes[0].max_body"),
+        ("[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nallow = [\"10.0.0.0/33\"]\n", ":4:", "routes[0].allow[0]"),
+        ("[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\ndeny = [\"not-an-ip\"]\n", ":4:", "routes[0].deny[0]"),
+        ("[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nmethods = [\"get\"]\n", ":4:", "routes[0].methods"),
+        ("[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nmethods = []\n", ":4:", "routes[0].methods"),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nrequest_headers = { set = { \"X-Forwarded-For\" = \"1.2.3.4\" } }\n",
+            ":4:",
+            "routes[0].request_headers",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nrequest_headers = { remove = [\"X-Request-Id\"] }\n",
+            ":4:",
+            "routes[0].request_headers",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nrequest_headers = { set = { \"X-A\" = \"{user}\" } }\n",
+            ":4:",
+            "routes[0].request_headers",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nresponse_headers = { remove = [\"Content-Security-Policy\"] }\n",
+            ":4:",
+            "routes[0].response_headers",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nresponse_headers = { set = { \"Content-Length\" = \"1\" } }\n",
+            ":4:",
+            "routes[0].response_headers",
+        ),
+        (
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nresponse_headers = { sett = { \"X-A\" = \"1\" } }\n",
+            ":4:",
+            "routes[0].response_headers.sett",
+        ),
         (
             "[server]\nkeepalive_timeout = \"5s\"\n[timeouts]\nclient_idle = \"5s\"\n",
             ":2:",

@@ -40,6 +40,11 @@ client_idle = "30s"
 [rate_limit]
 requests = 10
 window = "1m"
+ipv6_prefix = 56
+max_clients = 5000
+
+[limits]
+max_body = "16m"
 
 [cors]
 allow_origins = ["https://a.example", "https://b.example"]
@@ -78,6 +83,12 @@ timeouts = { read = "2s" }
 health_check = { interval = "1s", timeout = "500ms", path = "/health", healthy = 2, unhealthy = 2 }
 passive = { failures = 3, cooldown = "10s" }
 auth = ["keys", "users"]
+max_body = "1m"
+methods = ["GET", "POST"]
+allow = ["10.0.0.0/8", "2001:db8::/32"]
+deny = ["10.1.0.0/16"]
+request_headers = { set = { "X-Api-Version" = "2", "X-Client-Ip" = "{client_ip}" }, remove = ["Cookie"] }
+response_headers = { set = { "Cache-Control" = "no-store" }, remove = ["X-Internal-Trace"] }
 
 [[routes]]
 prefix = "/b"
@@ -128,6 +139,16 @@ const VALUES: &[&str] = &[
     "{ url = \"http://127.0.0.1:1\", weight = 0 }",
     "\"header:\"",
     "\"header:X Y\"",
+    "\"{client_ip}\"",
+    "\"{nope}\"",
+    "\"{\"",
+    "\"12x\"",
+    "\"1g\"",
+    "-5",
+    "[\"GET\"]",
+    "[\"get\"]",
+    "{ set = { \"Host\" = \"x\" } }",
+    "{ remove = [\"X-Frame-Options\"] }",
     "\"least_request\"",
     "\"random\"",
     "\"hash\"",

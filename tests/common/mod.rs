@@ -33,6 +33,8 @@ pub struct Seen {
     /// Lower-case names, in arrival order.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The body did not arrive whole: the connection failed while it was read.
+    pub body_broken: bool,
 }
 
 impl Seen {
@@ -253,13 +255,13 @@ async fn serve(
         .into_body()
         .collect()
         .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
+        .map(|b| b.to_bytes().to_vec());
     let request = Seen {
         method,
         target,
         headers,
-        body,
+        body_broken: body.is_err(),
+        body: body.unwrap_or_default(),
     };
     seen.lock().unwrap().push(request.clone());
     let reply = handler(&request);
