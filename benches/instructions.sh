@@ -61,6 +61,21 @@ window = "1m"
 prefix = "/api"
 upstreams = ["127.0.0.1:$up_port"]
 CONF
+# ALL_POLICIES=1: also a route with every route policy (body limit, methods, client
+# lists, header transforms), to measure as benches/instructions.sh 2000 /all/small
+if [ -n "${ALL_POLICIES:-}" ]; then
+  cat >> "$tmp/pylon.toml" <<CONF
+[[routes]]
+prefix = "/all"
+upstreams = ["127.0.0.1:$up_port"]
+max_body = "1m"
+methods = ["GET", "POST"]
+allow = ["127.0.0.0/8", "10.0.0.0/8", "2001:db8::/32"]
+deny = ["10.1.0.0/16"]
+request_headers = { set = { "X-Api-Version" = "2", "X-Client-Ip" = "{client_ip}" }, remove = ["Cookie"] }
+response_headers = { set = { "Cache-Control" = "no-store" }, remove = ["X-Internal-Trace"] }
+CONF
+fi
 
 # Ir of one run of pylon that serves $1 requests
 measure() {

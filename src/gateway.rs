@@ -555,7 +555,7 @@ impl Gateway {
     /// are requests `screen` already refused (`refused`), which are not authenticated.
     async fn admit(
         &self,
-        session: &Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         screened: Option<GatewayError>,
     ) -> Early {
@@ -604,7 +604,9 @@ impl Gateway {
         let Some(route) = self.route(ctx) else {
             return Early::Refuse(GatewayError::NotFound);
         };
-        if let Some(limit) = route.max_body {
+        // Pingora sets up its body reader here instead of later: a request without a body
+        // costs no header lookups
+        if let (Some(limit), false) = (route.max_body, session.is_body_empty()) {
             match body_length(session.req_header()) {
                 Some(length) if length > limit => {
                     return Early::Refuse(GatewayError::PayloadTooLarge)
@@ -850,22 +852,21 @@ fn vars<'a>(route: &'a Route, req: &'a RequestHeader, ctx: &'a RequestCtx) -> Va
     }
 }
 
-/// The declared body length: `Content-Length`, or 0 when the request has no body; `None`
-/// when the body is chunked (or, in HTTP/2, of unknown length until it ends).
+/// The declared length of a body: `Content-Length`; `None` when the body is chunked (or,
+/// in HTTP/2, of unknown length until it ends).
 fn body_length(req: &RequestHeader) -> Option<u64> {
     if req.headers.contains_key(header::TRANSFER_ENCODING) {
         return None;
     }
-    match req.headers.get(header::CONTENT_LENGTH) {
-        Some(length) => std::str::from_utf8(length.as_bytes()).ok()?.parse().ok(),
-        None if req.version == Version::HTTP_2 => None,
-        None => Some(0),
-    }
+    let length = req.headers.get(header::CONTENT_LENGTH)?;
+    std::str::from_utf8(length.as_bytes()).ok()?.parse().ok()
 }
 
 /// An IP address as a header value.
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("-"))
+    let mut text = BytesMut::with_capacity(45);
+    crate::forwarding::push_ip(&mut text, ip);
+    HeaderValue::from_maybe_shared(text.freeze()).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// A Host value without its port: "a.example:8080" is "a.example", "[::1]:80" is "[::1]".

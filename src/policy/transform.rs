@@ -148,11 +148,7 @@ fn fill(parts: &[Part], vars: &Vars<'_>) -> Option<HeaderValue> {
     for part in parts {
         match part {
             Part::Text(text) => out.put_slice(text.as_bytes()),
-            Part::Var(Var::ClientIp) => {
-                let mut ip = Vec::with_capacity(39);
-                crate::forwarding::push_ip(&mut ip, vars.client_ip?);
-                out.put_slice(&ip);
-            }
+            Part::Var(Var::ClientIp) => crate::forwarding::push_ip(&mut out, vars.client_ip?),
             Part::Var(Var::RequestId) => out.put_slice(vars.request_id?.as_bytes()),
             Part::Var(Var::Route) => out.put_slice(vars.route.as_bytes()),
             Part::Var(Var::Host) => out.put_slice(vars.host?.as_bytes()),
