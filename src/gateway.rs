@@ -42,7 +42,7 @@ use crate::headers::AllowOrigin;
 use crate::lifecycle::InFlight;
 use crate::limits::{ClientKey, Policy, Verdict};
 use crate::metrics::Observation;
-use crate::policy::Vars;
+use crate::policy::{Transform, Vars};
 use crate::router::stripped;
 use crate::runtime::{Route, Runtime};
 use crate::upstream::{SelectInput, Tried};
@@ -310,6 +310,11 @@ impl ProxyHttp for Gateway {
         let mut target = stripped_target(req, matched);
         // header work on the plain map (see `with_plain_headers`)
         let mut parts = take_request_parts(upstream);
+        // room for the forwarding fields and the route's own, so that the map grows (and
+        // rehashes) at most once
+        parts
+            .headers
+            .reserve(FORWARDING_FIELDS + route.request_headers.as_ref().map_or(0, Transform::len));
         if !route.preserve_host {
             if let Some(instance) = ctx.upstream.and_then(|i| route.pool.instance(i)) {
                 parts.headers.insert(header::HOST, instance.host.clone());
@@ -764,6 +769,9 @@ impl Gateway {
 
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
+/// Fields `forwarding_headers` may add to a request: X-Forwarded-For, -Proto, -Host,
+/// X-Request-Id, X-Real-IP.
+const FORWARDING_FIELDS: usize = 5;
 /// Informational answers relayed for one request; one more is a 502.
 const MAX_INFORMATIONAL: u8 = 16;
 /// Seconds a client should wait when an authenticator cannot decide (IdP unreachable).

@@ -88,6 +88,15 @@ impl Transform {
         Ok(out)
     }
 
+    /// How many fields it may add.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
     /// Apply to a request's or response's fields.
     pub fn apply(&self, headers: &mut HeaderMap, vars: &Vars<'_>) {
         for name in &self.remove {
