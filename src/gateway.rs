@@ -557,7 +557,8 @@ impl Gateway {
     /// Who may pass: the route's authenticators, then the limiter, then the body size, then
     /// the 404 for no route. The limiter counts an authenticated request for its identity
     /// and anything else for the client IP, so guessing credentials is limited too, and so
-    /// are requests `screen` already refused (`refused`), which are not authenticated.
+    /// are requests `screen` refused by the route's lists or methods (`screened`), which
+    /// get that answer without being authenticated.
     async fn admit(
         &self,
         session: &mut Session,
