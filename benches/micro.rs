@@ -160,7 +160,7 @@ fn response_filter(
         parts.version = Version::HTTP_11;
     }
     let upstream = std::mem::take(&mut parts.headers);
-    parts.headers = security.merge_upstream(upstream, parts.status);
+    parts.headers = security.merge_upstream(upstream, parts.status, false);
     cors.apply(origin, &mut parts.headers);
     *resp = ResponseHeader::from(parts);
 }
@@ -223,7 +223,7 @@ fn response_headers(c: &mut Criterion) {
         });
     };
     step("merge_upstream/upstream_fields", &|h| {
-        *h = security.merge_upstream(std::mem::take(h), status)
+        *h = security.merge_upstream(std::mem::take(h), status, false)
     });
     step("cors_apply_any/upstream_fields", &|h| {
         cors.apply(&origin, h)

@@ -447,8 +447,10 @@ pub struct CorsSection {
     /// Absent: a preflight's Access-Control-Request-Headers are allowed as asked.
     #[serde(default)]
     pub allow_headers: Option<Vec<Token>>,
+    /// Absent: the gateway's own fields (X-Request-Id, the RateLimit fields, Retry-After),
+    /// so that scripts in a browser can read them; `[]`: none.
     #[serde(default)]
-    pub expose_headers: Vec<Token>,
+    pub expose_headers: Option<Vec<Token>>,
     #[serde(default = "no_credentials")]
     pub allow_credentials: Spanned<bool>,
     #[serde(default)]
@@ -462,7 +464,7 @@ impl Default for CorsSection {
             allow_origins: default_origins(),
             allow_methods: default_methods(),
             allow_headers: None,
-            expose_headers: Vec::new(),
+            expose_headers: None,
             allow_credentials: no_credentials(),
             max_age: None,
         }

@@ -370,7 +370,10 @@ impl ProxyHttp for Gateway {
             if let Some((route, transform)) = route_transform {
                 transform.apply(&mut upstream, &vars(route, session.req_header(), ctx));
             }
-            parts.headers = self.rt.security.merge_upstream(upstream, parts.status);
+            parts.headers = self
+                .rt
+                .security
+                .merge_upstream(upstream, parts.status, ctx.tls);
             self.decorate(&mut parts.headers, ctx);
         });
         Ok(())
@@ -713,7 +716,7 @@ impl Gateway {
         ctx.answered = Some(err);
         let body = err.body();
         let mut parts = response_parts(err.status(), 0);
-        parts.headers = self.rt.security.defaults();
+        parts.headers = self.rt.security.defaults(ctx.tls);
         let headers = &mut parts.headers;
         headers.insert(header::CONTENT_TYPE, JSON);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -752,7 +755,7 @@ impl Gateway {
     /// The 204 answer to a CORS preflight; it never reaches an upstream or the limiter.
     async fn answer_preflight(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         let mut parts = response_parts(204, 0);
-        parts.headers = self.rt.security.defaults();
+        parts.headers = self.rt.security.defaults(ctx.tls);
         let headers = &mut parts.headers;
         self.rt
             .cors
@@ -836,7 +839,7 @@ impl Gateway {
         let location = HeaderValue::from_maybe_shared(location.freeze())
             .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad redirect target"))?;
         let mut parts = response_parts(308, 0);
-        parts.headers = self.rt.security.defaults();
+        parts.headers = self.rt.security.defaults(ctx.tls);
         parts.headers.insert(header::LOCATION, location);
         parts
             .headers

@@ -66,6 +66,10 @@ pub fn static_name(text: &str) -> Result<HeaderName, String> {
     Ok(HeaderName::from_static(lower))
 }
 
+/// What `Access-Control-Expose-Headers` lists unless `cors.expose_headers` says otherwise:
+/// the gateway's own fields, which a script could not read otherwise.
+const DEFAULT_EXPOSE: &str = "X-Request-Id, RateLimit, RateLimit-Policy, Retry-After";
+
 /// helmet's defaults, in the order helmet sends them.
 const HELMET_DEFAULTS: [(&str, &str); 12] = [
     (
@@ -93,6 +97,9 @@ pub struct SecurityHeaders {
     /// The headers to add: a response starts as a copy of this map, so the defaults cost a
     /// copy rather than a hash and an insert each.
     template: HeaderMap,
+    /// The same without `Strict-Transport-Security`, for plain HTTP: RFC 6797 §7.2 forbids
+    /// sending it over an insecure transport.
+    template_plain: HeaderMap,
 }
 
 impl SecurityHeaders {
@@ -106,6 +113,7 @@ impl SecurityHeaders {
             return Ok(SecurityHeaders {
                 remove,
                 template: HeaderMap::new(),
+                template_plain: HeaderMap::new(),
             });
         }
         let overridden = |name: &str| {
@@ -138,12 +146,27 @@ impl SecurityHeaders {
         for (name, value) in add {
             template.insert(name, value);
         }
-        Ok(SecurityHeaders { remove, template })
+        let mut template_plain = template.clone();
+        template_plain.remove(header::STRICT_TRANSPORT_SECURITY);
+        Ok(SecurityHeaders {
+            remove,
+            template,
+            template_plain,
+        })
     }
 
-    /// A new header map holding the defaults, for the gateway's own answers.
-    pub fn defaults(&self) -> HeaderMap {
-        self.template.clone()
+    /// A new header map holding the defaults, for the gateway's own answers (`tls`: the
+    /// client connection is TLS).
+    pub fn defaults(&self, tls: bool) -> HeaderMap {
+        self.template_for(tls).clone()
+    }
+
+    fn template_for(&self, tls: bool) -> &HeaderMap {
+        if tls {
+            &self.template
+        } else {
+            &self.template_plain
+        }
     }
 
     /// Whether `name` is one of the security headers every response gets.
@@ -154,7 +177,8 @@ impl SecurityHeaders {
     /// The headers of an upstream response as the client gets them: the upstream's own,
     /// over helmet's defaults (an upstream's value wins), without hop-by-hop fields and the
     /// `remove` list. Only the upstream's headers are hashed in; the defaults are copied.
-    pub fn merge_upstream(&self, upstream: HeaderMap, status: StatusCode) -> HeaderMap {
+    /// Over plain HTTP an upstream's `Strict-Transport-Security` is dropped too.
+    pub fn merge_upstream(&self, upstream: HeaderMap, status: StatusCode, tls: bool) -> HeaderMap {
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         let nominated = if switching {
             Vec::new()
@@ -167,8 +191,9 @@ impl SecurityHeaders {
                 || (!switching && (*name == header::CONNECTION || *name == header::UPGRADE))
                 || self.remove.contains(name)
                 || nominated.contains(name)
+                || (!tls && *name == header::STRICT_TRANSPORT_SECURITY)
         };
-        let mut out = self.template.clone();
+        let mut out = self.template_for(tls).clone();
         out.reserve(upstream.len() + 8);
         let mut items = upstream.into_iter().peekable();
         let mut current: Option<HeaderName> = None;
@@ -272,10 +297,10 @@ impl Cors {
                 .collect(),
             allow_methods: join(&section.allow_methods)?,
             allow_headers: section.allow_headers.as_deref().map(join).transpose()?,
-            expose_headers: if section.expose_headers.is_empty() {
-                None
-            } else {
-                Some(join(&section.expose_headers)?)
+            expose_headers: match &section.expose_headers {
+                None => Some(HeaderValue::from_static(DEFAULT_EXPOSE)),
+                Some(list) if list.is_empty() => None,
+                Some(list) => Some(join(list)?),
             },
             allow_credentials: *section.allow_credentials.get_ref(),
             max_age: section
@@ -402,9 +427,24 @@ mod tests {
     }
 
     #[test]
+    fn strict_transport_security_goes_over_tls_only() {
+        let s = SecurityHeaders::from_config(&SecurityHeadersSection::default()).unwrap();
+        let up = request(&[("Strict-Transport-Security", "max-age=1")]);
+        let plain = s.merge_upstream(up.clone(), StatusCode::OK, false);
+        assert!(!plain.contains_key(header::STRICT_TRANSPORT_SECURITY));
+        assert_eq!(plain.len(), 11);
+        let tls = s.merge_upstream(up, StatusCode::OK, true);
+        assert_eq!(tls[header::STRICT_TRANSPORT_SECURITY], "max-age=1");
+    }
+
+    #[test]
     fn helmet_defaults_are_added_unless_present() {
         let s = SecurityHeaders::from_config(&section("").security_headers).unwrap();
-        let r = s.merge_upstream(request(&[("X-Frame-Options", "DENY")]), StatusCode::OK);
+        let r = s.merge_upstream(
+            request(&[("X-Frame-Options", "DENY")]),
+            StatusCode::OK,
+            true,
+        );
         assert_eq!(r["x-frame-options"], "DENY");
         assert_eq!(r["x-content-type-options"], "nosniff");
         assert_eq!(r["origin-agent-cluster"], "?1");
@@ -414,7 +454,11 @@ mod tests {
             .unwrap()
             .starts_with("default-src 'self'"));
         assert_eq!(r.len(), 12);
-        assert_eq!(s.defaults().len(), 12);
+        assert_eq!(s.defaults(true).len(), 12);
+        assert_eq!(s.defaults(false).len(), 11);
+        assert!(!s
+            .defaults(false)
+            .contains_key(header::STRICT_TRANSPORT_SECURITY));
     }
 
     #[test]
@@ -423,7 +467,7 @@ mod tests {
             "[security_headers]\nset = { \"content-security-policy\" = \"default-src 'none'\", \"X-Frame-Options\" = \"\", \"Permissions-Policy\" = \"camera=()\" }\n",
         );
         let s = SecurityHeaders::from_config(&c.security_headers).unwrap();
-        let r = s.defaults();
+        let r = s.defaults(true);
         assert_eq!(r["content-security-policy"], "default-src 'none'");
         assert!(!r.contains_key("x-frame-options"));
         assert_eq!(r["permissions-policy"], "camera=()");
@@ -436,6 +480,7 @@ mod tests {
         let r = s.merge_upstream(
             request(&[("Server", "nginx"), ("X-Powered-By", "Express")]),
             StatusCode::OK,
+            true,
         );
         assert!(r.is_empty());
     }
@@ -453,7 +498,7 @@ mod tests {
             ("Content-Type", "text/plain"),
         ]);
         up.append("set-cookie", HeaderValue::from_static("b=2"));
-        let out = s.merge_upstream(up, StatusCode::OK);
+        let out = s.merge_upstream(up, StatusCode::OK, true);
         assert_eq!(out["x-frame-options"], "DENY");
         assert_eq!(out.get_all("x-frame-options").iter().count(), 1);
         let cookies: Vec<_> = out.get_all("set-cookie").iter().collect();
@@ -471,7 +516,7 @@ mod tests {
     fn merge_keeps_the_upgrade_of_a_switch() {
         let s = SecurityHeaders::from_config(&section("").security_headers).unwrap();
         let up = request(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
-        let out = s.merge_upstream(up, StatusCode::SWITCHING_PROTOCOLS);
+        let out = s.merge_upstream(up, StatusCode::SWITCHING_PROTOCOLS, true);
         assert_eq!(out["upgrade"], "websocket");
         assert_eq!(out["connection"], "Upgrade");
     }

@@ -31,10 +31,8 @@ fn helmet_headers_are_added_unless_the_upstream_set_them() {
     assert_eq!(h["x-download-options"], "noopen");
     assert_eq!(h["x-permitted-cross-domain-policies"], "none");
     assert_eq!(h["x-xss-protection"], "0");
-    assert!(h["strict-transport-security"]
-        .to_str()
-        .unwrap()
-        .starts_with("max-age="));
+    // RFC 6797 §7.2: never over plain HTTP (the TLS tests see it over TLS)
+    assert!(!h.contains_key("strict-transport-security"));
     assert!(!h.contains_key("server"), "Server is stripped");
     assert!(!h.contains_key("x-powered-by"), "X-Powered-By is stripped");
 }
@@ -66,9 +64,40 @@ fn cors_default_allows_any_origin_on_responses() {
         .send()
         .unwrap();
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    // scripts may read the gateway's own fields
+    assert_eq!(
+        r.headers()["access-control-expose-headers"],
+        "X-Request-Id, RateLimit, RateLimit-Policy, Retry-After"
+    );
     let r = client().get(gw.url("/missing")).send().unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
+}
+
+#[test]
+fn expose_headers_can_name_others_or_none() {
+    let up = Upstream::echo();
+    for (setting, expected) in [
+        ("expose_headers = [\"X-Total\"]", Some("X-Total")),
+        ("expose_headers = []", None),
+    ] {
+        let gw = Gateway::start(
+            "",
+            &format!("[cors]\n{setting}\n{}", route("/a", up.addr, "")),
+        );
+        let r = client()
+            .get(gw.url("/a"))
+            .header("Origin", "https://app.example")
+            .send()
+            .unwrap();
+        assert_eq!(
+            r.headers()
+                .get("access-control-expose-headers")
+                .map(|v| v.to_str().unwrap()),
+            expected,
+            "{setting}"
+        );
+    }
 }
 
 #[test]

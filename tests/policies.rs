@@ -62,7 +62,9 @@ fn a_declared_body_over_the_limit_is_413_before_the_upstream_is_contacted() {
     }
     let lines = gw.access_log_lines(4);
     assert!(
-        lines[0].contains("\"POST /small/x HTTP/1.1\" 413 "),
+        lines
+            .iter()
+            .any(|l| l.contains("\"POST /small/x HTTP/1.1\" 413 ")),
         "{lines:?}"
     );
 }
@@ -161,7 +163,7 @@ fn a_chunked_body_that_grows_past_the_limit_is_cut_and_the_instance_not_blamed()
         "{text}"
     );
     let lines = gw.access_log_lines(2);
-    assert!(lines[0].contains(" 413 "), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(" 413 ")), "{lines:?}");
 }
 
 #[test]

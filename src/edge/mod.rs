@@ -282,7 +282,8 @@ impl Edge {
         let request_id = new_request_id();
         let origin = head::field(head, b"origin");
         let head_only = line.method == "HEAD";
-        let answer = reply::render(&self.rt, err, origin, &request_id, head_only);
+        let tls = stream.get_ssl_digest().is_some();
+        let answer = reply::render(&self.rt, err, origin, &request_id, head_only, tls);
         let written = tokio::time::timeout(REFUSAL_WRITE, async {
             stream.write_all(&answer).await?;
             stream.flush().await

@@ -18,9 +18,10 @@ pub fn render(
     origin: Option<&[u8]>,
     request_id: &HeaderValue,
     head_only: bool,
+    tls: bool,
 ) -> BytesMut {
     let body = err.body();
-    let mut headers = rt.security.defaults();
+    let mut headers = rt.security.defaults(tls);
     let mut request = HeaderMap::new();
     if let Some(origin) = origin.and_then(|o| HeaderValue::from_bytes(o).ok()) {
         request.insert(header::ORIGIN, origin);

@@ -763,14 +763,14 @@ pub fn error_body(code: u16, message: &str) -> serde_json::Value {
     serde_json::json!({"code": code, "status": "Error", "message": message, "data": null})
 }
 
-/// The security headers helmet adds by default, lower-case.
-pub const HELMET_HEADERS: [&str; 12] = [
+/// The security headers helmet adds by default, lower-case, that every response gets
+/// (Strict-Transport-Security too, but over TLS only).
+pub const HELMET_HEADERS: [&str; 11] = [
     "content-security-policy",
     "cross-origin-opener-policy",
     "cross-origin-resource-policy",
     "origin-agent-cluster",
     "referrer-policy",
-    "strict-transport-security",
     "x-content-type-options",
     "x-dns-prefetch-control",
     "x-download-options",
