@@ -16,10 +16,11 @@ BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
 # The tests: systemd-analyze verifies the unit file (systemd need not be running).
 TEST_PACKAGES := systemd
 # The load harness (benches/load.py): wrk drives Pylon, nginx and HAProxy; nginx is also
-# the upstream; matplotlib draws the chart. An nginx already installed (nginx, nginx-full,
+# the upstream; matplotlib draws the chart. benches/instructions.sh counts with valgrind
+# (callgrind) under h2load (nghttp2-client). An nginx already installed (nginx, nginx-full,
 # ...) is used as it is; otherwise nginx-light.
 BENCH_NGINX := $(if $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null),,nginx-light)
-BENCH_PACKAGES := wrk $(BENCH_NGINX) haproxy python3 python3-matplotlib
+BENCH_PACKAGES := wrk $(BENCH_NGINX) haproxy python3 python3-matplotlib valgrind nghttp2-client
 
 .PHONY: all build release run test lint deps bench-deps bench microbench install clean
 
