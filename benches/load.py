@@ -1045,7 +1045,7 @@ NOTES = [
     "(stub_status); with working upstream keepalive it stays near the number of "
     "connections, far below the number of requests.",
     "- The contenders do the same policy work: /api stripped, upstream keepalive, helmet's "
-    "12 security headers, CORS, X-Request-Id, X-Forwarded-*, a per-client rate limit that "
+    "11 security headers (its 12th, Strict-Transport-Security, goes over TLS only), CORS, X-Request-Id, X-Forwarded-*, a per-client rate limit that "
     "never triggers, a combined access log to a file (benches/pylon.toml, "
     "benches/peers/nginx.conf, benches/peers/haproxy.cfg).",
 ]
