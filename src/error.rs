@@ -5,7 +5,10 @@
 //! `fail_to_proxy` turns a Pingora error into a [`GatewayError`] with [`GatewayError::from_proxy_error`];
 //! `request_filter` builds its early answers (404, 429, 400) directly from the enum.
 
+use http::header::{self, HeaderMap, HeaderValue};
 use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::headers::values::{ALLOWED_METHODS, JSON, NO_STORE};
 
 /// What went wrong, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +123,21 @@ impl GatewayError {
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("Error")
+    }
+
+    /// Add the fields every answer of this kind carries to `headers` (which start as the
+    /// security defaults): the JSON body's type and length, `no-store`, `Retry-After`, and
+    /// for a 405 the default `Allow` (a route with its own `methods` replaces it).
+    pub fn add_fields(self, headers: &mut HeaderMap) {
+        headers.insert(header::CONTENT_TYPE, JSON);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body().len()));
+        headers.insert(header::CACHE_CONTROL, NO_STORE);
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self == GatewayError::MethodNotAllowed {
+            headers.insert(header::ALLOW, ALLOWED_METHODS);
+        }
     }
 
     /// Seconds for a `Retry-After` header, when the answer has one.

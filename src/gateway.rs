@@ -37,7 +37,6 @@ use crate::headers::names::{
     RATELIMIT, RATELIMIT_POLICY, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP,
     X_REQUEST_ID,
 };
-use crate::headers::values::{ALLOWED_METHODS, JSON, NO_STORE};
 use crate::headers::AllowOrigin;
 use crate::lifecycle::InFlight;
 use crate::limits::{ClientKey, Policy, Verdict};
@@ -718,21 +717,14 @@ impl Gateway {
         let mut parts = response_parts(err.status(), 0);
         parts.headers = self.rt.security.defaults(ctx.tls);
         let headers = &mut parts.headers;
-        headers.insert(header::CONTENT_TYPE, JSON);
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        headers.insert(header::CACHE_CONTROL, NO_STORE);
-        if let Some(seconds) = err.retry_after() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
+        err.add_fields(headers);
         if let Some(challenge) = &ctx.challenge {
             headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
-        if err == GatewayError::MethodNotAllowed {
-            let allow = self
-                .route(ctx)
-                .and_then(|r| r.methods.as_ref())
-                .map_or(ALLOWED_METHODS, |m| m.allow.clone());
-            headers.insert(header::ALLOW, allow);
+        if let (GatewayError::MethodNotAllowed, Some(methods)) =
+            (err, self.route(ctx).and_then(|r| r.methods.as_ref()))
+        {
+            headers.insert(header::ALLOW, methods.allow.clone());
         }
         if err == GatewayError::PayloadTooLarge {
             // the body is not read: the connection cannot carry another request

@@ -8,7 +8,7 @@ use pingora::protocols::http::date::get_cached_date;
 
 use crate::error::GatewayError;
 use crate::headers::names::X_REQUEST_ID;
-use crate::headers::values::{ALLOWED_METHODS, CLOSE, JSON, NO_STORE};
+use crate::headers::values::CLOSE;
 use crate::runtime::Runtime;
 
 /// A whole HTTP/1.1 response for `err`.
@@ -27,15 +27,10 @@ pub fn render(
         request.insert(header::ORIGIN, origin);
     }
     rt.cors.apply(&rt.cors.allow_origin(&request), &mut headers);
-    headers.insert(header::CONTENT_TYPE, JSON);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    headers.insert(header::CACHE_CONTROL, NO_STORE);
+    err.add_fields(&mut headers);
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(header::CONNECTION, CLOSE);
     headers.insert(header::DATE, get_cached_date());
-    if err == GatewayError::MethodNotAllowed {
-        headers.insert(header::ALLOW, ALLOWED_METHODS);
-    }
 
     let mut out = BytesMut::with_capacity(1024 + body.len());
     out.put_slice(b"HTTP/1.1 ");
