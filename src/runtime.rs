@@ -21,7 +21,7 @@ use crate::headers::{static_name, Cors, SecurityHeaders};
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Limiter, Policy, PolicyBuilder, DEFAULT_MAX_CLIENTS};
 use crate::metrics::Metrics;
-use crate::policy::{Access, IpSet, Methods, Transform};
+use crate::policy::{Access, IpSet, Methods, Op, Transform};
 use crate::router::Router;
 use crate::tls::{CertStore, CertificateSpec, MinVersion};
 use crate::upstream::{
@@ -164,7 +164,7 @@ fn compile_policies(
     let transform =
         |section: &Option<toml::Spanned<crate::config::HeaderTransformSection>>,
          key: &str,
-         refused: &dyn Fn(&http::HeaderName, bool) -> Option<String>| {
+         refused: &dyn Fn(&http::HeaderName, Op) -> Option<String>| {
             section
                 .as_ref()
                 .map(|t| {
@@ -172,7 +172,7 @@ fn compile_policies(
                     Transform::compile(
                         body.set.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                         body.remove.iter().map(String::as_str),
-                        |name| refused(name, body.remove.iter().any(|r| name == r.as_str())),
+                        refused,
                     )
                     .map_err(|e| file.error_at(t.span(), format!("routes[{i}].{key}"), e))
                 })
@@ -181,8 +181,8 @@ fn compile_policies(
     let request_headers = transform(&r.request_headers, "request_headers", &|name, _| {
         refused_request_field(name)
     })?;
-    let response_headers = transform(&r.response_headers, "response_headers", &|name, removed| {
-        refused_response_field(name, removed && security.sets(name))
+    let response_headers = transform(&r.response_headers, "response_headers", &|name, op| {
+        refused_response_field(name, op == Op::Remove && security.sets(name))
     })?;
     Ok(RoutePolicies {
         methods,

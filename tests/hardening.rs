@@ -194,12 +194,7 @@ fn refusals_are_counted_in_the_metrics() {
         gw.addr,
         b"GET /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
     );
-    let text = client()
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = metrics_text(metrics);
     assert!(
         text.contains("pylon_gateway_errors_total{route=\"\",code=\"400\"} 1"),
         "{text}"
@@ -370,12 +365,7 @@ fn connections_over_the_cap_are_closed_at_once_and_counted() {
         "the fourth connection was served"
     );
     assert!(took < Duration::from_secs(1), "took {took:?}");
-    let text = client()
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = metrics_text(metrics);
     assert!(text.contains("pylon_downstream_connections 3\n"), "{text}");
     assert!(
         text.contains("pylon_downstream_connections_refused_total 1\n"),
@@ -530,12 +520,7 @@ fn clients_that_abort_or_leave_never_eject_an_instance() {
         200,
         "the instance was ejected for the clients' faults"
     );
-    let text = client()
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = metrics_text(metrics);
     assert!(!text.contains("pylon_upstream_errors_total{"), "{text}");
     let healthy = format!(
         "pylon_upstream_healthy{{route=\"/api\",upstream=\"{}\"}} 1\n",
@@ -689,12 +674,7 @@ fn a_response_cut_short_is_logged_with_what_was_sent_and_counted() {
             .is_some_and(|e| e.starts_with("Upstream")),
         "{line}"
     );
-    let text = client()
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = metrics_text(metrics);
     assert!(
         text.contains("pylon_upstream_errors_total{route=\"/cut\"} 1"),
         "{text}"

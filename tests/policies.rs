@@ -9,15 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-fn metrics_text(addr: std::net::SocketAddr) -> String {
-    client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Body size
 // ---------------------------------------------------------------------------------------------

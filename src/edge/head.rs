@@ -81,20 +81,14 @@ impl Scan {
     ) -> Result<Option<usize>, GatewayError> {
         let start = match self.start {
             Some(start) => start,
-            None => match buf[self.scanned..]
-                .iter()
-                .position(|&b| b != b'\r' && b != b'\n')
-            {
-                Some(i) => {
-                    self.scanned += i;
-                    self.start = Some(self.scanned);
-                    self.scanned
-                }
-                None => {
-                    self.scanned = buf.len();
+            None => {
+                self.scanned += skip_empty_lines(&buf[self.scanned..]);
+                if self.scanned == buf.len() {
                     return over(buf.len(), limits.head, GatewayError::BadRequest);
                 }
-            },
+                self.start = Some(self.scanned);
+                self.scanned
+            }
         };
         if !self.method_done {
             // refuse what is not HTTP (a TLS handshake on a plain port, say) at once
@@ -153,6 +147,13 @@ impl Scan {
     }
 }
 
+/// How many bytes of empty lines (which RFC 9112 §2.2 lets a server skip) open `buf`.
+fn skip_empty_lines(buf: &[u8]) -> usize {
+    buf.iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len())
+}
+
 /// Wait for more unless `len` is already over `limit`.
 fn over(len: usize, limit: usize, error: GatewayError) -> Result<Option<usize>, GatewayError> {
     if len > limit {
@@ -183,10 +184,7 @@ pub struct RequestLine<'a> {
 
 /// Split the first line of `head` as well as it can be, whatever its faults.
 pub fn request_line(head: &[u8]) -> RequestLine<'_> {
-    let start = head
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(head.len());
+    let start = skip_empty_lines(head);
     let rest = &head[start..];
     let line = memchr::memchr(b'\n', rest).map_or(rest, |i| &rest[..i]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -212,10 +210,7 @@ pub fn request_line(head: &[u8]) -> RequestLine<'_> {
 /// Check one complete head (as found by [`Scan::advance`]).
 pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError> {
     use GatewayError::{BadRequest, MethodNotAllowed, NotImplemented};
-    let start = head
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(head.len());
+    let start = skip_empty_lines(head);
     let rest = &head[start..];
     let line_len = memchr::memchr(b'\n', rest).ok_or(BadRequest)?;
     if line_len > limits.request_line {

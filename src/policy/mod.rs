@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use http::{HeaderValue, Method};
 
 pub use ipset::IpSet;
-pub use transform::{Transform, Vars};
+pub use transform::{Op, Transform, Vars};
 
 /// The methods a route takes, and the `Allow` value of its 405.
 #[derive(Debug, Clone)]

@@ -9,6 +9,13 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::headers::{static_name, static_value};
 
+/// What a transform does to a field, for the check of which fields it may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Set,
+    Remove,
+}
+
 /// What a placeholder stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Var {
@@ -49,25 +56,25 @@ pub struct Transform {
 
 impl Transform {
     /// Compile a section's `set` and `remove`; `refused` says why a field name may not be
-    /// touched (`None`: it may).
+    /// set or removed (`None`: it may).
     pub fn compile<'a>(
         set: impl IntoIterator<Item = (&'a str, &'a str)>,
         remove: impl IntoIterator<Item = &'a str>,
-        refused: impl Fn(&HeaderName) -> Option<String>,
+        refused: impl Fn(&HeaderName, Op) -> Option<String>,
     ) -> Result<Transform, String> {
-        let name_of = |text: &str| -> Result<HeaderName, String> {
+        let name_of = |text: &str, op: Op| -> Result<HeaderName, String> {
             let name = static_name(text)?;
-            match refused(&name) {
+            match refused(&name, op) {
                 Some(why) => Err(format!("{text}: {why}")),
                 None => Ok(name),
             }
         };
         let mut out = Transform::default();
         for name in remove {
-            out.remove.push(name_of(name)?);
+            out.remove.push(name_of(name, Op::Remove)?);
         }
         for (name, text) in set {
-            let header = name_of(name)?;
+            let header = name_of(name, Op::Set)?;
             let parts = parse_template(text).map_err(|e| format!("{name}: {e}"))?;
             let value = match parts.as_slice() {
                 [] => Value::Fixed(HeaderValue::from_static("")),
@@ -190,7 +197,7 @@ mod tests {
                 ),
             ],
             ["Cookie", "x-api-version"],
-            |_| None,
+            |_, _| None,
         )
         .unwrap();
         let mut h = HeaderMap::new();
@@ -208,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_placeholder_without_a_value_leaves_the_field_out() {
-        let t = Transform::compile([("X-Host", "{host}")], [], |_| None).unwrap();
+        let t = Transform::compile([("X-Host", "{host}")], [], |_, _| None).unwrap();
         let mut h = HeaderMap::new();
         let id = HeaderValue::from_static("id");
         t.apply(
@@ -226,7 +233,7 @@ mod tests {
     #[test]
     fn bad_transforms_are_refused_at_load() {
         let refuse =
-            |n: &HeaderName| (n == "x-request-id").then(|| "the gateway sets it".to_string());
+            |n: &HeaderName, _| (n == "x-request-id").then(|| "the gateway sets it".to_string());
         for (set, remove, needle) in [
             (
                 vec![("X-A", "{nope}")],

@@ -704,6 +704,16 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// The Prometheus text of a gateway's `[metrics]` listener.
+pub fn metrics_text(addr: SocketAddr) -> String {
+    client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
 /// A response read off a raw socket.
 #[derive(Debug)]
 pub struct RawResponse {
