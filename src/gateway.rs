@@ -114,6 +114,8 @@ enum Early {
     /// A plain-HTTP request when `redirect_http` is on: 308 to this port over https.
     RedirectToHttps(u16),
     Refuse(GatewayError),
+    /// Refused by the route's client lists or methods, but still counted by the limiter.
+    RefuseCounted(GatewayError),
 }
 
 #[async_trait]
@@ -152,12 +154,7 @@ impl ProxyHttp for Gateway {
         self.identify(session, ctx);
         let early = match self.screen(session, ctx) {
             Early::Continue => self.admit(session, ctx, None).await,
-            // refused by the route's client lists or methods: still counted by the limiter
-            Early::Refuse(err @ (GatewayError::Forbidden | GatewayError::MethodNotAllowed))
-                if ctx.route.is_some() =>
-            {
-                self.admit(session, ctx, Some(err)).await
-            }
+            Early::RefuseCounted(err) => self.admit(session, ctx, Some(err)).await,
             early => early,
         };
         match early {
@@ -170,7 +167,8 @@ impl ProxyHttp for Gateway {
                 self.answer_redirect(session, ctx, port).await?;
                 Ok(true)
             }
-            Early::Refuse(err) => {
+            // `admit` has counted a `RefuseCounted` by now
+            Early::Refuse(err) | Early::RefuseCounted(err) => {
                 self.answer(session, ctx, err).await?;
                 Ok(true)
             }
@@ -541,17 +539,17 @@ impl Gateway {
         let route = self.route(ctx);
         if let Some(access) = route.and_then(|r| r.access.as_ref()) {
             if !access.admits(ctx.client_ip) {
-                return Early::Refuse(GatewayError::Forbidden);
+                return Early::RefuseCounted(GatewayError::Forbidden);
             }
         }
         if let Some(methods) = route.and_then(|r| r.methods.as_ref()) {
             if !methods.allows(&req.method) {
-                return Early::Refuse(GatewayError::MethodNotAllowed);
+                return Early::RefuseCounted(GatewayError::MethodNotAllowed);
             }
         }
         // TRACE echoes the request, credentials and all, back to whoever can read it
         if req.method == Method::TRACE && !route.is_some_and(|r| r.allow_trace) {
-            return Early::Refuse(GatewayError::MethodNotAllowed);
+            return Early::RefuseCounted(GatewayError::MethodNotAllowed);
         }
         Early::Continue
     }
