@@ -83,6 +83,8 @@ pub struct AccessLog {
     receiver: Mutex<Option<Receiver<Vec<u8>>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     closing: Arc<AtomicBool>,
+    /// Set by [`Self::reopen`]; the writer reopens the file before its next lines.
+    reopen: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -106,6 +108,7 @@ impl AccessLog {
             receiver: Mutex::new(receiver),
             writer: Mutex::new(None),
             closing: Arc::new(AtomicBool::new(false)),
+            reopen: Arc::new(AtomicBool::new(false)),
             dropped: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -128,15 +131,25 @@ impl AccessLog {
         let Some(out) = self.target.open()? else {
             return Ok(());
         };
-        let closing = self.closing.clone();
-        let dropped = self.dropped.clone();
+        let flags = Flags {
+            closing: self.closing.clone(),
+            reopen: self.reopen.clone(),
+            dropped: self.dropped.clone(),
+        };
+        let target = self.target.clone();
         let handle = std::thread::Builder::new()
             .name("pylon-access-log".into())
-            .spawn(move || write_lines(receiver, out, closing, dropped))?;
+            .spawn(move || write_lines(receiver, out, target, flags))?;
         if let Ok(mut w) = self.writer.lock() {
             *w = Some(handle);
         }
         Ok(())
+    }
+
+    /// Open the log file again, by its path, before the next lines are written: after
+    /// logrotate moved it away (SIGHUP), lines go to a new file at the configured path.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
     }
 
     /// Write what is queued and stop the writer. Lines logged afterwards are dropped.
@@ -167,12 +180,24 @@ impl AccessLog {
     }
 }
 
+/// What the writer thread shares with the handle.
+struct Flags {
+    closing: Arc<AtomicBool>,
+    reopen: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+}
+
 fn write_lines(
     receiver: Receiver<Vec<u8>>,
     out: Box<dyn Write + Send>,
-    closing: Arc<AtomicBool>,
-    dropped: Arc<AtomicU64>,
+    target: Target,
+    flags: Flags,
 ) {
+    let Flags {
+        closing,
+        reopen,
+        dropped,
+    } = flags;
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut reported_drops = 0;
     let mut failing = false;
@@ -197,6 +222,21 @@ fn write_lines(
                     failing = true;
                 }
                 Err(_) => {}
+            }
+        }
+        if reopen.swap(false, Ordering::AcqRel) {
+            if let Target::File(path) = &target {
+                match open_append(path) {
+                    Ok(file) => {
+                        let _ = out.flush();
+                        out = BufWriter::with_capacity(64 * 1024, Box::new(file));
+                        log::info!("access log: reopened {}", path.display());
+                    }
+                    Err(e) => log::error!(
+                        "access log: cannot reopen {}: {e}; writing on to the file already open",
+                        path.display()
+                    ),
+                }
             }
         }
         let drops = dropped.load(Ordering::Relaxed);

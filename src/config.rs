@@ -84,7 +84,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub security_headers: SecurityHeadersSection,
     #[serde(default)]
-    pub metrics: Option<MetricsSection>,
+    pub admin: Option<Spanned<AdminSection>>,
+    /// The older name of `[admin]`, with only `listen`.
+    #[serde(default)]
+    pub metrics: Option<Spanned<MetricsSection>>,
     #[serde(default)]
     pub tls: Option<TlsSection>,
     /// Named authenticators that routes reference.
@@ -250,11 +253,27 @@ pub struct CertificateSection {
     pub key: Spanned<String>,
 }
 
-/// `[metrics]`: Prometheus text at /metrics on its own listener.
+/// `[metrics]`: the older name of `[admin]`, which serves /metrics and more.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
     pub listen: Listen,
+}
+
+/// `[admin]`: the admin listener (metrics, health, status API and page), read-only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    #[serde(default = "default_admin_listen")]
+    pub listen: Listen,
+    /// The environment variable that holds a bearer token; then everything but /healthz
+    /// and /readyz needs `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token_env: Option<Spanned<String>>,
+}
+
+fn default_admin_listen() -> Listen {
+    Listen(SocketAddr::from(([127, 0, 0, 1], 9180)))
 }
 
 fn default_listen() -> Spanned<Vec<Listen>> {

@@ -42,35 +42,52 @@ use crate::lifecycle::InFlight;
 use crate::limits::{ClientKey, Policy, Verdict};
 use crate::metrics::Observation;
 use crate::policy::{Transform, Vars};
+use crate::reload::Current;
 use crate::router::stripped;
 use crate::runtime::{Route, Runtime};
 use crate::upstream::{SelectInput, Tried};
 
-/// The gateway service: shared, read-only state built at start.
+/// The gateway service: the runtime in force, which each request loads once.
 pub struct Gateway {
-    rt: Arc<Runtime>,
+    current: Arc<Current>,
 }
 
 impl Gateway {
-    pub fn new(rt: Arc<Runtime>) -> Gateway {
-        Gateway { rt }
+    pub fn new(current: Arc<Current>) -> Gateway {
+        Gateway { current }
     }
+}
 
-    fn route(&self, ctx: &RequestCtx) -> Option<&Route> {
-        ctx.route.and_then(|i| self.rt.routes.get(i))
+/// The route a request matched.
+fn route<'a>(rt: &'a Runtime, ctx: &RequestState) -> Option<&'a Route> {
+    ctx.route.and_then(|i| rt.routes.get(i))
+}
+
+/// The rate-limit policy that applies: the route's, or the default for unmatched paths.
+fn policy<'a>(rt: &'a Runtime, ctx: &RequestState) -> Option<&'a Policy> {
+    match route(rt, ctx) {
+        Some(route) => route.limit.as_ref(),
+        None => rt.default_limit.as_ref(),
     }
+}
 
-    /// The rate-limit policy that applies: the route's, or the default for unmatched paths.
-    fn policy(&self, ctx: &RequestCtx) -> Option<&Policy> {
-        match self.route(ctx) {
-            Some(route) => route.limit.as_ref(),
-            None => self.rt.default_limit.as_ref(),
-        }
+/// Per-request context: the runtime the request started on (a reload does not change
+/// it), and the state the phases share.
+pub struct RequestCtx {
+    rt: Arc<Runtime>,
+    state: RequestState,
+}
+
+impl RequestCtx {
+    /// The runtime and the state, borrowed apart, so that a phase can hold a route of
+    /// the one while it changes the other.
+    fn parts(&mut self) -> (&Runtime, &mut RequestState) {
+        (&self.rt, &mut self.state)
     }
 }
 
 /// Per-request state, shared across the phases.
-pub struct RequestCtx {
+pub struct RequestState {
     started: Instant,
     client_ip: Option<IpAddr>,
     peer_trusted: bool,
@@ -123,7 +140,8 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
+        let rt = self.current.load();
+        let state = RequestState {
             started: Instant::now(),
             client_ip: None,
             peer_trusted: false,
@@ -145,31 +163,33 @@ impl ProxyHttp for Gateway {
             informational: 0,
             body_limit: None,
             body_read: 0,
-            _in_flight: self.rt.life.request(),
-        }
+            _in_flight: rt.shared.life.request(),
+        };
+        RequestCtx { rt, state }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        self.keepalive(session);
-        self.identify(session, ctx);
-        let early = match self.screen(session, ctx) {
-            Early::Continue => self.admit(session, ctx, None).await,
-            Early::RefuseCounted(err) => self.admit(session, ctx, Some(err)).await,
+        let (rt, ctx) = ctx.parts();
+        self.keepalive(rt, session);
+        self.identify(session, rt, ctx);
+        let early = match self.screen(session, rt, ctx) {
+            Early::Continue => self.admit(session, rt, ctx, None).await,
+            Early::RefuseCounted(err) => self.admit(session, rt, ctx, Some(err)).await,
             early => early,
         };
         match early {
             Early::Continue => Ok(false),
             Early::Preflight => {
-                self.answer_preflight(session, ctx).await?;
+                self.answer_preflight(session, rt, ctx).await?;
                 Ok(true)
             }
             Early::RedirectToHttps(port) => {
-                self.answer_redirect(session, ctx, port).await?;
+                self.answer_redirect(session, rt, ctx, port).await?;
                 Ok(true)
             }
             // `admit` has counted a `RefuseCounted` by now
             Early::Refuse(err) | Early::RefuseCounted(err) => {
-                self.answer(session, ctx, err).await?;
+                self.answer(session, rt, ctx, err).await?;
                 Ok(true)
             }
         }
@@ -180,8 +200,8 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let route = self
-            .route(ctx)
+        let (rt, ctx) = ctx.parts();
+        let route = route(rt, ctx)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
         let pool = &route.pool;
         // a retry: the previous attempt is over
@@ -228,7 +248,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) {
+        let (rt, ctx) = ctx.parts();
+        if let (Some(route), Some(i)) = (route(rt, ctx), ctx.upstream) {
             route.pool.report_failure(i);
             e.set_retry(self.may_retry(route, ctx));
         }
@@ -246,11 +267,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        let (rt, ctx) = ctx.parts();
         let mut e = e.more_context(format!("Peer: {peer}"));
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
-        let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) else {
+        let (Some(route), Some(i)) = (route(rt, ctx), ctx.upstream) else {
             e.set_retry(false);
             return e;
         };
@@ -278,6 +300,7 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let ctx = &mut ctx.state;
         if let (Some(limit), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
             ctx.body_read += chunk.len() as u64;
             if ctx.body_read > limit {
@@ -297,7 +320,8 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route) = self.route(ctx) else {
+        let (rt, ctx) = ctx.parts();
+        let Some(route) = route(rt, ctx) else {
             return Ok(());
         };
         let req = session.req_header();
@@ -325,7 +349,7 @@ impl ProxyHttp for Gateway {
             transform.apply(&mut parts.headers, &vars(route, req, ctx));
         }
         *upstream = RequestHeader::from(parts);
-        if self.rt.metrics.is_some() {
+        if rt.shared.metrics.is_some() {
             ctx.upstream_sent = Some(Instant::now());
         }
         upstream.set_raw_path(&target)
@@ -337,6 +361,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let (rt, ctx) = ctx.parts();
         if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS {
             // relayed as it came, without the final answer's headers, a bounded number
             ctx.informational += 1;
@@ -349,14 +374,13 @@ impl ProxyHttp for Gateway {
             }
             return Ok(());
         }
-        self.close_if_draining(session);
-        if let (Some(route), Some(i)) = (self.route(ctx), ctx.upstream) {
+        self.close_if_draining(rt, session);
+        if let (Some(route), Some(i)) = (route(rt, ctx), ctx.upstream) {
             route.pool.report_success(i);
         }
         ctx.upstream_time = ctx.upstream_sent.map(|sent| sent.elapsed());
-        let route_transform = self
-            .route(ctx)
-            .and_then(|r| r.response_headers.as_ref().map(|t| (r, t)));
+        let route_transform =
+            route(rt, ctx).and_then(|r| r.response_headers.as_ref().map(|t| (r, t)));
         with_plain_headers(resp, |parts| {
             // answer in our own protocol version, whatever the upstream spoke (an HTTP/1.0
             // upstream must not turn the client's keep-alive connection into 1.0)
@@ -367,11 +391,8 @@ impl ProxyHttp for Gateway {
             if let Some((route, transform)) = route_transform {
                 transform.apply(&mut upstream, &vars(route, session.req_header(), ctx));
             }
-            parts.headers = self
-                .rt
-                .security
-                .merge_upstream(upstream, parts.status, ctx.tls);
-            self.decorate(&mut parts.headers, ctx);
+            parts.headers = rt.security.merge_upstream(upstream, parts.status, ctx.tls);
+            self.decorate(&mut parts.headers, rt, ctx);
         });
         Ok(())
     }
@@ -382,6 +403,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let (rt, ctx) = ctx.parts();
         let err = match (GatewayError::from_proxy_error(e), ctx.unavailable) {
             (Some(GatewayError::ServiceUnavailable { .. }), Some(retry_after)) => {
                 Some(GatewayError::ServiceUnavailable { retry_after })
@@ -407,7 +429,7 @@ impl ProxyHttp for Gateway {
         }
         // Pingora closes the client connection after a proxy failure: say so in the answer
         session.set_keepalive(None);
-        if let Err(write_error) = self.answer(session, ctx, err).await {
+        if let Err(write_error) = self.answer(session, rt, ctx, err).await {
             log::debug!("could not send the error answer: {write_error}");
         }
         FailToProxy {
@@ -417,7 +439,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let route = self.route(ctx);
+        let (rt, ctx) = ctx.parts();
+        let route = route(rt, ctx);
         let instance = route.zip(ctx.upstream).and_then(|(r, i)| {
             r.pool.end(i);
             r.pool.instance(i)
@@ -436,17 +459,19 @@ impl ProxyHttp for Gateway {
                 Some(GatewayError::BadGateway | GatewayError::GatewayTimeout)
             )
         });
-        if let Some(metrics) = &self.rt.metrics {
+        if let Some(metrics) = &rt.shared.metrics {
             metrics.observe(&Observation {
-                route: ctx.route,
+                route: route.and_then(|r| r.counters.as_deref()),
                 status,
                 duration,
                 upstream_time: ctx.upstream_time,
                 answered: ctx.answered,
                 upstream_error,
+                request_bytes: session.body_bytes_read() as u64,
+                response_bytes: session.body_bytes_sent() as u64,
             });
         }
-        let log = &self.rt.access_log;
+        let log = &rt.shared.access_log;
         if log.is_off() {
             return;
         }
@@ -477,24 +502,24 @@ impl ProxyHttp for Gateway {
 impl Gateway {
     /// Bound how long an idle client connection waits for its next request, and close
     /// connections while draining (see [`crate::lifecycle`]).
-    fn keepalive(&self, session: &mut Session) {
-        if self.rt.life.is_draining() {
+    fn keepalive(&self, rt: &Runtime, session: &mut Session) {
+        if rt.shared.life.is_draining() {
             session.set_keepalive(None);
         } else if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.rt.client.idle.as_secs().max(1)));
+            session.set_keepalive(Some(rt.client.idle.as_secs().max(1)));
         }
     }
 
     /// A response written while draining tells the client to close its connection, even
     /// when the request arrived before the drain began.
-    fn close_if_draining(&self, session: &mut Session) {
-        if self.rt.life.is_draining() {
+    fn close_if_draining(&self, rt: &Runtime, session: &mut Session) {
+        if rt.shared.life.is_draining() {
             session.set_keepalive(None);
         }
     }
 
     /// The client's address (through trusted proxies) and the request id.
-    fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
+    fn identify(&self, session: &Session, rt: &Runtime, ctx: &mut RequestState) {
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         if let Some(peer) = session
@@ -502,41 +527,41 @@ impl Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
-            ctx.peer_trusted = self.rt.trusted_proxies.contains(peer.to_canonical());
-            ctx.client_ip = Some(self.rt.trusted_proxies.client_ip(peer, &req.headers));
+            ctx.peer_trusted = rt.trusted_proxies.contains(peer.to_canonical());
+            ctx.client_ip = Some(rt.trusted_proxies.client_ip(peer, &req.headers));
         }
         ctx.request_id = Some(match req.headers.get(X_REQUEST_ID) {
             Some(id) if acceptable_request_id(id) => id.clone(),
             _ => new_request_id(),
         });
-        ctx.origin = self.rt.cors.allow_origin(&req.headers);
+        ctx.origin = rt.cors.allow_origin(&req.headers);
     }
 
     /// May a failed attempt be tried again elsewhere?
-    fn may_retry(&self, route: &Route, ctx: &RequestCtx) -> bool {
+    fn may_retry(&self, route: &Route, ctx: &RequestState) -> bool {
         ctx.attempts <= route.pool.retries && route.pool.has_untried(&ctx.tried)
     }
 
     /// The checks that need nothing but the request line and the client: dot segments,
     /// the redirect to https, CORS preflights (answered for any path, before anything
     /// else, as the tutorial's `cors()` did), the route, its client lists and methods.
-    fn screen(&self, session: &Session, ctx: &mut RequestCtx) -> Early {
+    fn screen(&self, session: &Session, rt: &Runtime, ctx: &mut RequestState) -> Early {
         let req = session.req_header();
         let path = req.uri.path();
         if unsafe_path(path) {
             return Early::Refuse(GatewayError::BadRequest);
         }
-        if let (Some(port), false) = (self.rt.redirect_http, ctx.tls) {
+        if let (Some(port), false) = (rt.redirect_http, ctx.tls) {
             return Early::RedirectToHttps(port);
         }
-        if self.rt.cors.is_preflight(&req.method, &req.headers) {
+        if rt.cors.is_preflight(&req.method, &req.headers) {
             return Early::Preflight;
         }
-        if let Some(m) = self.rt.router.lookup(path) {
+        if let Some(m) = rt.router.lookup(path) {
             ctx.route = Some(*m.value);
             ctx.matched = m.matched;
         }
-        let route = self.route(ctx);
+        let route = route(rt, ctx);
         if let Some(access) = route.and_then(|r| r.access.as_ref()) {
             if !access.admits(ctx.client_ip) {
                 return Early::RefuseCounted(GatewayError::Forbidden);
@@ -562,13 +587,12 @@ impl Gateway {
     async fn admit(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        ctx: &mut RequestState,
         screened: Option<GatewayError>,
     ) -> Early {
-        let route = self
-            .route(ctx)
-            .filter(|r| !r.auth.is_empty() && screened.is_none());
-        let unauthenticated = match route {
+        let authenticating = route(rt, ctx).filter(|r| !r.auth.is_empty() && screened.is_none());
+        let unauthenticated = match authenticating {
             None => None,
             Some(route) => {
                 match Authenticator::authenticate_any(&route.auth, session.req_header()).await {
@@ -592,10 +616,10 @@ impl Gateway {
         };
         let key = match (&ctx.identity, ctx.client_ip) {
             (Some(identity), _) => Some(ClientKey::identity(&identity.key)),
-            (None, Some(ip)) => Some(ClientKey::ip(ip, self.rt.ipv6_prefix)),
+            (None, Some(ip)) => Some(ClientKey::ip(ip, rt.ipv6_prefix)),
             (None, None) => None,
         };
-        if let (Some(policy), Some(key)) = (self.policy(ctx), key) {
+        if let (Some(policy), Some(key)) = (policy(rt, ctx), key) {
             let verdict = policy.check(key);
             ctx.verdict = Some(verdict);
             // the route's client lists and methods come before the limit; the limit
@@ -607,7 +631,7 @@ impl Gateway {
         if let Some(err) = screened.or(unauthenticated) {
             return Early::Refuse(err);
         }
-        let Some(route) = self.route(ctx) else {
+        let Some(route) = route(rt, ctx) else {
             return Early::Refuse(GatewayError::NotFound);
         };
         // Pingora sets up its body reader here instead of later: a request without a body
@@ -626,7 +650,7 @@ impl Gateway {
     }
 
     /// X-Forwarded-For/-Proto/-Host and X-Request-Id for the upstream.
-    fn forwarding_headers(&self, session: &Session, headers: &mut HeaderMap, ctx: &RequestCtx) {
+    fn forwarding_headers(&self, session: &Session, headers: &mut HeaderMap, ctx: &RequestState) {
         let req = session.req_header();
         if let Some(peer) = session
             .client_addr()
@@ -672,7 +696,7 @@ impl Gateway {
         &self,
         route: &Route,
         headers: &mut HeaderMap,
-        ctx: &RequestCtx,
+        ctx: &RequestState,
         target: &[u8],
     ) -> Option<Bytes> {
         for name in &route.auth_headers {
@@ -692,9 +716,9 @@ impl Gateway {
 
     /// The headers every response gets besides the security defaults (which responses
     /// start from): CORS, RateLimit, X-Request-Id.
-    fn decorate(&self, headers: &mut HeaderMap, ctx: &RequestCtx) {
-        self.rt.cors.apply(&ctx.origin, headers);
-        if let (Some(policy), Some(verdict)) = (self.policy(ctx), ctx.verdict) {
+    fn decorate(&self, headers: &mut HeaderMap, rt: &Runtime, ctx: &RequestState) {
+        rt.cors.apply(&ctx.origin, headers);
+        if let (Some(policy), Some(verdict)) = (policy(rt, ctx), ctx.verdict) {
             headers.insert(RATELIMIT_POLICY, policy.policy_header.clone());
             headers.insert(RATELIMIT, policy.rate_limit_header(verdict));
         }
@@ -707,20 +731,21 @@ impl Gateway {
     async fn answer(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        ctx: &mut RequestState,
         err: GatewayError,
     ) -> Result<()> {
         ctx.answered = Some(err);
         let body = err.body();
         let mut parts = response_parts(err.status(), 0);
-        parts.headers = self.rt.security.defaults(ctx.tls);
+        parts.headers = rt.security.defaults(ctx.tls);
         let headers = &mut parts.headers;
         err.add_fields(headers);
         if let Some(challenge) = &ctx.challenge {
             headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
         if let (GatewayError::MethodNotAllowed, Some(methods)) =
-            (err, self.route(ctx).and_then(|r| r.methods.as_ref()))
+            (err, route(rt, ctx).and_then(|r| r.methods.as_ref()))
         {
             headers.insert(header::ALLOW, methods.allow.clone());
         }
@@ -728,8 +753,8 @@ impl Gateway {
             // the body is not read: the connection cannot carry another request
             session.set_keepalive(None);
         }
-        self.decorate(headers, ctx);
-        self.close_if_draining(session);
+        self.decorate(headers, rt, ctx);
+        self.close_if_draining(rt, session);
         let head_only = session.req_header().method == Method::HEAD;
         session
             .write_response_header(Box::new(ResponseHeader::from(parts)), head_only)
@@ -743,18 +768,22 @@ impl Gateway {
     }
 
     /// The 204 answer to a CORS preflight; it never reaches an upstream or the limiter.
-    async fn answer_preflight(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn answer_preflight(
+        &self,
+        session: &mut Session,
+        rt: &Runtime,
+        ctx: &mut RequestState,
+    ) -> Result<()> {
         let mut parts = response_parts(204, 0);
-        parts.headers = self.rt.security.defaults(ctx.tls);
+        parts.headers = rt.security.defaults(ctx.tls);
         let headers = &mut parts.headers;
-        self.rt
-            .cors
+        rt.cors
             .preflight(&ctx.origin, &session.req_header().headers, headers);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         if let Some(id) = &ctx.request_id {
             headers.insert(X_REQUEST_ID, id.clone());
         }
-        self.close_if_draining(session);
+        self.close_if_draining(rt, session);
         session
             .write_response_header(Box::new(ResponseHeader::from(parts)), true)
             .await
@@ -806,7 +835,8 @@ impl Gateway {
     async fn answer_redirect(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        ctx: &mut RequestState,
         port: u16,
     ) -> Result<()> {
         let req = session.req_header();
@@ -829,7 +859,7 @@ impl Gateway {
         let location = HeaderValue::from_maybe_shared(location.freeze())
             .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad redirect target"))?;
         let mut parts = response_parts(308, 0);
-        parts.headers = self.rt.security.defaults(ctx.tls);
+        parts.headers = rt.security.defaults(ctx.tls);
         parts.headers.insert(header::LOCATION, location);
         parts
             .headers
@@ -837,7 +867,7 @@ impl Gateway {
         if let Some(id) = &ctx.request_id {
             parts.headers.insert(X_REQUEST_ID, id.clone());
         }
-        self.close_if_draining(session);
+        self.close_if_draining(rt, session);
         session
             .write_response_header(Box::new(ResponseHeader::from(parts)), true)
             .await
@@ -845,7 +875,7 @@ impl Gateway {
 }
 
 /// The placeholders of a route's header transforms, for one request.
-fn vars<'a>(route: &'a Route, req: &'a RequestHeader, ctx: &'a RequestCtx) -> Vars<'a> {
+fn vars<'a>(route: &'a Route, req: &'a RequestHeader, ctx: &'a RequestState) -> Vars<'a> {
     Vars {
         client_ip: ctx.client_ip,
         request_id: ctx.request_id.as_ref(),

@@ -40,8 +40,25 @@ pub mod values {
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
 }
 
+/// The text of a header name or value for the life of the process: each distinct text is
+/// leaked once, the first time a config uses it, so that a reload that keeps a value
+/// (or a thousand reloads) costs no memory.
+fn interned(text: &str) -> &'static str {
+    static TEXTS: std::sync::LazyLock<std::sync::Mutex<HashSet<&'static str>>> =
+        std::sync::LazyLock::new(Default::default);
+    let Ok(mut texts) = TEXTS.lock() else {
+        return Box::leak(text.to_string().into_boxed_str());
+    };
+    if let Some(&known) = texts.get(text) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(text.to_string().into_boxed_str());
+    texts.insert(leaked);
+    leaked
+}
+
 /// A header value for the life of the process, from text checked at config load. The text
-/// is leaked once, so that clones are free (see the module docs).
+/// is interned, so that clones are free (see the module docs).
 pub fn static_value(text: &str) -> Result<HeaderValue, String> {
     // what `from_static` takes: visible ASCII, spaces and tabs (`from_str` also takes
     // bytes above 0x7f, on which `from_static` panics)
@@ -53,17 +70,17 @@ pub fn static_value(text: &str) -> Result<HeaderValue, String> {
             "{text:?} is not a valid header value: use visible ASCII characters"
         ));
     }
-    let text: &'static str = Box::leak(text.to_string().into_boxed_str());
-    Ok(HeaderValue::from_static(text))
+    Ok(HeaderValue::from_static(interned(text)))
 }
 
-/// A header name for the life of the process (lower-cased and leaked once, like
+/// A header name for the life of the process (lower-cased and interned, like
 /// [`static_value`]).
 pub fn static_name(text: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(text.as_bytes())
         .map_err(|_| format!("\"{text}\" is not a valid header name"))?;
-    let lower: &'static str = Box::leak(text.to_ascii_lowercase().into_boxed_str());
-    Ok(HeaderName::from_static(lower))
+    Ok(HeaderName::from_static(interned(
+        &text.to_ascii_lowercase(),
+    )))
 }
 
 /// What `Access-Control-Expose-Headers` lists unless `cors.expose_headers` says otherwise:

@@ -6,7 +6,9 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file's structs and [`config::load`]; errors name file, line and key.
-//! - [`runtime`]: the compiled form the proxy reads: routes, policies, header values.
+//! - [`runtime`]: the compiled form the proxy reads (routes, policies, header values), and
+//!   the state that outlives a reload.
+//! - [`reload`]: the one swap point: the runtime in force, replaced in place on SIGHUP.
 //! - [`router`]: the prefix table (longest match on segment boundaries).
 //! - [`edge`]: the client connection loop in front of Pingora: head timeouts, screening of
 //!   malformed heads with the gateway's own answers, pipelining, the connection cap.
@@ -21,11 +23,13 @@
 //! - [`upstream`]: a route's instances: balancing, passive ejection, active health checks.
 //! - [`auth`]: named authenticators (JWT, API keys, OAuth2 introspection) that routes reference.
 //! - [`metrics`]: per-thread counters and the Prometheus text at /metrics.
+//! - [`admin`]: the admin listener: /metrics, /healthz, /readyz, /api/status, a status page.
 //! - [`lifecycle`]: signals, draining, in-flight requests and the exit.
 //! - [`server`]: the command line and the wiring into a Pingora server.
 //! - [`tls`]: TLS termination: certificates checked at load, chosen per handshake by SNI.
 
 pub mod access_log;
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod edge;
@@ -37,6 +41,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod router;
 pub mod runtime;
 pub mod server;

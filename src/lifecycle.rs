@@ -95,8 +95,8 @@ impl Drop for InFlight {
 
 /// Pylon's answer to Pingora's signal handling (see the module docs).
 pub struct Signals {
-    pub life: Arc<Lifecycle>,
-    pub grace_period: Duration,
+    /// The runtime in force: `server.grace_period` is read from it when SIGTERM comes.
+    pub current: Arc<crate::reload::Current>,
     pub upgrade_sock: String,
 }
 
@@ -116,7 +116,7 @@ impl ShutdownSignalWatch for Signals {
                 _ = quit.recv() => {
                     if wait_for_listener(&self.upgrade_sock, UPGRADE_WAIT).await {
                         log::info!("SIGQUIT: handing the listening sockets to the new process");
-                        self.life.start_draining();
+                        self.current.peek().shared.life.start_draining();
                         return ShutdownSignal::GracefulUpgrade;
                     }
                     log::error!(
@@ -126,10 +126,14 @@ impl ShutdownSignalWatch for Signals {
                     );
                 }
                 _ = term.recv() => {
-                    log::info!("SIGTERM: draining for {:?}, then stopping", self.grace_period);
-                    self.life.start_draining();
+                    let (grace_period, life) = {
+                        let rt = self.current.peek();
+                        (rt.grace_period, rt.shared.life.clone())
+                    };
+                    log::info!("SIGTERM: draining for {grace_period:?}, then stopping");
+                    life.start_draining();
                     tokio::select! {
-                        _ = tokio::time::sleep(self.grace_period) => {}
+                        _ = tokio::time::sleep(grace_period) => {}
                         _ = int.recv() => return ShutdownSignal::FastShutdown,
                     }
                     return ShutdownSignal::GracefulTerminate;

@@ -9,6 +9,10 @@
 //! dropping stale counters, the least recently seen eighth of it is dropped, with a warning
 //! (at most once a minute) and a count in the metrics.
 //!
+//! The limiter outlives a config reload: a policy is known by its identity (name,
+//! requests, window), so a reloaded policy that keeps all three keeps its counters, and
+//! one that changes any of them starts from zero.
+//!
 //! An IPv6 client is counted by its /64 (`rate_limit.ipv6_prefix`): whoever holds one /64
 //! holds 2^64 addresses, and per-address budgets would give them as many budgets.
 //!
@@ -22,7 +26,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,13 +95,18 @@ struct Shard {
     swept_len: usize,
 }
 
+/// What makes two policies the same: name, requests, window in ms.
+type PolicyIdentity = (Arc<str>, u32, u128);
+
 /// The counters of every policy.
 pub struct Limiter {
     shards: Box<[Mutex<Shard>]>,
     hasher: ahash::RandomState,
     epoch: Instant,
     /// Counters one shard holds at most.
-    per_shard: usize,
+    per_shard: AtomicUsize,
+    /// The id of each policy identity (name, requests, window in ms) ever built.
+    ids: Mutex<HashMap<PolicyIdentity, u32>>,
     evicted: AtomicU64,
     /// When eviction was last logged, in seconds since the epoch (plus one; 0: never).
     warned: AtomicU64,
@@ -121,10 +130,32 @@ impl Limiter {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: ahash::RandomState::new(),
             epoch: Instant::now(),
-            per_shard: (max_clients / SHARDS).max(16),
+            per_shard: AtomicUsize::new(Self::per_shard(max_clients)),
+            ids: Mutex::new(HashMap::new()),
             evicted: AtomicU64::new(0),
             warned: AtomicU64::new(0),
         }
+    }
+
+    fn per_shard(max_clients: usize) -> usize {
+        (max_clients / SHARDS).max(16)
+    }
+
+    /// Change the bound (a reload); shards over it shrink as they next take a client.
+    pub fn set_max_clients(&self, max_clients: usize) {
+        self.per_shard
+            .store(Self::per_shard(max_clients), Ordering::Relaxed);
+    }
+
+    /// The id of a policy identity: the same one for the same name, requests and window,
+    /// a new one otherwise.
+    fn id_of(&self, name: &str, requests: u32, window: Duration) -> u32 {
+        let Ok(mut ids) = self.ids.lock() else {
+            return u32::MAX;
+        };
+        let next = ids.len() as u32;
+        *ids.entry((Arc::from(name), requests, window.as_millis()))
+            .or_insert(next)
     }
 
     /// Counters dropped to stay within `max_clients`.
@@ -136,7 +167,7 @@ impl Limiter {
     /// eighth.
     fn make_room(&self, shard: &mut Shard, now_secs: u64) {
         shard.counters.retain(|_, c| c.ends > now_secs);
-        if shard.counters.len() >= self.per_shard {
+        if shard.counters.len() >= self.per_shard.load(Ordering::Relaxed) {
             let mut seen: Vec<u64> = shard.counters.values().map(|c| c.seen).collect();
             let nth = seen.len() / 8;
             let (_, &mut cut, _) = seen.select_nth_unstable(nth);
@@ -196,7 +227,7 @@ impl Limiter {
             return (counter.count, reset);
         }
         // a client not in the table
-        if shard.counters.len() >= self.per_shard {
+        if shard.counters.len() >= self.per_shard.load(Ordering::Relaxed) {
             self.make_room(&mut shard, now_secs);
         } else if shard.counters.len() > shard.swept_len + SWEEP_SLACK {
             shard.counters.retain(|_, c| c.ends > now_secs);
@@ -257,21 +288,22 @@ impl Verdict {
 #[derive(Default)]
 pub struct PolicyBuilder {
     limiter: Arc<Limiter>,
-    next_id: u32,
 }
 
 impl PolicyBuilder {
-    /// Policies sharing a table of about `max_clients` counters.
+    /// Policies sharing a new table of about `max_clients` counters.
     pub fn new(max_clients: usize) -> PolicyBuilder {
-        PolicyBuilder {
-            limiter: Arc::new(Limiter::new(max_clients)),
-            next_id: 0,
-        }
+        PolicyBuilder::on(Arc::new(Limiter::new(max_clients)))
+    }
+
+    /// Policies on an existing table (a reload): a policy with the identity of an earlier
+    /// one shares its counters.
+    pub fn on(limiter: Arc<Limiter>) -> PolicyBuilder {
+        PolicyBuilder { limiter }
     }
 
     pub fn policy(&mut self, name: &str, requests: u32, window: Duration) -> Policy {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.limiter.id_of(name, requests, window);
         let header = format!("\"{}\";q={};w={}", name, requests, window.as_secs());
         Policy {
             id,
@@ -423,6 +455,35 @@ mod tests {
         assert!(matches!(a.check(c), Verdict::Allowed { .. }));
         assert!(matches!(z.check(c), Verdict::Allowed { .. }));
         assert!(matches!(a.check(c), Verdict::Limited { .. }));
+    }
+
+    #[test]
+    fn a_rebuilt_policy_keeps_its_counts_only_with_the_same_identity() {
+        let limiter = Arc::new(Limiter::default());
+        let c = ip("10.0.0.1");
+        let first = PolicyBuilder::on(limiter.clone()).policy("/a", 2, Duration::from_secs(60));
+        assert!(matches!(
+            first.check(c),
+            Verdict::Allowed { remaining: 1, .. }
+        ));
+        // a reload builds the policies again on the same table
+        let mut again = PolicyBuilder::on(limiter.clone());
+        let same = again.policy("/a", 2, Duration::from_secs(60));
+        let more = again.policy("/a", 3, Duration::from_secs(60));
+        let longer = again.policy("/a", 2, Duration::from_secs(120));
+        assert!(matches!(
+            same.check(c),
+            Verdict::Allowed { remaining: 0, .. }
+        ));
+        assert!(matches!(same.check(c), Verdict::Limited { .. }));
+        assert!(matches!(
+            more.check(c),
+            Verdict::Allowed { remaining: 2, .. }
+        ));
+        assert!(matches!(
+            longer.check(c),
+            Verdict::Allowed { remaining: 1, .. }
+        ));
     }
 
     #[test]

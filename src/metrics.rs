@@ -1,22 +1,19 @@
 //! Prometheus metrics: counted on the request path into per-thread counters, summed and
-//! written as Prometheus text only when `/metrics` is scraped.
+//! written as Prometheus text only when the admin listener's `/metrics` is scraped.
 //!
 //! Every worker thread writes its own block of counters (a thread is given a shard the
 //! first time it counts), so counting is a few uncontended relaxed atomic adds: no lock,
 //! no shared cache line. Labels stay low-cardinality: the route prefix (never the raw
 //! path), a status class, an error code, an upstream instance.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use http::Response;
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
-
 use crate::error::GatewayError;
+use crate::reload::Status;
 use crate::runtime::Runtime;
 
 /// Histogram bucket bounds, in seconds.
@@ -37,15 +34,19 @@ const REQUEST_TIME: usize = STATUS + 6;
 const UPSTREAM_TIME: usize = REQUEST_TIME + HISTOGRAM;
 const GATEWAY_ERRORS: usize = UPSTREAM_TIME + HISTOGRAM;
 const UPSTREAM_ERRORS: usize = GATEWAY_ERRORS + ERRORS.len();
-const PER_ROUTE: usize = UPSTREAM_ERRORS + 1;
+const REQUEST_BYTES: usize = UPSTREAM_ERRORS + 1;
+const RESPONSE_BYTES: usize = REQUEST_BYTES + 1;
+const PER_ROUTE: usize = RESPONSE_BYTES + 1;
+/// Status classes in the order of the counters.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 /// Where 429 sits in `ERRORS`.
 const RATE_LIMITED: usize = 8;
 
 /// What one finished request contributes.
 #[derive(Debug, Clone, Copy)]
-pub struct Observation {
-    /// Index of the route, or `None` when no route matched.
-    pub route: Option<usize>,
+pub struct Observation<'a> {
+    /// The route's counters, or `None` when no route matched.
+    pub route: Option<&'a RouteCounters>,
     /// Status sent to the client (0 when none was).
     pub status: u16,
     pub duration: Duration,
@@ -55,17 +56,81 @@ pub struct Observation {
     pub answered: Option<GatewayError>,
     /// The upstream failed the exchange: refused, reset, timed out, cut its answer short.
     pub upstream_error: bool,
+    /// Body bytes read from the client and sent to it.
+    pub request_bytes: u64,
+    pub response_bytes: u64,
 }
 
-struct Shard {
-    counters: Box<[AtomicU64]>,
+/// One route's counters, in one block per worker-thread shard. A reload that keeps the
+/// route (the same prefix) keeps them.
+pub struct RouteCounters {
+    shards: Box<[Box<[AtomicU64]>]>,
 }
 
-/// All counters: one block per route plus one for requests that matched no route, in
-/// one shard per worker thread.
+impl std::fmt::Debug for RouteCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteCounters")
+    }
+}
+
+impl RouteCounters {
+    fn new(shards: usize) -> RouteCounters {
+        RouteCounters {
+            shards: (0..shards)
+                .map(|_| (0..PER_ROUTE).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+        }
+    }
+
+    fn block(&self) -> &[AtomicU64] {
+        let shard = THREAD_INDEX.with(|i| *i) & (self.shards.len() - 1);
+        &self.shards[shard]
+    }
+
+    /// One counter summed over every shard.
+    fn total(&self, offset: usize) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s[offset].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Requests answered, by status class ("1xx".."5xx", "none"), for the status API.
+    pub fn requests(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        CLASSES
+            .iter()
+            .enumerate()
+            .map(|(i, &class)| (class, self.total(STATUS + i)))
+    }
+
+    /// The gateway's own answers, by status code (only those that happened).
+    pub fn gateway_errors(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        ERRORS
+            .iter()
+            .enumerate()
+            .map(|(i, &code)| (code, self.total(GATEWAY_ERRORS + i)))
+            .filter(|&(_, n)| n > 0)
+    }
+
+    pub fn upstream_errors(&self) -> u64 {
+        self.total(UPSTREAM_ERRORS)
+    }
+}
+
+/// All counters: a block per route prefix, and one for requests that matched no route.
 pub struct Metrics {
-    routes: usize,
-    shards: Box<[Shard]>,
+    shards: usize,
+    unmatched: RouteCounters,
+    by_prefix: Mutex<HashMap<Arc<str>, Weak<RouteCounters>>>,
+    /// Configurations loaded by SIGHUP, and those refused.
+    pub reloads: ReloadCounts,
+}
+
+/// Outcomes of config reloads.
+#[derive(Default)]
+pub struct ReloadCounts {
+    pub success: AtomicU64,
+    pub failure: AtomicU64,
 }
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
@@ -75,54 +140,62 @@ thread_local! {
 }
 
 impl Metrics {
-    /// Counters for `routes` routes, sharded for `threads` worker threads.
-    pub fn new(routes: usize, threads: usize) -> Metrics {
+    /// Counters sharded for `threads` worker threads.
+    pub fn new(threads: usize) -> Metrics {
         let shards = (threads + 2).next_power_of_two();
-        let per_shard = (routes + 1) * PER_ROUTE;
         Metrics {
-            routes,
-            shards: (0..shards)
-                .map(|_| Shard {
-                    counters: (0..per_shard).map(|_| AtomicU64::new(0)).collect(),
-                })
-                .collect(),
+            shards,
+            unmatched: RouteCounters::new(shards),
+            by_prefix: Mutex::new(HashMap::new()),
+            reloads: ReloadCounts::default(),
         }
     }
 
-    fn block(&self, route: Option<usize>) -> (&[AtomicU64], usize) {
-        let shard = THREAD_INDEX.with(|i| *i) & (self.shards.len() - 1);
-        let route = route.filter(|&r| r < self.routes).unwrap_or(self.routes);
-        (&self.shards[shard].counters, route * PER_ROUTE)
+    /// The counters of the route at `prefix`: those it had before a reload, or new ones.
+    pub fn route(&self, prefix: &str) -> Arc<RouteCounters> {
+        let Ok(mut by_prefix) = self.by_prefix.lock() else {
+            return Arc::new(RouteCounters::new(self.shards));
+        };
+        by_prefix.retain(|_, c| c.strong_count() > 0);
+        if let Some(c) = by_prefix.get(prefix).and_then(Weak::upgrade) {
+            return c;
+        }
+        let c = Arc::new(RouteCounters::new(self.shards));
+        by_prefix.insert(Arc::from(prefix), Arc::downgrade(&c));
+        c
     }
 
     /// Count one finished request.
     pub fn observe(&self, o: &Observation) {
-        let (c, base) = self.block(o.route);
+        let c = o.route.unwrap_or(&self.unmatched).block();
         let class = match o.status {
             100..=599 => usize::from(o.status / 100 - 1),
             _ => 5,
         };
-        c[base + STATUS + class].fetch_add(1, Ordering::Relaxed);
-        record(c, base + REQUEST_TIME, o.duration);
+        c[STATUS + class].fetch_add(1, Ordering::Relaxed);
+        record(c, REQUEST_TIME, o.duration);
         if let Some(t) = o.upstream_time {
-            record(c, base + UPSTREAM_TIME, t);
+            record(c, UPSTREAM_TIME, t);
         }
         if let Some(err) = o.answered {
             if let Some(i) = ERRORS.iter().position(|&code| code == err.status()) {
-                c[base + GATEWAY_ERRORS + i].fetch_add(1, Ordering::Relaxed);
+                c[GATEWAY_ERRORS + i].fetch_add(1, Ordering::Relaxed);
             }
         }
         if o.upstream_error {
-            c[base + UPSTREAM_ERRORS].fetch_add(1, Ordering::Relaxed);
+            c[UPSTREAM_ERRORS].fetch_add(1, Ordering::Relaxed);
+        }
+        if o.request_bytes > 0 {
+            c[REQUEST_BYTES].fetch_add(o.request_bytes, Ordering::Relaxed);
+        }
+        if o.response_bytes > 0 {
+            c[RESPONSE_BYTES].fetch_add(o.response_bytes, Ordering::Relaxed);
         }
     }
 
-    /// One counter summed over every shard.
-    fn total(&self, route: usize, offset: usize) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.counters[route * PER_ROUTE + offset].load(Ordering::Relaxed))
-            .sum()
+    /// The counters of requests that matched no route.
+    pub fn unmatched(&self) -> &RouteCounters {
+        &self.unmatched
     }
 }
 
@@ -134,6 +207,12 @@ fn record(c: &[AtomicU64], at: usize, d: Duration) {
         .unwrap_or(BUCKETS.len());
     c[at + bucket].fetch_add(1, Ordering::Relaxed);
     c[at + HISTOGRAM - 1].fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+}
+
+/// Seconds since the Unix epoch, with milliseconds.
+pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| (d.as_millis() as f64) / 1000.0)
 }
 
 /// A label value with Prometheus' escaping.
@@ -148,11 +227,15 @@ fn label(out: &mut String, value: &str) {
     }
 }
 
-/// The Prometheus text for a runtime.
-pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
+/// The Prometheus text for a runtime, with the history of its config.
+pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
     let mut out = String::with_capacity(4096 + rt.routes.len() * 2048);
-    let route_label = |i: usize| -> &str { rt.routes.get(i).map_or("", |r| &r.prefix) };
-    let all_routes = 0..=metrics.routes;
+    let blocks: Vec<(&str, &RouteCounters)> = rt
+        .routes
+        .iter()
+        .filter_map(|r| Some((&*r.prefix, r.counters.as_deref()?)))
+        .chain([("", &metrics.unmatched)])
+        .collect();
 
     out.push_str("# HELP pylon_build_info Pylon's version.\n# TYPE pylon_build_info gauge\n");
     let _ = writeln!(
@@ -162,15 +245,12 @@ pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
     );
 
     out.push_str("# HELP pylon_requests_total Requests answered, by route prefix (\"\" when none matched) and status class.\n# TYPE pylon_requests_total counter\n");
-    for r in all_routes.clone() {
-        for (class, name) in ["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
-            .iter()
-            .enumerate()
-        {
-            let n = metrics.total(r, STATUS + class);
+    for &(route, c) in &blocks {
+        for (class, name) in CLASSES.iter().enumerate() {
+            let n = c.total(STATUS + class);
             if n > 0 {
                 out.push_str("pylon_requests_total{route=\"");
-                label(&mut out, route_label(r));
+                label(&mut out, route);
                 let _ = writeln!(out, "\",status=\"{name}\"}} {n}");
             }
         }
@@ -189,10 +269,8 @@ pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for r in all_routes.clone() {
-            let counts: Vec<u64> = (0..=BUCKETS.len())
-                .map(|b| metrics.total(r, offset + b))
-                .collect();
+        for &(route, c) in &blocks {
+            let counts: Vec<u64> = (0..=BUCKETS.len()).map(|b| c.total(offset + b)).collect();
             let count: u64 = counts.iter().sum();
             if count == 0 {
                 continue;
@@ -202,50 +280,80 @@ pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
                 cumulative += n;
                 let le = BUCKETS.get(b).map_or("+Inf".to_string(), |v| v.to_string());
                 let _ = write!(out, "{name}_bucket{{route=\"");
-                label(&mut out, route_label(r));
+                label(&mut out, route);
                 let _ = writeln!(out, "\",le=\"{le}\"}} {cumulative}");
             }
-            let sum = metrics.total(r, offset + HISTOGRAM - 1) as f64 / 1e6;
+            let sum = c.total(offset + HISTOGRAM - 1) as f64 / 1e6;
             let _ = write!(out, "{name}_sum{{route=\"");
-            label(&mut out, route_label(r));
+            label(&mut out, route);
             let _ = writeln!(out, "\"}} {sum}");
             let _ = write!(out, "{name}_count{{route=\"");
-            label(&mut out, route_label(r));
+            label(&mut out, route);
             let _ = writeln!(out, "\"}} {count}");
         }
     }
 
     out.push_str("# HELP pylon_gateway_errors_total Answers the gateway made itself, by route prefix and status code.\n# TYPE pylon_gateway_errors_total counter\n");
-    for r in all_routes.clone() {
+    for &(route, c) in &blocks {
         for (i, code) in ERRORS.iter().enumerate() {
-            let n = metrics.total(r, GATEWAY_ERRORS + i);
+            let n = c.total(GATEWAY_ERRORS + i);
             if n > 0 {
                 out.push_str("pylon_gateway_errors_total{route=\"");
-                label(&mut out, route_label(r));
+                label(&mut out, route);
                 let _ = writeln!(out, "\",code=\"{code}\"}} {n}");
             }
         }
     }
 
     out.push_str("# HELP pylon_rate_limited_total Requests refused with 429, by route prefix.\n# TYPE pylon_rate_limited_total counter\n");
-    for r in all_routes.clone() {
-        let n = metrics.total(r, GATEWAY_ERRORS + RATE_LIMITED);
+    for &(route, c) in &blocks {
+        let n = c.total(GATEWAY_ERRORS + RATE_LIMITED);
         if n > 0 {
             out.push_str("pylon_rate_limited_total{route=\"");
-            label(&mut out, route_label(r));
+            label(&mut out, route);
             let _ = writeln!(out, "\"}} {n}");
         }
     }
 
     out.push_str("# HELP pylon_upstream_errors_total Exchanges the upstream failed (refused, reset, timed out, answer cut short), by route prefix.\n# TYPE pylon_upstream_errors_total counter\n");
-    for r in all_routes {
-        let n = metrics.total(r, UPSTREAM_ERRORS);
+    for &(route, c) in &blocks {
+        let n = c.total(UPSTREAM_ERRORS);
         if n > 0 {
             out.push_str("pylon_upstream_errors_total{route=\"");
-            label(&mut out, route_label(r));
+            label(&mut out, route);
             let _ = writeln!(out, "\"}} {n}");
         }
     }
+
+    for (name, help, offset) in [
+        (
+            "pylon_request_bytes_total",
+            "Request body bytes read from clients, by route prefix.",
+            REQUEST_BYTES,
+        ),
+        (
+            "pylon_response_bytes_total",
+            "Response body bytes sent to clients, by route prefix.",
+            RESPONSE_BYTES,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for &(route, c) in &blocks {
+            let n = c.total(offset);
+            if n > 0 {
+                let _ = write!(out, "{name}{{route=\"");
+                label(&mut out, route);
+                let _ = writeln!(out, "\"}} {n}");
+            }
+        }
+    }
+
+    out.push_str("# HELP pylon_requests_in_flight Requests received and not yet answered in full.\n# TYPE pylon_requests_in_flight gauge\n");
+    let _ = writeln!(
+        out,
+        "pylon_requests_in_flight {}",
+        rt.shared.life.in_flight().max(0)
+    );
 
     out.push_str("# HELP pylon_upstream_healthy Whether an upstream instance takes traffic (1) or not (0).\n# TYPE pylon_upstream_healthy gauge\n");
     for route in &rt.routes {
@@ -262,63 +370,95 @@ pub fn render(rt: &Runtime, metrics: &Metrics) -> String {
     let _ = writeln!(
         out,
         "pylon_downstream_connections {}",
-        rt.connections.open()
+        rt.shared.connections.open()
     );
     out.push_str("# HELP pylon_downstream_connections_refused_total Client connections closed at once because server.max_connections were open.\n# TYPE pylon_downstream_connections_refused_total counter\n");
     let _ = writeln!(
         out,
         "pylon_downstream_connections_refused_total {}",
-        rt.connections.refused()
+        rt.shared.connections.refused()
     );
 
     out.push_str("# HELP pylon_rate_limit_clients Rate-limit counters held (per policy and client).\n# TYPE pylon_rate_limit_clients gauge\n");
-    let _ = writeln!(out, "pylon_rate_limit_clients {}", rt.limiter.len());
+    let _ = writeln!(out, "pylon_rate_limit_clients {}", rt.shared.limiter.len());
     out.push_str("# HELP pylon_rate_limit_evicted_total Rate-limit counters dropped to stay within rate_limit.max_clients.\n# TYPE pylon_rate_limit_evicted_total counter\n");
     let _ = writeln!(
         out,
         "pylon_rate_limit_evicted_total {}",
-        rt.limiter.evicted()
+        rt.shared.limiter.evicted()
+    );
+
+    out.push_str("# HELP pylon_config_reloads_total Config reloads (SIGHUP), by result.\n# TYPE pylon_config_reloads_total counter\n");
+    for (result, n) in [
+        ("success", &metrics.reloads.success),
+        ("failure", &metrics.reloads.failure),
+    ] {
+        let _ = writeln!(
+            out,
+            "pylon_config_reloads_total{{result=\"{result}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    out.push_str("# HELP pylon_config_generation The config in force: 1 at start, one more per successful reload.\n# TYPE pylon_config_generation gauge\n");
+    let _ = writeln!(out, "pylon_config_generation {}", config.generation);
+    out.push_str("# HELP pylon_config_loaded_timestamp_seconds When the config in force was loaded.\n# TYPE pylon_config_loaded_timestamp_seconds gauge\n");
+    let _ = writeln!(
+        out,
+        "pylon_config_loaded_timestamp_seconds {}",
+        unix_seconds(config.loaded_at)
     );
 
     out.push_str("# HELP pylon_access_log_dropped_total Access-log lines lost to a full queue.\n# TYPE pylon_access_log_dropped_total counter\n");
     let _ = writeln!(
         out,
         "pylon_access_log_dropped_total {}",
-        rt.access_log.dropped()
+        rt.shared.access_log.dropped()
     );
+    process_metrics(&mut out, rt.shared.started);
     out
 }
 
-/// The `/metrics` endpoint.
-pub struct MetricsApp {
-    rt: Arc<Runtime>,
-}
-
-impl MetricsApp {
-    pub fn new(rt: Arc<Runtime>) -> MetricsApp {
-        MetricsApp { rt }
+/// The standard process series (as Prometheus client libraries write them), from /proc.
+fn process_metrics(out: &mut String, started: std::time::SystemTime) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of stat, rss field 24 (1-based, with pid and
+    // comm before the ')')
+    if let (Some(user), Some(system)) = (field(11), field(12)) {
+        out.push_str("# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\n");
+        let _ = writeln!(out, "process_cpu_seconds_total {}", (user + system) / ticks);
     }
-}
-
-#[async_trait]
-impl ServeHttp for MetricsApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path();
-        let (status, body, content_type) = match (path, &self.rt.metrics) {
-            ("/metrics", Some(metrics)) => (
-                200,
-                render(&self.rt, metrics).into_bytes(),
-                "text/plain; version=0.0.4; charset=utf-8",
-            ),
-            _ => (404, b"not found\n".to_vec(), "text/plain"),
-        };
-        Response::builder()
-            .status(status)
-            .header("Content-Type", content_type)
-            .header("Content-Length", body.len())
-            .body(body)
-            .unwrap_or_default()
+    if let Some(rss) = field(21) {
+        out.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\n");
+        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * page);
     }
+    if let Some(vsize) = field(20) {
+        out.push_str("# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n# TYPE process_virtual_memory_bytes gauge\n");
+        let _ = writeln!(out, "process_virtual_memory_bytes {vsize}");
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        out.push_str("# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\n");
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        out.push_str("# HELP process_max_fds Maximum number of open file descriptors.\n# TYPE process_max_fds gauge\n");
+        let _ = writeln!(out, "process_max_fds {}", limit.rlim_cur);
+    }
+    out.push_str("# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\n");
+    let _ = writeln!(out, "process_start_time_seconds {}", unix_seconds(started));
 }
 
 #[cfg(test)]
@@ -327,7 +467,8 @@ mod tests {
 
     #[test]
     fn counts_land_in_their_route_and_class() {
-        let m = Metrics::new(2, 2);
+        let m = Metrics::new(2);
+        let (a, b) = (m.route("/a"), m.route("/b"));
         let obs = |route, status| Observation {
             route,
             status,
@@ -335,46 +476,75 @@ mod tests {
             upstream_time: Some(Duration::from_millis(2)),
             answered: None,
             upstream_error: status == 503,
+            request_bytes: 0,
+            response_bytes: 0,
         };
-        m.observe(&obs(Some(0), 200));
-        m.observe(&obs(Some(0), 204));
-        m.observe(&obs(Some(1), 503));
+        m.observe(&obs(Some(&a), 200));
+        m.observe(&obs(Some(&a), 204));
+        m.observe(&obs(Some(&b), 503));
         m.observe(&Observation {
             answered: Some(GatewayError::NotFound),
             upstream_time: None,
             ..obs(None, 404)
         });
-        assert_eq!(m.total(0, STATUS + 1), 2);
-        assert_eq!(m.total(1, STATUS + 4), 1);
+        assert_eq!(a.total(STATUS + 1), 2);
+        assert_eq!(b.total(STATUS + 4), 1);
         assert_eq!(
-            m.total(2, STATUS + 3),
+            m.unmatched.total(STATUS + 3),
             1,
             "unmatched requests have their own block"
         );
-        assert_eq!(m.total(2, GATEWAY_ERRORS + 3), 1);
-        assert_eq!(m.total(1, UPSTREAM_ERRORS), 1);
-        assert_eq!(m.total(0, UPSTREAM_ERRORS), 0);
+        assert_eq!(m.unmatched.total(GATEWAY_ERRORS + 3), 1);
+        assert_eq!(b.total(UPSTREAM_ERRORS), 1);
+        assert_eq!(a.total(UPSTREAM_ERRORS), 0);
         assert_eq!(ERRORS[RATE_LIMITED], 429);
         // 3ms falls in the 5ms bucket
-        assert_eq!(m.total(0, REQUEST_TIME + 2), 2);
-        assert_eq!(m.total(0, REQUEST_TIME + HISTOGRAM - 1), 6000);
+        assert_eq!(a.total(REQUEST_TIME + 2), 2);
+        assert_eq!(a.total(REQUEST_TIME + HISTOGRAM - 1), 6000);
+    }
+
+    #[test]
+    fn a_route_kept_by_a_reload_keeps_its_counts() {
+        let m = Metrics::new(2);
+        let before = m.route("/a");
+        m.observe(&Observation {
+            route: Some(&before),
+            status: 200,
+            duration: Duration::from_millis(1),
+            upstream_time: None,
+            answered: None,
+            upstream_error: false,
+            request_bytes: 0,
+            response_bytes: 0,
+        });
+        let after = m.route("/a");
+        assert_eq!(after.total(STATUS + 1), 1);
+        drop((before, after));
+        assert_eq!(
+            m.route("/a").total(STATUS + 1),
+            0,
+            "a removed route starts over"
+        );
     }
 
     #[test]
     fn counts_from_many_threads_add_up() {
-        let m = Arc::new(Metrics::new(1, 2));
+        let m = Arc::new(Metrics::new(2));
+        let route = m.route("/");
         let threads: Vec<_> = (0..8)
             .map(|_| {
-                let m = m.clone();
+                let (m, route) = (m.clone(), route.clone());
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
                         m.observe(&Observation {
-                            route: Some(0),
+                            route: Some(&route),
                             status: 200,
                             duration: Duration::from_micros(10),
                             upstream_time: None,
                             answered: None,
                             upstream_error: false,
+                            request_bytes: 0,
+                            response_bytes: 0,
                         });
                     }
                 })
@@ -383,7 +553,7 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(m.total(0, STATUS + 1), 8000);
+        assert_eq!(route.total(STATUS + 1), 8000);
     }
 
     #[test]

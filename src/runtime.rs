@@ -7,9 +7,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
 
 use crate::access_log::AccessLog;
+use crate::admin::AdminSettings;
 use crate::auth::{Authenticator, Authenticators};
 use crate::config::{
     BalanceKind, ConfigError, FileConfig, HashKeySpec, RouteRateLimit, RouteSection,
@@ -20,12 +23,12 @@ use crate::forwarding::TrustedProxies;
 use crate::headers::{static_name, Cors, SecurityHeaders};
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Limiter, Policy, PolicyBuilder, DEFAULT_MAX_CLIENTS};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteCounters};
 use crate::policy::{Access, IpSet, Methods, Op, Transform};
 use crate::router::Router;
 use crate::tls::{CertStore, CertificateSpec, MinVersion};
 use crate::upstream::{
-    Balance, HashKey, HealthCheckSpec, InstanceSpec, PassiveSpec, Pool, TlsSpec,
+    Balance, HashKey, HealthCheckSpec, InstanceSpec, LiveStates, PassiveSpec, Pool, TlsSpec,
 };
 
 const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
@@ -102,6 +105,8 @@ impl ClientTimeouts {
 #[derive(Debug)]
 pub struct Route {
     pub prefix: Arc<str>,
+    /// Its counters in the metrics; `None` when metrics are off.
+    pub counters: Option<Arc<RouteCounters>>,
     pub pool: Arc<Pool>,
     pub strip_prefix: bool,
     pub preserve_host: bool,
@@ -242,9 +247,119 @@ fn framing_field(name: &http::HeaderName) -> Option<String> {
     .then(|| "it frames the message or the connection, which the gateway manages".into())
 }
 
+/// What outlives a reload: made once per process, from the config loaded at start, and
+/// handed to every runtime compiled after it. Each piece is keyed by the identity of what
+/// it counts (a policy, a route's instance, a route's prefix), so a new runtime finds the
+/// state of whatever it keeps.
+pub struct Shared {
+    /// The counters of every rate-limit policy, by policy identity.
+    pub limiter: Arc<Limiter>,
+    /// Health, ejection and load of every instance, by route and URL.
+    pub live: LiveStates,
+    /// The counters behind /metrics; `None` when no admin or metrics listener is set.
+    pub metrics: Option<Metrics>,
+    /// Client connections open now, and refused over the cap.
+    pub connections: Arc<Connections>,
+    pub life: Arc<Lifecycle>,
+    pub access_log: Arc<AccessLog>,
+    /// The certificates the TLS listeners serve: the active runtime's.
+    pub certs: Arc<ArcSwapOption<CertStore>>,
+    /// When the process started.
+    pub started: SystemTime,
+}
+
+impl Shared {
+    /// The state for a process that starts with `file`.
+    pub fn from_config(file: &FileConfig) -> Result<Shared, ConfigError> {
+        let access_log = AccessLog::new(&file.access_log).map_err(|e| {
+            file.error_at(
+                file.access_log.path.span(),
+                "access_log.path".into(),
+                format!(
+                    "\"{}\" cannot be opened for writing: {e}",
+                    file.access_log.path.get_ref()
+                ),
+            )
+        })?;
+        Ok(Shared {
+            limiter: Arc::new(Limiter::new(max_clients(file))),
+            live: LiveStates::default(),
+            metrics: (file.admin.is_some() || file.metrics.is_some())
+                .then(|| Metrics::new(threads(file))),
+            connections: Arc::new(Connections::default()),
+            life: Arc::new(Lifecycle::default()),
+            access_log: Arc::new(access_log),
+            certs: Arc::new(ArcSwapOption::empty()),
+            started: SystemTime::now(),
+        })
+    }
+}
+
+fn max_clients(file: &FileConfig) -> usize {
+    file.rate_limit
+        .map_or(DEFAULT_MAX_CLIENTS, |p| p.max_clients.0)
+}
+
+fn threads(file: &FileConfig) -> usize {
+    file.server.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |t| t.0,
+    )
+}
+
+/// The settings bound into the listeners and the process when it starts: a reload
+/// cannot change them (an upgrade can), so it compares them and says which changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pinned {
+    pub listen: Vec<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_min_version: Option<MinVersion>,
+    pub tls_h2: Option<bool>,
+    pub admin_listen: Option<SocketAddr>,
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub error_log: Option<String>,
+    pub h2c: bool,
+    pub upstream_keepalive: usize,
+    pub access_log: (String, crate::config::LogFormat),
+}
+
+impl Pinned {
+    /// The config keys whose values differ in `new`.
+    pub fn differences(&self, new: &Pinned) -> Vec<&'static str> {
+        [
+            ("server.listen", self.listen != new.listen),
+            ("tls.listen", self.tls_listen != new.tls_listen),
+            (
+                "tls.min_version",
+                self.tls_min_version != new.tls_min_version,
+            ),
+            ("tls.h2", self.tls_h2 != new.tls_h2),
+            ("admin.listen", self.admin_listen != new.admin_listen),
+            ("server.threads", self.threads != new.threads),
+            ("server.pid_file", self.pid_file != new.pid_file),
+            ("server.upgrade_sock", self.upgrade_sock != new.upgrade_sock),
+            ("server.error_log", self.error_log != new.error_log),
+            ("server.h2c", self.h2c != new.h2c),
+            (
+                "server.upstream_keepalive",
+                self.upstream_keepalive != new.upstream_keepalive,
+            ),
+            ("access_log", self.access_log != new.access_log),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
 /// Everything the gateway needs at run time.
 pub struct Runtime {
     pub config_path: PathBuf,
+    /// PORT from the environment at start, which replaces the first listener's port;
+    /// reloads apply the same.
+    port_override: Option<String>,
     pub listen: Vec<SocketAddr>,
     pub threads: usize,
     pub pid_file: String,
@@ -254,8 +369,8 @@ pub struct Runtime {
     pub router: Router<usize>,
     /// The `[rate_limit]` policy, also applied to requests that match no route.
     pub default_limit: Option<Policy>,
-    /// The counters of every policy.
-    pub limiter: Arc<Limiter>,
+    /// `rate_limit.max_clients`, applied to the shared limiter when this runtime activates.
+    max_clients: usize,
     /// IPv6 clients are counted by this prefix of their address.
     pub ipv6_prefix: u8,
     pub grace_period: Duration,
@@ -264,13 +379,9 @@ pub struct Runtime {
     pub client: ClientTimeouts,
     /// Client connections held at most; more are closed at once.
     pub max_connections: usize,
-    /// Client connections open now, and refused over the cap.
-    pub connections: Arc<Connections>,
     pub error_log: Option<String>,
-    /// Where /metrics is served, and the counters; `None` when `[metrics]` is absent.
-    pub metrics_listen: Option<SocketAddr>,
-    pub metrics: Option<Metrics>,
-    pub life: Arc<Lifecycle>,
+    /// The admin listener (metrics, health, status); `None` without `[admin]`.
+    pub admin: Option<AdminSettings>,
     /// With `redirect_http`, the port plain requests are redirected to.
     pub redirect_http: Option<u16>,
     /// Cleartext HTTP/2 on the plain listeners.
@@ -283,7 +394,10 @@ pub struct Runtime {
     pub trusted_proxies: TrustedProxies,
     pub security: SecurityHeaders,
     pub cors: Cors,
-    pub access_log: Arc<AccessLog>,
+    /// What a reload cannot change.
+    pub pinned: Pinned,
+    /// The state this runtime shares with those before and after it.
+    pub shared: Arc<Shared>,
 }
 
 impl Runtime {
@@ -293,6 +407,7 @@ impl Runtime {
         path: &Path,
         file: &FileConfig,
         port_override: Option<&str>,
+        shared: Arc<Shared>,
     ) -> Result<Runtime, ConfigError> {
         let env_error = |message: String| ConfigError::Environment {
             path: path.to_path_buf(),
@@ -332,10 +447,7 @@ impl Runtime {
             },
         );
 
-        let mut policies = PolicyBuilder::new(
-            file.rate_limit
-                .map_or(DEFAULT_MAX_CLIENTS, |p| p.max_clients.0),
-        );
+        let mut policies = PolicyBuilder::on(shared.limiter.clone());
         let default_limit = file
             .rate_limit
             .map(|p| policies.policy("default", p.requests.0, p.window.0));
@@ -355,8 +467,8 @@ impl Runtime {
                     Some(policies.policy(&prefix, p.requests.0, p.window.0))
                 }
             };
-            let pool =
-                compile_pool(r).map_err(|m| env_error(format!("routes \"{prefix}\": {m}")))?;
+            let pool = compile_pool(r, &shared.live)
+                .map_err(|m| env_error(format!("routes \"{prefix}\": {m}")))?;
             let chain: Vec<Arc<Authenticator>> = r
                 .auth
                 .iter()
@@ -370,6 +482,7 @@ impl Runtime {
                 }
             }
             routes.push(Route {
+                counters: shared.metrics.as_ref().map(|m| m.route(&prefix)),
                 prefix,
                 pool: Arc::new(pool),
                 strip_prefix: r.strip_prefix,
@@ -394,24 +507,29 @@ impl Runtime {
                 .map(|(i, r)| (r.prefix.to_string(), i)),
         );
 
-        let access_log = AccessLog::new(&file.access_log).map_err(|e| {
-            file.error_at(
-                file.access_log.path.span(),
-                "access_log.path".into(),
-                format!(
-                    "\"{}\" cannot be opened for writing: {e}",
-                    file.access_log.path.get_ref()
-                ),
-            )
-        })?;
-
-        let threads = file.server.threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            |t| t.0,
-        );
-        let routes_len = routes.len();
+        let tls = compile_tls(file)?;
+        let admin = AdminSettings::from_config(file)?;
+        let threads = threads(file);
+        let pinned = Pinned {
+            listen: listen.clone(),
+            tls_listen: tls.iter().flat_map(|t| t.listen.iter().copied()).collect(),
+            tls_min_version: tls.as_ref().map(|t| t.min_version),
+            tls_h2: tls.as_ref().map(|t| t.h2),
+            admin_listen: admin.as_ref().map(|a| a.listen),
+            threads,
+            pid_file: file.server.pid_file.clone(),
+            upgrade_sock: file.server.upgrade_sock.clone(),
+            error_log: file.server.error_log.clone(),
+            h2c: file.server.h2c,
+            upstream_keepalive: file.server.upstream_keepalive.0,
+            access_log: (
+                file.access_log.path.get_ref().clone(),
+                file.access_log.format,
+            ),
+        };
         Ok(Runtime {
             config_path: path.to_path_buf(),
+            port_override: port_override.map(str::to_string),
             listen,
             threads,
             pid_file: file.server.pid_file.clone(),
@@ -419,20 +537,14 @@ impl Runtime {
             routes,
             router,
             default_limit,
-            limiter: policies.limiter().clone(),
+            max_clients: max_clients(file),
             ipv6_prefix,
             grace_period: file.server.grace_period.0,
             graceful_shutdown_timeout: file.server.graceful_shutdown_timeout.0,
             client,
             max_connections: file.server.max_connections.0,
-            connections: Arc::new(Connections::default()),
             error_log: file.server.error_log.clone(),
-            metrics_listen: file.metrics.as_ref().map(|m| m.listen.0),
-            metrics: file
-                .metrics
-                .as_ref()
-                .map(|_| Metrics::new(routes_len, threads)),
-            life: Arc::new(Lifecycle::default()),
+            admin,
             redirect_http: file
                 .tls
                 .as_ref()
@@ -441,12 +553,13 @@ impl Runtime {
                 .map(|l| l.0.port()),
             h2c: file.server.h2c,
             upstream_keepalive: file.server.upstream_keepalive.0,
-            tls: compile_tls(file)?,
+            tls,
             auth,
             trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),
             security,
             cors: Cors::from_config(&file.cors).map_err(env_error)?,
-            access_log: Arc::new(access_log),
+            pinned,
+            shared,
         })
     }
 
@@ -455,11 +568,36 @@ impl Runtime {
         self.routes.iter().map(|r| r.pool.clone()).collect()
     }
 
-    /// Load, check and compile a configuration file, taking PORT from the environment.
+    /// Load, check and compile a configuration file for a new process, taking PORT from
+    /// the environment.
     pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
         let file = crate::config::load(path)?;
         let port = std::env::var("PORT").ok();
-        Runtime::from_config(path, &file, port.as_deref())
+        let shared = Arc::new(Shared::from_config(&file)?);
+        Runtime::from_config(path, &file, port.as_deref(), shared)
+    }
+
+    /// Load and compile the file again, on this runtime's shared state (a reload).
+    pub fn recompile(&self) -> Result<Runtime, ConfigError> {
+        let file = crate::config::load(&self.config_path)?;
+        Runtime::from_config(
+            &self.config_path,
+            &file,
+            self.port_override.as_deref(),
+            self.shared.clone(),
+        )
+    }
+
+    /// Make this runtime the one in force: its limits, certificates and fetched keys take
+    /// over from `previous` (the runtime it replaces, if any).
+    pub fn activate(&self, previous: Option<&Runtime>) {
+        self.shared.limiter.set_max_clients(self.max_clients);
+        if let Some(tls) = &self.tls {
+            self.shared.certs.store(Some(tls.store.clone()));
+        }
+        if let Some(previous) = previous {
+            self.auth.adopt_keys(&previous.auth);
+        }
     }
 }
 
@@ -514,7 +652,7 @@ fn compile_tls(file: &FileConfig) -> Result<Option<TlsListeners>, ConfigError> {
 }
 
 /// A route's upstream instances with their balancing, checks and TLS settings.
-fn compile_pool(r: &RouteSection) -> Result<Pool, String> {
+fn compile_pool(r: &RouteSection, live: &LiveStates) -> Result<Pool, String> {
     let specs: Vec<InstanceSpec> = r
         .upstreams
         .get_ref()
@@ -560,7 +698,15 @@ fn compile_pool(r: &RouteSection) -> Result<Pool, String> {
             .as_ref()
             .map(|ca| Arc::new(ca.certificates.clone().into_boxed_slice())),
     };
-    Pool::new(&specs, balance, r.retries.0, passive, health, tls)
+    Pool::new(
+        &specs,
+        balance,
+        r.retries.0,
+        passive,
+        health,
+        tls,
+        (live, &r.prefix.get_ref().0),
+    )
 }
 
 #[cfg(test)]
@@ -571,7 +717,8 @@ mod tests {
     fn compile(text: &str, port: Option<&str>) -> Result<Runtime, ConfigError> {
         let path = Path::new("t.toml");
         let file = config::parse(path, &format!("[access_log]\npath = \"off\"\n{text}")).unwrap();
-        Runtime::from_config(path, &file, port)
+        let shared = Arc::new(Shared::from_config(&file).unwrap());
+        Runtime::from_config(path, &file, port, shared)
     }
 
     #[test]

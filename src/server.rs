@@ -12,13 +12,13 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
 
-use crate::access_log::AccessLog;
-use crate::auth::JwksRefresher;
+use crate::admin::AdminApp;
 use crate::edge::Edge;
 use crate::gateway::Gateway;
 use crate::lifecycle::{ExitWhenIdle, Signals};
-use crate::metrics::MetricsApp;
+use crate::reload::Current;
 use crate::runtime::Runtime;
 use crate::tls::listener_settings;
 use crate::upstream::HealthChecks;
@@ -70,8 +70,10 @@ pub fn check_listeners(listen: &[SocketAddr]) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Build the Pingora server for a runtime, with the signal handling that goes with it.
-pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartError> {
+/// Build the Pingora server for the runtime in force, with the signal handling that goes
+/// with it.
+pub fn build(current: Arc<Current>, cli: &Cli) -> Result<(Server, RunArgs), StartError> {
+    let rt = current.load();
     let conf = ServerConf {
         threads: rt.threads,
         pid_file: rt.pid_file.clone(),
@@ -106,48 +108,43 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
 
     let mut options = HttpServerOptions::default();
     options.h2c = rt.h2c;
-    let mut gateway = HttpProxy::new(Gateway::new(rt.clone()), server.configuration.clone());
+    let mut gateway = HttpProxy::new(Gateway::new(current.clone()), server.configuration.clone());
     gateway.server_options = Some(options);
     gateway.handle_init_modules();
-    let mut proxy = Service::new("pylon".to_string(), Edge::new(gateway, rt.clone()));
+    let mut proxy = Service::new("pylon".to_string(), Edge::new(gateway, current.clone()));
     for addr in &rt.listen {
         proxy.add_tcp(&addr.to_string());
     }
     if let Some(tls) = &rt.tls {
         for addr in &tls.listen {
             // one settings object per listener: Pingora takes it by value
-            let settings = listener_settings(tls.store.clone(), tls.min_version, tls.h2)
+            let settings = listener_settings(rt.shared.certs.clone(), tls.min_version, tls.h2)
                 .map_err(|e| StartError::Tls(format!("TLS listener {addr}: {e}")))?;
             proxy.add_tls_with_settings(&addr.to_string(), None, settings);
         }
     }
     server.add_service(proxy).add_dependency(&bootstrap);
-    if let Some(addr) = rt.metrics_listen {
-        let mut metrics = Service::new("metrics".to_string(), MetricsApp::new(rt.clone()));
-        metrics.add_tcp(&addr.to_string());
-        metrics.threads = Some(1);
-        server.add_service(metrics).add_dependency(&bootstrap);
+    if let Some(admin) = &rt.admin {
+        let mut service = Service::new("admin".to_string(), AdminApp::new(current.clone()));
+        service.add_tcp(&admin.listen.to_string());
+        service.threads = Some(1);
+        server.add_service(service).add_dependency(&bootstrap);
     }
     let exit = ExitWhenIdle::new(
-        rt.life.clone(),
-        rt.access_log.clone(),
+        rt.shared.life.clone(),
+        rt.shared.access_log.clone(),
         rt.graceful_shutdown_timeout,
         server.watch_execution_phase(),
     );
-    let health_checks = HealthChecks::new(rt.pools());
-    let jwks = rt.auth.fetches_jwks().then(|| rt.auth.refresher());
     server.add_service(background_service(
         "housekeeping",
         Housekeeping {
-            access_log: rt.access_log.clone(),
-            health_checks,
-            jwks,
+            current: current.clone(),
             exit,
         },
     ));
     let signals = Signals {
-        life: rt.life.clone(),
-        grace_period: rt.grace_period,
+        current,
         upgrade_sock: rt.upgrade_sock.clone(),
     };
     Ok((
@@ -159,31 +156,82 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
 }
 
 /// Everything that runs beside the proxy, on one background runtime (a thread) rather than
-/// one each: the access-log writer, health checks, JWKS refreshes, and the exit once idle.
-/// It starts in the serving process, after any daemon fork.
+/// one each: the access-log writer, reloads on SIGHUP, the work that follows the runtime
+/// in force (health checks, JWKS refreshes), and the exit once idle. It starts in the
+/// serving process, after any daemon fork.
 struct Housekeeping {
-    access_log: Arc<AccessLog>,
-    health_checks: HealthChecks,
-    jwks: Option<JwksRefresher>,
+    current: Arc<Current>,
     exit: ExitWhenIdle,
 }
 
 #[async_trait]
 impl BackgroundService for Housekeeping {
     async fn start(&self, shutdown: ShutdownWatch) {
-        if let Err(e) = self.access_log.start_writer() {
+        if let Err(e) = self.current.peek().shared.access_log.start_writer() {
             log::error!("access log: cannot start the writer: {e}");
         }
-        let jwks = async {
-            if let Some(jwks) = &self.jwks {
-                jwks.start(shutdown.clone()).await;
-            }
-        };
         futures::join!(
-            self.health_checks.start(shutdown.clone()),
-            jwks,
+            self.follow_runtime(shutdown.clone()),
+            self.reload_on_hangup(shutdown.clone()),
             self.exit.start(shutdown.clone()),
         );
+    }
+}
+
+impl Housekeeping {
+    /// Run the health checks and JWKS refreshes of the runtime in force; after a reload,
+    /// stop them and start those of the new one (instance health itself is kept, see
+    /// [`crate::upstream::LiveStates`]).
+    async fn follow_runtime(&self, mut shutdown: ShutdownWatch) {
+        let mut generation = self.current.subscribe();
+        loop {
+            let rt = self.current.load();
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let health_checks = HealthChecks::new(rt.pools());
+            let jwks = rt.auth.fetches_jwks().then(|| rt.auth.refresher());
+            drop(rt);
+            let work = async {
+                let jwks = async {
+                    if let Some(jwks) = &jwks {
+                        jwks.start(stopped.clone()).await;
+                    }
+                };
+                futures::join!(health_checks.start(stopped.clone()), jwks);
+                // nothing left to run: wait for a reload or the end
+                std::future::pending::<()>().await;
+            };
+            let next = tokio::select! {
+                _ = work => false,
+                changed = generation.changed() => changed.is_ok(),
+                _ = shutdown.changed() => false,
+            };
+            let _ = stop.send(true);
+            if !next || *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// SIGHUP: reopen the access log, then reload the config file.
+    async fn reload_on_hangup(&self, mut shutdown: ShutdownWatch) {
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot watch SIGHUP, so reloads are off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    log::info!("SIGHUP: reopening the access log and reloading the config");
+                    self.current.peek().shared.access_log.reopen();
+                    // the outcome is logged and kept for /api/status
+                    let _ = self.current.reload();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 }
 
@@ -214,7 +262,7 @@ pub fn run(rt: Runtime, cli: &Cli) -> i32 {
             .iter()
             .copied()
             .chain(rt.tls.iter().flat_map(|t| t.listen.iter().copied()))
-            .chain(rt.metrics_listen)
+            .chain(rt.admin.as_ref().map(|a| a.listen))
             .collect();
         if let Err(e) = check_listeners(&all) {
             eprintln!("pylon: {e}");
@@ -227,14 +275,15 @@ pub fn run(rt: Runtime, cli: &Cli) -> i32 {
             log::warn!("cannot guard the daemon's readiness signal: {e}");
         }
     }
-    let rt = Arc::new(rt);
+    ignore_hangup_until_watched();
     log::info!(
         "pylon: {} routes, listening on {:?}, config {}",
         rt.routes.len(),
         rt.listen,
         rt.config_path.display()
     );
-    let (server, run_args) = match build(rt.clone(), cli) {
+    let current = Current::new(rt);
+    let (server, run_args) = match build(current.clone(), cli) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("pylon: {e}");
@@ -242,6 +291,16 @@ pub fn run(rt: Runtime, cli: &Cli) -> i32 {
         }
     };
     server.run(run_args);
-    rt.access_log.close();
+    current.peek().shared.access_log.close();
     0
+}
+
+/// SIGHUP ends a process by default: ignore it until the housekeeping task watches it (a
+/// reload sent while the gateway starts is lost, not fatal).
+fn ignore_hangup_until_watched() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and is
+    // valid at any time; tokio replaces it with its own handler when it starts watching.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
 }

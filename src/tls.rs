@@ -22,6 +22,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwapOption;
 // pingora::tls re-exports no asn1 module; Cargo resolves this and pingora's openssl to one
 // crate (0.10), so the types are the same.
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
@@ -517,16 +518,21 @@ impl fmt::Debug for CertStore {
 // Listener settings
 // ---------------------------------------------------------------------------------------------
 
-/// Pingora's per-handshake hook: picks the certificate for the client's server name.
+/// Pingora's per-handshake hook: picks the certificate for the client's server name from
+/// the certificates in force (a reload swaps them).
 struct SniResolver {
-    store: Arc<CertStore>,
+    certs: Arc<ArcSwapOption<CertStore>>,
 }
 
 #[async_trait::async_trait]
 impl TlsAccept for SniResolver {
     /// Runs when OpenSSL needs a certificate, after it has read the client's hello (and SNI).
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let cert = self.store.select(ssl.servername(NameType::HOST_NAME));
+        let Some(store) = self.certs.load_full() else {
+            log::error!("TLS: no certificates are loaded");
+            return;
+        };
+        let cert = store.select(ssl.servername(NameType::HOST_NAME));
         if let Err(e) = cert.use_for(ssl) {
             // The handshake then fails for want of a certificate; the client sees an alert.
             log::error!(
@@ -540,11 +546,11 @@ impl TlsAccept for SniResolver {
 /// The settings for one TLS listener (Pingora takes them by value, so call this once per
 /// listen address): versions, ciphers, ALPN, sessions, and the certificate chosen by SNI.
 pub fn listener_settings(
-    store: Arc<CertStore>,
+    certs: Arc<ArcSwapOption<CertStore>>,
     min: MinVersion,
     h2: bool,
 ) -> Result<TlsSettings, TlsError> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(SniResolver { store }))
+    let mut settings = TlsSettings::with_callbacks(Box::new(SniResolver { certs }))
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     configure_acceptor(&mut settings, min, h2)
         .map_err(|e| TlsError::Setup(format!("OpenSSL refused the settings: {e}")))?;
@@ -1151,7 +1157,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let resolver = SniResolver {
-            store: store.clone(),
+            certs: Arc::new(ArcSwapOption::new(Some(store.clone()))),
         };
         let server = async {
             let (tcp, _) = listener.accept().await.unwrap();
@@ -1412,7 +1418,9 @@ mod tests {
     #[test]
     fn listener_settings_apply_the_shared_configuration() {
         let pki = Pki::new();
-        let store = Arc::new(load(&[pki.leaf("a", &["a.test"])]).0);
+        let store = Arc::new(ArcSwapOption::from_pointee(
+            load(&[pki.leaf("a", &["a.test"])]).0,
+        ));
         for (min, expected) in [
             (MinVersion::Tls12, SslVersion::TLS1_2),
             (MinVersion::Tls13, SslVersion::TLS1_3),

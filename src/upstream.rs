@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -96,6 +96,19 @@ pub struct InstanceSpec {
     pub authority: String,
 }
 
+impl InstanceSpec {
+    /// The instance as a URL, its identity across reloads: `http://host:port` (with the
+    /// address it resolved to when the name is not one).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.authority == self.addr.to_string() {
+            format!("{scheme}://{}", self.authority)
+        } else {
+            format!("{scheme}://{} ({})", self.authority, self.addr)
+        }
+    }
+}
+
 /// One upstream instance and its live state.
 #[derive(Debug)]
 pub struct Instance {
@@ -105,24 +118,77 @@ pub struct Instance {
     pub sni: String,
     pub host: HeaderValue,
     pub authority: Arc<str>,
+    live: Arc<Live>,
+}
+
+/// What an instance has been through: its health and its load. It outlives a reload that
+/// keeps the instance (same route, same URL), see [`LiveStates`].
+#[derive(Debug)]
+struct Live {
     /// Active health, as decided by the checker with its thresholds.
     healthy: AtomicBool,
     /// Consecutive check results against the current state (checker task only).
     streak: AtomicU32,
     /// Consecutive proxy failures (passive).
     failures: AtomicU32,
-    /// Ejected until this many ms after the pool's epoch; 0 = not ejected.
+    /// Ejected until this many ms after the [`LiveStates`] epoch; 0 = not ejected.
     ejected_until: AtomicU64,
     in_flight: AtomicUsize,
 }
 
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            healthy: AtomicBool::new(true),
+            streak: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The live state of every instance by route prefix and URL, for the life of the process:
+/// a reload that keeps an instance keeps its health, ejection and requests in flight.
+/// Entries go when no pool holds them any more.
+pub struct LiveStates {
+    epoch: Instant,
+    by_key: Mutex<HashMap<String, Weak<Live>>>,
+}
+
+impl Default for LiveStates {
+    fn default() -> Self {
+        LiveStates {
+            epoch: Instant::now(),
+            by_key: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl LiveStates {
+    /// The state of `url` under `route`: the one already held, or a fresh one.
+    fn get(&self, route: &str, url: &str) -> Arc<Live> {
+        let Ok(mut by_key) = self.by_key.lock() else {
+            return Arc::new(Live::default());
+        };
+        by_key.retain(|_, live| live.strong_count() > 0);
+        let key = format!("{route} {url}");
+        if let Some(live) = by_key.get(&key).and_then(Weak::upgrade) {
+            return live;
+        }
+        let live = Arc::new(Live::default());
+        by_key.insert(key, Arc::downgrade(&live));
+        live
+    }
+}
+
 impl Instance {
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.live.healthy.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.live.in_flight.load(Ordering::Relaxed)
     }
 }
 
@@ -211,7 +277,9 @@ impl Pool {
         passive: Option<PassiveSpec>,
         health: Option<HealthCheckSpec>,
         tls: TlsSpec,
+        live: (&LiveStates, &str),
     ) -> Result<Pool, String> {
+        let (live, route) = live;
         if specs.is_empty() {
             return Err("a route needs at least one upstream".into());
         }
@@ -232,11 +300,7 @@ impl Pool {
                 sni,
                 host: crate::headers::static_value(&s.authority)?,
                 authority: Arc::from(s.authority.as_str()),
-                healthy: AtomicBool::new(true),
-                streak: AtomicU32::new(0),
-                failures: AtomicU32::new(0),
-                ejected_until: AtomicU64::new(0),
-                in_flight: AtomicUsize::new(0),
+                live: live.get(route, &s.url()),
             });
         }
         let weights: Vec<u32> = instances.iter().map(|i| i.weight).collect();
@@ -268,9 +332,19 @@ impl Pool {
             passive,
             health,
             tls,
-            epoch: Instant::now(),
+            epoch: live.epoch,
             always_available,
         })
+    }
+
+    /// The balance's name as the config writes it.
+    pub fn balance_name(&self) -> &'static str {
+        match self.balance {
+            Balance::RoundRobin => "round_robin",
+            Balance::Random => "random",
+            Balance::LeastRequest => "least_request",
+            Balance::Hash(_) => "hash",
+        }
     }
 
     pub fn instances(&self) -> &[Instance] {
@@ -297,10 +371,10 @@ impl Pool {
         let Some(inst) = self.instances.get(i) else {
             return false;
         };
-        if !inst.healthy.load(Ordering::Relaxed) {
+        if !inst.live.healthy.load(Ordering::Relaxed) {
             return false;
         }
-        let until = inst.ejected_until.load(Ordering::Relaxed);
+        let until = inst.live.ejected_until.load(Ordering::Relaxed);
         until == 0 || self.now_ms() >= until
     }
 
@@ -361,7 +435,7 @@ impl Pool {
         let b = (a + 1 + fastrand::usize(..n - 1)) % n;
         match (ok(a), ok(b)) {
             (true, true) => {
-                let load = |i: usize| self.instances[i].in_flight.load(Ordering::Relaxed);
+                let load = |i: usize| self.instances[i].live.in_flight.load(Ordering::Relaxed);
                 Some(if load(b) < load(a) { b } else { a })
             }
             (true, false) => Some(a),
@@ -370,7 +444,7 @@ impl Pool {
                 // both unfit: the least loaded of the fit ones
                 (0..n)
                     .filter(|&i| ok(i))
-                    .min_by_key(|&i| self.instances[i].in_flight.load(Ordering::Relaxed))
+                    .min_by_key(|&i| self.instances[i].live.in_flight.load(Ordering::Relaxed))
             }
         }
     }
@@ -421,15 +495,17 @@ impl Pool {
 
     /// A request is going to instance `i` (for least-request).
     pub fn begin(&self, i: usize) {
-        if let (Balance::LeastRequest, Some(inst)) = (&self.balance, self.instances.get(i)) {
-            inst.in_flight.fetch_add(1, Ordering::Relaxed);
+        // counted under every balance: least_request reads it, the status API shows it,
+        // and a reload that changes the balance must find it right
+        if let Some(inst) = self.instances.get(i) {
+            inst.live.in_flight.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A request to instance `i` is over.
     pub fn end(&self, i: usize) {
-        if let (Balance::LeastRequest, Some(inst)) = (&self.balance, self.instances.get(i)) {
-            inst.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(inst) = self.instances.get(i) {
+            inst.live.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -440,8 +516,8 @@ impl Pool {
         }
         if let Some(inst) = self.instances.get(i) {
             // read first: an instance that is doing fine is never written to
-            if inst.failures.load(Ordering::Relaxed) != 0 {
-                inst.failures.store(0, Ordering::Relaxed);
+            if inst.live.failures.load(Ordering::Relaxed) != 0 {
+                inst.live.failures.store(0, Ordering::Relaxed);
             }
         }
     }
@@ -452,13 +528,15 @@ impl Pool {
         let (Some(passive), Some(inst)) = (self.passive, self.instances.get(i)) else {
             return false;
         };
-        let failures = inst.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = inst.live.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures < passive.failures {
             return false;
         }
-        inst.failures.store(0, Ordering::Relaxed);
+        inst.live.failures.store(0, Ordering::Relaxed);
         let until = self.now_ms() + passive.cooldown.as_millis() as u64;
-        inst.ejected_until.store(until.max(1), Ordering::Relaxed);
+        inst.live
+            .ejected_until
+            .store(until.max(1), Ordering::Relaxed);
         log::warn!(
             "upstream {} ejected for {:?} after {} consecutive failures",
             inst.authority,
@@ -475,8 +553,8 @@ impl Pool {
         let ejection = self
             .instances
             .iter()
-            .filter(|i| i.healthy.load(Ordering::Relaxed))
-            .map(|i| i.ejected_until.load(Ordering::Relaxed))
+            .filter(|i| i.live.healthy.load(Ordering::Relaxed))
+            .map(|i| i.live.ejected_until.load(Ordering::Relaxed))
             .filter(|&until| until > now)
             .min()
             .map(|until| until - now);
@@ -490,16 +568,16 @@ impl Pool {
         let Some(inst) = self.instances.get(i) else {
             return;
         };
-        let healthy = inst.healthy.load(Ordering::Relaxed);
+        let healthy = inst.live.healthy.load(Ordering::Relaxed);
         if passed == healthy {
-            inst.streak.store(0, Ordering::Relaxed);
+            inst.live.streak.store(0, Ordering::Relaxed);
             return;
         }
-        let streak = inst.streak.fetch_add(1, Ordering::Relaxed) + 1;
+        let streak = inst.live.streak.fetch_add(1, Ordering::Relaxed) + 1;
         let needed = if passed { spec.healthy } else { spec.unhealthy };
         if streak >= needed {
-            inst.healthy.store(passed, Ordering::Relaxed);
-            inst.streak.store(0, Ordering::Relaxed);
+            inst.live.healthy.store(passed, Ordering::Relaxed);
+            inst.live.streak.store(0, Ordering::Relaxed);
             if passed {
                 log::info!("upstream {} is healthy again", inst.authority);
             } else {
@@ -676,7 +754,16 @@ mod tests {
             .enumerate()
             .map(|(i, &w)| spec(7000 + i as u16, w))
             .collect();
-        Pool::new(&specs, balance, 2, passive, None, TlsSpec::default()).unwrap()
+        Pool::new(
+            &specs,
+            balance,
+            2,
+            passive,
+            None,
+            TlsSpec::default(),
+            (&LiveStates::default(), "/"),
+        )
+        .unwrap()
     }
 
     fn input(headers: &http::HeaderMap) -> SelectInput<'_> {
@@ -813,6 +900,7 @@ mod tests {
             None,
             Some(hc.clone()),
             TlsSpec::default(),
+            (&LiveStates::default(), "/"),
         )
         .unwrap();
         p.record_check(0, false, &hc);
@@ -838,8 +926,42 @@ mod tests {
             0,
             None,
             None,
-            TlsSpec::default()
+            TlsSpec::default(),
+            (&LiveStates::default(), "/"),
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_rebuilt_pool_keeps_the_state_of_the_instances_it_keeps() {
+        let live = LiveStates::default();
+        let passive = Some(PassiveSpec {
+            failures: 1,
+            cooldown: Duration::from_secs(30),
+        });
+        let build = |ports: &[u16], route: &str| {
+            let specs: Vec<_> = ports.iter().map(|&p| spec(p, 1)).collect();
+            Pool::new(
+                &specs,
+                Balance::RoundRobin,
+                0,
+                passive,
+                None,
+                TlsSpec::default(),
+                (&live, route),
+            )
+            .unwrap()
+        };
+        let old = build(&[7000, 7001], "/a");
+        old.begin(1);
+        assert!(old.report_failure(0), "ejected");
+        let new = build(&[7002, 7000, 7001], "/a");
+        assert!(new.is_available(0), "a new instance starts fresh");
+        assert!(!new.is_available(1), "the ejection survives");
+        assert_eq!(new.instances[2].in_flight(), 1, "so do requests in flight");
+        old.end(1);
+        assert_eq!(new.instances[2].in_flight(), 0);
+        let other_route = build(&[7000], "/b");
+        assert!(other_route.is_available(0), "another route counts apart");
     }
 }

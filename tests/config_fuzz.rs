@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pylon::runtime::Runtime;
+use pylon::runtime::{Runtime, Shared};
 
 /// Cases per run, and the most time they may take.
 const CASES: usize = 20_000;
@@ -303,7 +303,8 @@ fn load(path: &Path, text: &str) -> Result<(), String> {
         let span = file.access_log.path.span();
         file.access_log.path = toml::Spanned::new(span, "off".to_string());
     }
-    Runtime::from_config(path, &file, None)
+    let shared = Shared::from_config(&file).map_err(|e| e.to_string())?;
+    Runtime::from_config(path, &file, None, std::sync::Arc::new(shared))
         .map(drop)
         .map_err(|e| e.to_string())
 }

@@ -4,82 +4,8 @@
 
 mod common;
 use common::*;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Clients on keep-alive connections sending requests until stopped; counts successes and
-/// every kind of failure.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(url: String, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, ok, failures, url) =
-                    (stop.clone(), ok.clone(), failures.clone(), url.clone());
-                std::thread::spawn(move || {
-                    let http = client();
-                    while !stop.load(Ordering::Relaxed) {
-                        match http.get(&url).send().and_then(|r| {
-                            let status = r.status();
-                            r.text().map(|body| (status, body))
-                        }) {
-                            Ok((status, _)) if status == 200 => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok((status, body)) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("status {status}: {body}")),
-                            Err(e) => failures.lock().unwrap().push(format!("error: {e:?}")),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failures,
-            threads,
-        }
-    }
-
-    fn ok(&self) -> usize {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    fn wait_for(&self, more: usize) {
-        let target = self.ok() + more;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.ok() < target {
-            assert!(
-                Instant::now() < deadline,
-                "the load stalled at {}",
-                self.ok()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stop(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (self.ok.load(Ordering::Relaxed), failures)
-    }
-}
 
 #[test]
 fn three_upgrades_under_keep_alive_load_lose_no_request() {

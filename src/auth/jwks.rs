@@ -357,6 +357,17 @@ impl fmt::Debug for RemoteJwks {
 }
 
 impl RemoteJwks {
+    pub(crate) fn same_url(&self, other: &RemoteJwks) -> bool {
+        self.url == other.url
+    }
+
+    /// Take the key set `old` holds, unless this one has fetched its own.
+    pub(crate) fn adopt(&self, old: &RemoteJwks) {
+        if self.keys.load().is_none() {
+            self.keys.store(old.keys.load_full());
+        }
+    }
+
     pub fn new(
         name: &str,
         url: reqwest::Url,

@@ -156,6 +156,15 @@ impl Authenticator {
         &self.name
     }
 
+    /// The `type` of its `[auth.NAME]` section, for the status API.
+    pub fn kind(&self) -> &'static str {
+        match self.method {
+            Method::Jwt(_) => "jwt",
+            Method::ApiKey(_) => "api_key",
+            Method::Introspection(_) => "oauth2_introspection",
+        }
+    }
+
     /// Check a request's credentials. Accepts `&pingora::http::RequestHeader` too, which
     /// derefs to [`Parts`].
     pub async fn authenticate(&self, req: &Parts) -> Result<Identity, Rejection> {
@@ -308,6 +317,16 @@ impl Authenticators {
     /// Whether any authenticator fetches a JWKS URL, i.e. whether the refresher has work.
     pub fn fetches_jwks(&self) -> bool {
         !self.remotes.is_empty()
+    }
+
+    /// Start with the key sets `previous` (the runtime a reload replaces) fetched from the
+    /// same URLs, rather than with none until the first fetch.
+    pub fn adopt_keys(&self, previous: &Authenticators) {
+        for remote in &self.remotes {
+            if let Some(old) = previous.remotes.iter().find(|o| o.same_url(remote)) {
+                remote.adopt(old);
+            }
+        }
     }
 
     /// The background service that fetches every JWKS URL at start and on its interval.

@@ -46,7 +46,7 @@ use crate::error::GatewayError;
 use crate::forwarding::new_request_id;
 use crate::gateway::Gateway;
 use crate::metrics::Observation;
-use crate::runtime::Runtime;
+use crate::reload::Current;
 use head::{Framing, HeadLimits, Scan};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -99,7 +99,7 @@ impl Drop for Admitted {
 /// The listening app: Pylon's connection loop in front of Pingora's proxy.
 pub struct Edge {
     proxy: Arc<HttpProxy<Gateway>>,
-    rt: Arc<Runtime>,
+    current: Arc<Current>,
     limits: HeadLimits,
 }
 
@@ -126,10 +126,10 @@ enum NoHead {
 }
 
 impl Edge {
-    pub fn new(proxy: HttpProxy<Gateway>, rt: Arc<Runtime>) -> Edge {
+    pub fn new(proxy: HttpProxy<Gateway>, current: Arc<Current>) -> Edge {
         Edge {
             proxy: Arc::new(proxy),
-            rt,
+            current,
             limits: HeadLimits::default(),
         }
     }
@@ -197,7 +197,9 @@ impl Edge {
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
-                None => session.set_keepalive(Some(self.rt.client.idle.as_secs().max(1))),
+                None => {
+                    session.set_keepalive(Some(self.current.peek().client.idle.as_secs().max(1)))
+                }
             }
             if *shutdown.borrow() {
                 session.set_keepalive(None);
@@ -224,14 +226,15 @@ impl Edge {
         shutdown: &ShutdownWatch,
     ) -> Result<Arrived, NoHead> {
         let now = Instant::now();
+        let client = self.current.peek().client;
         let first = accepted.is_some();
         let mut started = (!pending.is_empty()).then_some(accepted.unwrap_or(now));
         // a new connection's head is due `client_header` after the accept; an idle
         // keep-alive connection has `client_idle` for its next first byte
         let mut deadline = match (accepted, started) {
-            (Some(at), _) => at + self.rt.client.header,
-            (None, Some(_)) => now + self.rt.client.header,
-            (None, None) => now + self.rt.client.idle,
+            (Some(at), _) => at + client.header,
+            (None, Some(_)) => now + client.header,
+            (None, None) => now + client.idle,
         };
         let mut scan = Scan::default();
         loop {
@@ -260,7 +263,7 @@ impl Edge {
                         let at = Instant::now();
                         started = Some(at);
                         if !first {
-                            deadline = at + self.rt.client.header;
+                            deadline = at + client.header;
                         }
                     }
                 }
@@ -283,7 +286,8 @@ impl Edge {
         let origin = head::field(head, b"origin");
         let head_only = line.method == "HEAD";
         let tls = stream.get_ssl_digest().is_some();
-        let answer = reply::render(&self.rt, err, origin, &request_id, head_only, tls);
+        let rt = self.current.load();
+        let answer = reply::render(&rt, err, origin, &request_id, head_only, tls);
         let written = tokio::time::timeout(REFUSAL_WRITE, async {
             stream.write_all(&answer).await?;
             stream.flush().await
@@ -294,7 +298,7 @@ impl Edge {
             _ => 0,
         };
         let duration = started.elapsed();
-        if let Some(metrics) = &self.rt.metrics {
+        if let Some(metrics) = &rt.shared.metrics {
             metrics.observe(&Observation {
                 route: None,
                 status: err.status(),
@@ -302,9 +306,11 @@ impl Edge {
                 upstream_time: None,
                 answered: Some(err),
                 upstream_error: false,
+                request_bytes: 0,
+                response_bytes: body_bytes as u64,
             });
         }
-        let log = &self.rt.access_log;
+        let log = &rt.shared.access_log;
         if !log.is_off() {
             let client = stream
                 .get_socket_digest()
@@ -359,15 +365,18 @@ impl ServerApp for Edge {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _counted = self.rt.connections.admit(self.rt.max_connections)?;
+        let _counted = {
+            let rt = self.current.peek();
+            rt.shared.connections.admit(rt.max_connections)?
+        };
         let accepted = Instant::now();
         let mut pending = BytesMut::new();
         if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
                 return self.proxy.process_new(stream, shutdown).await;
             }
-        } else if self.rt.h2c {
-            let by = accepted + self.rt.client.header;
+        } else if self.current.peek().h2c {
+            let by = accepted + self.current.peek().client.header;
             match self.sniff_h2c(&mut stream, &mut pending, by).await {
                 Sniffed::Gone => return None,
                 Sniffed::Http1 => {}

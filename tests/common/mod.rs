@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -812,4 +812,77 @@ where
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
     sender.send_request(req).await.unwrap()
+}
+
+/// Clients on keep-alive connections sending requests until stopped; counts successes and
+/// every kind of failure.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(url: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures, url) =
+                    (stop.clone(), ok.clone(), failures.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let http = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        match http.get(&url).send().and_then(|r| {
+                            let status = r.status();
+                            r.text().map(|body| (status, body))
+                        }) {
+                            Ok((status, _)) if status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok((status, body)) => failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("status {status}: {body}")),
+                            Err(e) => failures.lock().unwrap().push(format!("error: {e:?}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    pub fn wait_for(&self, more: usize) {
+        let target = self.ok() + more;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.ok() < target {
+            assert!(
+                Instant::now() < deadline,
+                "the load stalled at {}",
+                self.ok()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
 }

@@ -1,0 +1,102 @@
+//! `GET /api/status`: what the gateway runs, as JSON. Names and numbers only: no secret,
+//! no key, no token ever appears here.
+
+use serde_json::{json, Map, Value};
+
+use crate::metrics::unix_seconds;
+use crate::reload::Status;
+use crate::runtime::{Route, Runtime};
+
+/// The status document (see the README's "Admin listener" for its fields).
+pub fn render(rt: &Runtime, config: &Status) -> Vec<u8> {
+    let shared = &rt.shared;
+    let last_reload = config.last_reload.as_ref().map(|r| {
+        json!({
+            "at": unix_seconds(r.at),
+            "result": if r.error.is_some() { "failure" } else { "success" },
+            "error": r.error,
+            "not_applied": r.not_applied,
+        })
+    });
+    let doc = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "started_at": unix_seconds(shared.started),
+        "draining": shared.life.is_draining(),
+        "config": {
+            "path": rt.config_path.display().to_string(),
+            "generation": config.generation,
+            "loaded_at": unix_seconds(config.loaded_at),
+            "last_reload": last_reload,
+        },
+        "listeners": {
+            "http": rt.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "https": rt.tls.iter().flat_map(|t| t.listen.iter().map(ToString::to_string)).collect::<Vec<_>>(),
+            "admin": rt.admin.as_ref().map(|a| a.listen.to_string()),
+        },
+        "connections": {
+            "open": shared.connections.open(),
+            "refused": shared.connections.refused(),
+            "max": rt.max_connections,
+        },
+        "requests_in_flight": shared.life.in_flight().max(0),
+        "rate_limit": {
+            "default": rt.default_limit.as_ref().map(policy),
+            "clients": shared.limiter.len(),
+            "evicted": shared.limiter.evicted(),
+        },
+        "unmatched": shared.metrics.as_ref().map(|m| counts(m.unmatched())),
+        "routes": rt.routes.iter().map(route).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec_pretty(&doc).unwrap_or_default()
+}
+
+fn policy(p: &crate::limits::Policy) -> Value {
+    json!({
+        "name": p.name(),
+        "requests": p.requests(),
+        "window_seconds": p.window().as_secs(),
+    })
+}
+
+fn counts(c: &crate::metrics::RouteCounters) -> Value {
+    let requests: Map<String, Value> = c
+        .requests()
+        .map(|(k, n)| (k.to_string(), n.into()))
+        .collect();
+    let errors: Map<String, Value> = c
+        .gateway_errors()
+        .map(|(code, n)| (code.to_string(), n.into()))
+        .collect();
+    json!({
+        "requests": requests,
+        "gateway_errors": errors,
+        "upstream_errors": c.upstream_errors(),
+    })
+}
+
+fn route(r: &Route) -> Value {
+    let pool = &r.pool;
+    let upstreams: Vec<Value> = pool
+        .instances()
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            json!({
+                "url": format!("{}://{}", if inst.tls { "https" } else { "http" }, inst.authority),
+                "address": inst.addr.to_string(),
+                "weight": inst.weight,
+                "healthy": pool.is_available(i),
+                "in_flight": inst.in_flight(),
+            })
+        })
+        .collect();
+    json!({
+        "prefix": &*r.prefix,
+        "balance": pool.balance_name(),
+        "upstreams": upstreams,
+        "auth": r.auth.iter().map(|a| json!({"name": a.name(), "type": a.kind()})).collect::<Vec<_>>(),
+        "rate_limit": r.limit.as_ref().map(policy),
+        "counts": r.counters.as_deref().map(counts),
+    })
+}
