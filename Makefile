@@ -13,8 +13,10 @@ CONF ?= conf/pylon.toml
 
 # Debian packages the build needs: cmake for Pingora's zlib-ng, OpenSSL headers for its TLS.
 BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
-# The tests: systemd-analyze verifies the unit file (systemd need not be running).
-TEST_PACKAGES := systemd
+# The tests: systemd-analyze verifies the unit file (systemd need not be running);
+# chromium and node (with playwright-core from npm, in tests/browser) drive the admin
+# status page; openssl's s_client checks TLS session resumption.
+TEST_PACKAGES := systemd chromium nodejs openssl
 # The load harness (benches/load.py): wrk drives Pylon, nginx and HAProxy; nginx is also
 # the upstream; matplotlib draws the chart. benches/instructions.sh counts with valgrind
 # (callgrind) under h2load (nghttp2-client). An nginx already installed (nginx, nginx-full,
@@ -55,6 +57,8 @@ run: release
 
 test: deps
 	@bash scripts/ensure-packages.sh $(TEST_PACKAGES)
+	@command -v npm >/dev/null || bash scripts/ensure-packages.sh npm
+	@[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
 	$(CARGO) test --all-targets
 
 lint: deps

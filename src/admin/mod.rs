@@ -204,6 +204,15 @@ impl AdminApp {
             "/" | "/index.html" => return asset("text/html; charset=utf-8", PAGE),
             "/status.js" => return asset("text/javascript; charset=utf-8", SCRIPT),
             "/status.css" => return asset("text/css; charset=utf-8", STYLE),
+            // browsers ask for it; there is none, and a 404 would be logged as an error
+            "/favicon.ico" => {
+                return Answer {
+                    status: StatusCode::NO_CONTENT,
+                    content_type: "image/x-icon",
+                    body: Vec::new(),
+                    page: false,
+                }
+            }
             _ => {}
         }
         let admitted = rt
