@@ -13,10 +13,11 @@ CONF ?= conf/pylon.toml
 
 # Debian packages the build needs: cmake for Pingora's zlib-ng, OpenSSL headers for its TLS.
 BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
-# The tests: systemd-analyze verifies the unit file (systemd need not be running);
+# The tests: systemd-analyze verifies the unit file (systemd need not be running),
+# logrotate runs the shipped rotation against a real gateway;
 # chromium and node (with playwright-core from npm, in tests/browser) drive the admin
 # status page; openssl's s_client checks TLS session resumption.
-TEST_PACKAGES := systemd chromium nodejs openssl
+TEST_PACKAGES := systemd logrotate chromium nodejs openssl
 # The load harness (benches/load.py): wrk drives Pylon, nginx and HAProxy; nginx is also
 # the upstream; matplotlib draws the chart. benches/instructions.sh counts with valgrind
 # (callgrind) under h2load (nghttp2-client). An nginx already installed (nginx, nginx-full,
@@ -69,8 +70,8 @@ lint: deps
 microbench: deps
 	$(CARGO) bench --bench micro
 
-# The binary (stripped: 18 MB instead of 88), the systemd unit, its user and
-# /etc/pylon/pylon.toml (kept if it exists).
+# The binary (stripped: 18 MB instead of 88), the systemd unit, its user, the logrotate
+# file and /etc/pylon/pylon.toml (kept if it exists; logs to /var/log/pylon).
 # DESTDIR and PREFIX work as usual; without DESTDIR the user is created and systemd told.
 install: release
 	install -Dm755 -s target/release/pylon $(DESTDIR)$(BINDIR)/pylon
@@ -78,12 +79,14 @@ install: release
 	sed 's|@BINDIR@|$(BINDIR)|g' systemd/pylon.service > $(DESTDIR)$(UNITDIR)/pylon.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/pylon.service
 	install -Dm644 systemd/pylon.sysusers $(DESTDIR)$(SYSUSERSDIR)/pylon.conf
+	install -Dm644 systemd/pylon.logrotate $(DESTDIR)$(SYSCONFDIR)/logrotate.d/pylon
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/pylon/pylon.toml ]; then \
 	  echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/pylon/pylon.toml"; \
 	else \
 	  install -d $(DESTDIR)$(SYSCONFDIR)/pylon; \
 	  sed -e 's|^pid_file = .*|pid_file = "/run/pylon/pylon.pid"|' \
-	      -e 's|^upgrade_sock = .*|upgrade_sock = "/run/pylon/upgrade.sock"|' \
+	      -e 's|^upgrade_sock = .*|upgrade_sock = "/run/pylon/upgrade.sock"\nerror_log = "/var/log/pylon/error.log"|' \
+	      -e 's|^path = "-"|path = "/var/log/pylon/access.log"|' \
 	      conf/pylon.toml > $(DESTDIR)$(SYSCONFDIR)/pylon/pylon.toml; \
 	  chmod 644 $(DESTDIR)$(SYSCONFDIR)/pylon/pylon.toml; \
 	fi

@@ -36,7 +36,8 @@ impl Target {
         match section.path.get_ref().as_str() {
             "off" => Target::Off,
             "-" => Target::Stdout,
-            path => Target::File(PathBuf::from(path)),
+            // absolute, since a daemon opens it after its chdir("/")
+            path => Target::File(std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path))),
         }
     }
 

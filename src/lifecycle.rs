@@ -1,5 +1,10 @@
 //! How a running gateway hands over and ends: signals, draining, and the exit.
 //!
+//! - SIGHUP: reload the config in place and reopen the log files (see [`crate::reload`]).
+//! - SIGUSR2 (a binary upgrade started by the running process): it starts its own binary,
+//!   from the path it was started by, as `pylon -u -d -c CONFIG`, and once that process
+//!   waits for the sockets goes on as for SIGQUIT. The new process is this one's child, so
+//!   it stays in the same service (a systemd unit's cgroup).
 //! - SIGQUIT (an upgrade, `pylon -u` waiting for the sockets): Pylon first checks that a new
 //!   process is listening on the upgrade socket. If none shows up within 15 s the signal is
 //!   ignored and this process keeps serving, so a new process that died on start never
@@ -12,6 +17,7 @@
 //!   the process exits 0 as soon as none is left.
 //! - SIGINT: immediate exit.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,21 +104,34 @@ pub struct Signals {
     /// The runtime in force: `server.grace_period` is read from it when SIGTERM comes.
     pub current: Arc<crate::reload::Current>,
     pub upgrade_sock: String,
+    /// This binary's path, taken at start (an install may replace the file later).
+    pub exe: Option<PathBuf>,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut quit), Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
             signal(SignalKind::quit()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined2()),
         ) else {
             log::error!("cannot watch signals; shutting down");
             return ShutdownSignal::FastShutdown;
         };
         loop {
             tokio::select! {
+                _ = usr2.recv() => {
+                    if self.start_new_process().await
+                        && wait_for_listener(&self.upgrade_sock, UPGRADE_WAIT).await
+                    {
+                        log::info!("SIGUSR2: handing the listening sockets to the new process");
+                        self.current.peek().shared.life.start_draining();
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                    log::error!("SIGUSR2: the upgrade did not start; serving on");
+                }
                 _ = quit.recv() => {
                     if wait_for_listener(&self.upgrade_sock, UPGRADE_WAIT).await {
                         log::info!("SIGQUIT: handing the listening sockets to the new process");
@@ -139,6 +158,42 @@ impl ShutdownSignalWatch for Signals {
                     return ShutdownSignal::GracefulTerminate;
                 }
                 _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
+    }
+}
+
+impl Signals {
+    /// Start `pylon -u -d -c CONFIG` from this binary's path and wait for it to return
+    /// (it does once it waits for the sockets); true when it did so successfully.
+    async fn start_new_process(&self) -> bool {
+        let Some(exe) = &self.exe else {
+            log::error!("SIGUSR2: this binary's path is unknown");
+            return false;
+        };
+        let config = self.current.peek().config_path.clone();
+        log::info!(
+            "SIGUSR2: starting {} -u -d -c {}",
+            exe.display(),
+            config.display()
+        );
+        let status = tokio::process::Command::new(exe)
+            .arg("-u")
+            .arg("-d")
+            .arg("-c")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await;
+        match status {
+            Ok(s) if s.success() => true,
+            Ok(s) => {
+                log::error!("SIGUSR2: the new process exited with {s}");
+                false
+            }
+            Err(e) => {
+                log::error!("SIGUSR2: cannot start {}: {e}", exe.display());
+                false
             }
         }
     }
@@ -289,5 +344,18 @@ mod tests {
         assert!(unix_socket_is_listening(&text));
         drop(listener);
         assert!(!unix_socket_is_listening(&text));
+    }
+}
+
+/// Point stderr (the daemon's diagnostics) at `path` again, after logrotate moved the file.
+pub fn reopen_error_log(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        // SAFETY: dup2 onto fd 2 with a descriptor that stays open for the call; the
+        // file's own descriptor is closed when `file` drops, fd 2 keeps the file open.
+        Ok(file) => unsafe {
+            libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO);
+        },
+        Err(e) => log::error!("cannot reopen the error log {}: {e}", path.display()),
     }
 }

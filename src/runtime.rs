@@ -574,7 +574,9 @@ impl Runtime {
         let file = crate::config::load(path)?;
         let port = std::env::var("PORT").ok();
         let shared = Arc::new(Shared::from_config(&file)?);
-        Runtime::from_config(path, &file, port.as_deref(), shared)
+        // reloads and upgrades read the file again, maybe after a daemon's chdir("/")
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        Runtime::from_config(&path, &file, port.as_deref(), shared)
     }
 
     /// Load and compile the file again, on this runtime's shared state (a reload).

@@ -74,12 +74,15 @@ pub fn check_listeners(listen: &[SocketAddr]) -> Result<(), StartError> {
 /// with it.
 pub fn build(current: Arc<Current>, cli: &Cli) -> Result<(Server, RunArgs), StartError> {
     let rt = current.load();
+    let error_log = daemon_error_log(&rt, cli);
     let conf = ServerConf {
         threads: rt.threads,
         pid_file: rt.pid_file.clone(),
         upgrade_sock: rt.upgrade_sock.clone(),
         daemon: cli.daemon,
-        error_log: rt.error_log.clone(),
+        error_log: error_log
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
         // with -d, the starting process exits only once the new one is ready to serve:
         // systemd's reload goes on to the old process only then
         daemon_wait_for_ready: true,
@@ -92,6 +95,9 @@ pub fn build(current: Arc<Current>, cli: &Cli) -> Result<(Server, RunArgs), Star
         // 128, a thousand concurrent requests reopened ~2,000 upstream connections in a
         // 6 s run instead of reusing them
         upstream_keepalive_pool_size: rt.upstream_keepalive,
+        // a daemon stays in the caller's directory, so that relative paths in the config
+        // (certificates, keys, logs) mean the same at a reload as at the start
+        working_directory: std::env::current_dir().ok(),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -140,12 +146,14 @@ pub fn build(current: Arc<Current>, cli: &Cli) -> Result<(Server, RunArgs), Star
         "housekeeping",
         Housekeeping {
             current: current.clone(),
+            error_log,
             exit,
         },
     ));
     let signals = Signals {
         current,
         upgrade_sock: rt.upgrade_sock.clone(),
+        exe: std::env::current_exe().ok(),
     };
     Ok((
         server,
@@ -155,12 +163,27 @@ pub fn build(current: Arc<Current>, cli: &Cli) -> Result<(Server, RunArgs), Star
     ))
 }
 
+/// Where a daemon writes its diagnostics: `server.error_log`, or `pylon.error.log` next to
+/// the pid file. A daemon lets go of its caller's stdout and stderr, so that a script that
+/// captures them (`out=$(pylon -d -c F)`) is not left waiting. `None` in the foreground.
+fn daemon_error_log(rt: &Runtime, cli: &Cli) -> Option<PathBuf> {
+    if !cli.daemon {
+        return None;
+    }
+    Some(match &rt.error_log {
+        Some(path) => PathBuf::from(path),
+        None => std::path::Path::new(&rt.pid_file).with_file_name("pylon.error.log"),
+    })
+}
+
 /// Everything that runs beside the proxy, on one background runtime (a thread) rather than
 /// one each: the access-log writer, reloads on SIGHUP, the work that follows the runtime
 /// in force (health checks, JWKS refreshes), and the exit once idle. It starts in the
 /// serving process, after any daemon fork.
 struct Housekeeping {
     current: Arc<Current>,
+    /// A daemon's diagnostics file, reopened on SIGHUP.
+    error_log: Option<PathBuf>,
     exit: ExitWhenIdle,
 }
 
@@ -226,6 +249,9 @@ impl Housekeeping {
                 _ = hangup.recv() => {
                     log::info!("SIGHUP: reopening the access log and reloading the config");
                     self.current.peek().shared.access_log.reopen();
+                    if let Some(path) = &self.error_log {
+                        crate::lifecycle::reopen_error_log(path);
+                    }
                     // the outcome is logged and kept for /api/status
                     let _ = self.current.reload();
                 }
@@ -270,6 +296,11 @@ pub fn run(rt: Runtime, cli: &Cli) -> i32 {
         }
     }
     exit_when_a_listener_fails();
+    if cli.daemon && rt.pinned.access_log.0 == "-" {
+        log::warn!(
+            "access_log.path = \"-\" with -d: a daemon has no stdout, so the access log goes nowhere; set a file"
+        );
+    }
     if cli.daemon {
         if let Err(e) = crate::lifecycle::catch_early_readiness_signal() {
             log::warn!("cannot guard the daemon's readiness signal: {e}");

@@ -288,90 +288,134 @@ impl Drop for Reaper {
     }
 }
 
-/// The systemd unit's sequence, run by hand: `-d` returns only once the gateway serves,
-/// and a reload (`-t`, `-u -d`, then SIGQUIT to the old process) moves the pid file to a new
-/// process that serves at once, with no request lost.
+/// The README's by-hand operations, as written there (paths replaced by the test's), on a
+/// daemon: `-d` lets go of the caller's pipes once it serves, the in-place reload (also the
+/// unit's ExecReload) keeps the process, and both upgrades move the pid file to a new
+/// process, all under keep-alive load with no request lost.
 #[test]
-fn daemon_start_and_reload_follow_the_unit() {
+fn the_readme_operations_work_as_written_on_a_daemon() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("<!-- by-hand operations: run as written by tests/operations.rs -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's operations block");
+    let commands: Vec<&str> = block
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(commands.len(), 3, "{commands:?}");
+
     let up = Upstream::fixed(Reply::ok("daemon"));
     let dir = tempfile::tempdir().unwrap();
     let addr = closed_port();
     let pid_file = dir.path().join("pylon.pid");
     let config = dir.path().join("pylon.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"{addr}\"]\nthreads = 1\npid_file = \"{}\"\nupgrade_sock = \"{}\"\n[access_log]\npath = \"off\"\n{}",
-            pid_file.display(),
-            dir.path().join("upgrade.sock").display(),
-            route("/d", up.addr, "")
-        ),
-    )
-    .unwrap();
-    let pylon = |args: &[&str]| {
-        std::process::Command::new(pylon_bin())
-            .args(args)
-            .arg("-c")
-            .arg(&config)
-            .env("RUST_LOG", "error")
-            .status()
-            .unwrap()
-            .code()
+    let write_config = |routes: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"{addr}\"]\nthreads = 1\npid_file = \"{}\"\nupgrade_sock = \"{}\"\n[access_log]\npath = \"off\"\n{routes}",
+                pid_file.display(),
+                dir.path().join("upgrade.sock").display(),
+            ),
+        )
+        .unwrap();
     };
+    write_config(&route("/d", up.addr, ""));
     let reaper = Reaper {
         pid_file: pid_file.clone(),
         seen: Mutex::new(Vec::new()),
     };
     let read_pid = || reaper.read_pid();
-    let kill = |sig: &str, pid: u32| {
-        std::process::Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-    };
     let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let wait_gone = |pid: u32| {
+        let deadline = Instant::now() + Duration::from_secs(25);
+        while alive(pid) {
+            assert!(Instant::now() < deadline, "process {pid} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // run a command line with its output captured, as a script would: it must return
+    let run = |line: &str| {
+        let line = line
+            .replace("/etc/pylon/pylon.toml", config.to_str().unwrap())
+            .replace("/run/pylon/pylon.pid", pid_file.to_str().unwrap())
+            .replace("pylon -", &format!("{} -", pylon_bin()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shown = line.clone();
+        std::thread::spawn(move || {
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(&line)
+                .env("RUST_LOG", "info")
+                .output()
+                .unwrap();
+            let _ = tx.send(out);
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("`{shown}` did not return: it holds the caller's pipes"));
+        assert!(
+            out.status.success(),
+            "`{shown}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
 
-    assert_eq!(pylon(&["-t"]), Some(0));
-    assert_eq!(pylon(&["-d"]), Some(0));
-    // -d returns as the daemon starts; its listener follows within moments
+    run(&format!("{} -d -c {}", pylon_bin(), config.display()));
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::net::TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "the daemon does not listen");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(
-        client()
-            .get(format!("http://{addr}/d"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap(),
-        "daemon"
-    );
     let first = read_pid();
-
-    // the unit's reload: check, start the new process, SIGQUIT the old one
+    let error_log = std::fs::read_to_string(dir.path().join("pylon.error.log")).unwrap();
+    assert!(error_log.contains("routes, listening on"), "{error_log}");
     let load = Load::start(format!("http://{addr}/d"), 4);
     load.wait_for(100);
-    assert_eq!(pylon(&["-t"]), Some(0));
-    assert_eq!(pylon(&["-u", "-d"]), Some(0));
-    let second = read_pid();
-    assert_ne!(first, second, "the pid file names the new process");
-    kill("QUIT", first);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while alive(first) {
-        assert!(Instant::now() < deadline, "the old daemon did not exit");
-        std::thread::sleep(Duration::from_millis(50));
+    // 1: reload in place
+    let b = Upstream::fixed(Reply::ok("b"));
+    write_config(&format!("{}{}", route("/d", up.addr, ""), route("/b", b.addr, "")));
+    run(commands[0]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client().get(format!("http://{addr}/b")).send().unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "the reload did not apply");
+        std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(read_pid(), first, "the same process serves");
+    load.wait_for(100);
+
+    // 2: the binary upgrade the running process starts itself
+    run(commands[1]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_pid() == first {
+        assert!(Instant::now() < deadline, "no new process took over");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = read_pid();
+    wait_gone(first);
+    load.wait_for(100);
+
+    // 3: the upgrade from outside
+    run(commands[2]);
+    let third = read_pid();
+    assert_ne!(third, second, "the pid file names the new process");
+    wait_gone(second);
     load.wait_for(100);
     let (ok, failures) = load.stop();
     assert!(failures.is_empty(), "{failures:?} ({ok} ok)");
-    kill("TERM", second);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while alive(second) {
-        assert!(Instant::now() < deadline, "the daemon did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(
+        client().get(format!("http://{addr}/b")).send().unwrap().status(),
+        200,
+        "the new processes serve the reloaded config"
+    );
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(third.to_string())
+        .status()
+        .unwrap();
+    wait_gone(third);
 }
