@@ -20,7 +20,7 @@ use crate::gateway::Gateway;
 use crate::lifecycle::{ExitWhenIdle, Signals};
 use crate::metrics::MetricsApp;
 use crate::runtime::Runtime;
-use crate::tls::listener_settings;
+use crate::tls::{listener_settings, TicketKeys, TICKET_KEY_ROTATION};
 use crate::upstream::HealthChecks;
 
 /// Pylon, an API gateway on Pingora.
@@ -71,7 +71,14 @@ pub fn check_listeners(listen: &[SocketAddr]) -> Result<(), StartError> {
 }
 
 /// Build the Pingora server for a runtime, with the signal handling that goes with it.
-pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartError> {
+/// `ticket_keys` belong to the process, not to the runtime: every TLS listener shares them,
+/// housekeeping rotates them, and a rebuild from a new configuration keeps them, so that
+/// clients resume their sessions across it.
+pub fn build(
+    rt: Arc<Runtime>,
+    cli: &Cli,
+    ticket_keys: Arc<TicketKeys>,
+) -> Result<(Server, RunArgs), StartError> {
     let conf = ServerConf {
         threads: rt.threads,
         pid_file: rt.pid_file.clone(),
@@ -116,8 +123,13 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
     if let Some(tls) = &rt.tls {
         for addr in &tls.listen {
             // one settings object per listener: Pingora takes it by value
-            let settings = listener_settings(tls.store.clone(), tls.min_version, tls.h2)
-                .map_err(|e| StartError::Tls(format!("TLS listener {addr}: {e}")))?;
+            let settings = listener_settings(
+                tls.store.clone(),
+                tls.min_version,
+                tls.h2,
+                ticket_keys.clone(),
+            )
+            .map_err(|e| StartError::Tls(format!("TLS listener {addr}: {e}")))?;
             proxy.add_tls_with_settings(&addr.to_string(), None, settings);
         }
     }
@@ -142,6 +154,7 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
             access_log: rt.access_log.clone(),
             health_checks,
             jwks,
+            ticket_keys,
             exit,
         },
     ));
@@ -159,12 +172,14 @@ pub fn build(rt: Arc<Runtime>, cli: &Cli) -> Result<(Server, RunArgs), StartErro
 }
 
 /// Everything that runs beside the proxy, on one background runtime (a thread) rather than
-/// one each: the access-log writer, health checks, JWKS refreshes, and the exit once idle.
-/// It starts in the serving process, after any daemon fork.
+/// one each: the access-log writer, health checks, JWKS refreshes, the TLS ticket key
+/// rotation, and the exit once idle. It starts in the serving process, after any daemon
+/// fork.
 struct Housekeeping {
     access_log: Arc<AccessLog>,
     health_checks: HealthChecks,
     jwks: Option<JwksRefresher>,
+    ticket_keys: Arc<TicketKeys>,
     exit: ExitWhenIdle,
 }
 
@@ -182,6 +197,7 @@ impl BackgroundService for Housekeeping {
         futures::join!(
             self.health_checks.start(shutdown.clone()),
             jwks,
+            self.ticket_keys.rotate_on_schedule(shutdown.clone()),
             self.exit.start(shutdown.clone()),
         );
     }
@@ -234,7 +250,15 @@ pub fn run(rt: Runtime, cli: &Cli) -> i32 {
         rt.listen,
         rt.config_path.display()
     );
-    let (server, run_args) = match build(rt.clone(), cli) {
+    // Once per process (a reload keeps them); made before any daemon fork, rotated after it.
+    let ticket_keys = match TicketKeys::new(TICKET_KEY_ROTATION) {
+        Ok(keys) => Arc::new(keys),
+        Err(e) => {
+            eprintln!("pylon: {e}");
+            return 1;
+        }
+    };
+    let (server, run_args) = match build(rt.clone(), cli, ticket_keys) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("pylon: {e}");
