@@ -953,7 +953,14 @@ fn configure_acceptor(
     builder.set_max_proto_version(Some(SslVersion::TLS1_3))?;
     builder.set_cipher_list(TLS12_CIPHERS)?;
     builder.set_ciphersuites(TLS13_CIPHERSUITES)?;
-    builder.set_options(SslOptions::NO_RENEGOTIATION);
+    // Our order of ciphers, not the client's (every one listed is strong; the first are the
+    // cheapest with AES hardware), except that a client that puts ChaCha20 first, typically
+    // one without AES instructions, gets it.
+    builder.set_options(
+        SslOptions::NO_RENEGOTIATION
+            | SslOptions::CIPHER_SERVER_PREFERENCE
+            | SslOptions::PRIORITIZE_CHACHA,
+    );
     // Resumption rests on tickets (TLS 1.2 tickets, TLS 1.3 stateless tickets) sealed with
     // the process's rotated keys. The server-side cache cannot carry it: it belongs to one
     // listener's context, and OpenSSL drops a session from it whenever a connection ends
@@ -1752,6 +1759,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_server_cipher_order_wins_unless_the_client_leads_with_chacha() {
+        let pki = Pki::new();
+        let store = Arc::new(load(&[pki.leaf("a", &["a.test"])]).0);
+        let acceptor = acceptor(MinVersion::Tls12, true);
+        let tls12 = |ciphers: &str| {
+            let mut builder = pki.client();
+            builder
+                .set_max_proto_version(Some(SslVersion::TLS1_2))
+                .unwrap();
+            builder.set_cipher_list(ciphers).unwrap();
+            client_ssl(&builder.build(), Some("a.test"), true)
+        };
+        let tls13 = |suites: &str| {
+            let mut builder = pki.client();
+            builder
+                .set_min_proto_version(Some(SslVersion::TLS1_3))
+                .unwrap();
+            builder.set_ciphersuites(suites).unwrap();
+            client_ssl(&builder.build(), Some("a.test"), true)
+        };
+        for (ssl, expected) in [
+            (
+                tls12(
+                    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
+                       ECDHE-ECDSA-AES128-GCM-SHA256",
+                ),
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+            ),
+            (
+                tls12("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"),
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+            ),
+            (
+                tls13("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"),
+                "TLS_AES_128_GCM_SHA256",
+            ),
+            (
+                tls13("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"),
+                "TLS_CHACHA20_POLY1305_SHA256",
+            ),
+        ] {
+            let seen = handshake(&acceptor, &store, ssl).await.unwrap();
+            assert_eq!(seen.cipher, expected);
+        }
+    }
+
+    #[tokio::test]
     async fn alpn_negotiates_h2_only_when_enabled() {
         let pki = Pki::new();
         let store = Arc::new(load(&[pki.leaf("a", &["a.test"])]).0);
@@ -1932,6 +1986,9 @@ mod tests {
             assert_eq!(settings.min_proto_version(), Some(expected));
             assert_eq!(settings.max_proto_version(), Some(SslVersion::TLS1_3));
             assert!(!settings.options().contains(SslOptions::NO_TICKET));
+            assert!(settings
+                .options()
+                .contains(SslOptions::CIPHER_SERVER_PREFERENCE | SslOptions::PRIORITIZE_CHACHA));
         }
     }
 }
