@@ -320,6 +320,23 @@ pub fn catch_early_readiness_signal() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Point stderr (the daemon's diagnostics) at `path` again, after logrotate moved the file.
+pub fn reopen_error_log(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        // SAFETY: dup2 onto fd 2 with a descriptor that stays open for the call; the
+        // file's own descriptor is closed when `file` drops, fd 2 keeps the file open.
+        Ok(file) => unsafe {
+            libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO);
+        },
+        Err(e) => log::error!("cannot reopen the error log {}: {e}", path.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,18 +361,5 @@ mod tests {
         assert!(unix_socket_is_listening(&text));
         drop(listener);
         assert!(!unix_socket_is_listening(&text));
-    }
-}
-
-/// Point stderr (the daemon's diagnostics) at `path` again, after logrotate moved the file.
-pub fn reopen_error_log(path: &std::path::Path) {
-    use std::os::fd::AsRawFd;
-    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        // SAFETY: dup2 onto fd 2 with a descriptor that stays open for the call; the
-        // file's own descriptor is closed when `file` drops, fd 2 keeps the file open.
-        Ok(file) => unsafe {
-            libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO);
-        },
-        Err(e) => log::error!("cannot reopen the error log {}: {e}", path.display()),
     }
 }

@@ -20,7 +20,7 @@ use crate::gateway::Gateway;
 use crate::lifecycle::{ExitWhenIdle, Signals};
 use crate::reload::Current;
 use crate::runtime::Runtime;
-use crate::tls::listener_settings;
+use crate::tls::{listener_settings, TicketKeys, TICKET_KEY_ROTATION};
 use crate::upstream::HealthChecks;
 
 /// Pylon, an API gateway on Pingora.
@@ -71,8 +71,14 @@ pub fn check_listeners(listen: &[SocketAddr]) -> Result<(), StartError> {
 }
 
 /// Build the Pingora server for the runtime in force, with the signal handling that goes
-/// with it.
-pub fn build(current: Arc<Current>, cli: &Cli) -> Result<(Server, RunArgs), StartError> {
+/// with it. `ticket_keys` belong to the process, not to the runtime: every TLS listener
+/// shares them, housekeeping rotates them, and a reload keeps them, so that clients resume
+/// their sessions across it.
+pub fn build(
+    current: Arc<Current>,
+    cli: &Cli,
+    ticket_keys: Arc<TicketKeys>,
+) -> Result<(Server, RunArgs), StartError> {
     let rt = current.load();
     let error_log = daemon_error_log(&rt, cli);
     let conf = ServerConf {
@@ -80,9 +86,7 @@ pub fn build(current: Arc<Current>, cli: &Cli) -> Result<(Server, RunArgs), Star
         pid_file: rt.pid_file.clone(),
         upgrade_sock: rt.upgrade_sock.clone(),
         daemon: cli.daemon,
-        error_log: error_log
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned()),
+        error_log: error_log.as_ref().map(|p| p.to_string_lossy().into_owned()),
         // with -d, the starting process exits only once the new one is ready to serve:
         // systemd's reload goes on to the old process only then
         daemon_wait_for_ready: true,
@@ -124,8 +128,13 @@ pub fn build(current: Arc<Current>, cli: &Cli) -> Result<(Server, RunArgs), Star
     if let Some(tls) = &rt.tls {
         for addr in &tls.listen {
             // one settings object per listener: Pingora takes it by value
-            let settings = listener_settings(rt.shared.certs.clone(), tls.min_version, tls.h2)
-                .map_err(|e| StartError::Tls(format!("TLS listener {addr}: {e}")))?;
+            let settings = listener_settings(
+                rt.shared.certs.clone(),
+                tls.min_version,
+                tls.h2,
+                ticket_keys.clone(),
+            )
+            .map_err(|e| StartError::Tls(format!("TLS listener {addr}: {e}")))?;
             proxy.add_tls_with_settings(&addr.to_string(), None, settings);
         }
     }
@@ -147,6 +156,7 @@ pub fn build(current: Arc<Current>, cli: &Cli) -> Result<(Server, RunArgs), Star
         Housekeeping {
             current: current.clone(),
             error_log,
+            ticket_keys,
             exit,
         },
     ));
@@ -178,12 +188,13 @@ fn daemon_error_log(rt: &Runtime, cli: &Cli) -> Option<PathBuf> {
 
 /// Everything that runs beside the proxy, on one background runtime (a thread) rather than
 /// one each: the access-log writer, reloads on SIGHUP, the work that follows the runtime
-/// in force (health checks, JWKS refreshes), and the exit once idle. It starts in the
-/// serving process, after any daemon fork.
+/// in force (health checks, JWKS refreshes), the TLS ticket key rotation, and the exit
+/// once idle. It starts in the serving process, after any daemon fork.
 struct Housekeeping {
     current: Arc<Current>,
     /// A daemon's diagnostics file, reopened on SIGHUP.
     error_log: Option<PathBuf>,
+    ticket_keys: Arc<TicketKeys>,
     exit: ExitWhenIdle,
 }
 
@@ -196,6 +207,7 @@ impl BackgroundService for Housekeeping {
         futures::join!(
             self.follow_runtime(shutdown.clone()),
             self.reload_on_hangup(shutdown.clone()),
+            self.ticket_keys.rotate_on_schedule(shutdown.clone()),
             self.exit.start(shutdown.clone()),
         );
     }
@@ -313,8 +325,16 @@ pub fn run(rt: Runtime, cli: &Cli) -> i32 {
         rt.listen,
         rt.config_path.display()
     );
+    // Once per process (a reload keeps them); made before any daemon fork, rotated after it.
+    let ticket_keys = match TicketKeys::new(TICKET_KEY_ROTATION) {
+        Ok(keys) => Arc::new(keys),
+        Err(e) => {
+            eprintln!("pylon: {e}");
+            return 1;
+        }
+    };
     let current = Current::new(rt);
-    let (server, run_args) = match build(current.clone(), cli) {
+    let (server, run_args) = match build(current.clone(), cli, ticket_keys) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("pylon: {e}");

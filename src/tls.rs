@@ -10,31 +10,46 @@
 //!
 //! [`listener_settings`] builds the [`TlsSettings`] for one listener: TLS 1.2 and 1.3 (or 1.3
 //! only), ECDHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2, ALPN h2 and http/1.1 (or
-//! http/1.1 only), and the certificate choice as a Pingora [`TlsAccept`] callback. Tests run
-//! real handshakes through the same configuration function and Pingora's accept path.
+//! http/1.1 only), session resumption by tickets, and the certificate choice as a Pingora
+//! [`TlsAccept`] callback. Tests run real handshakes through the same configuration function
+//! and Pingora's accept path.
+//!
+//! [`TicketKeys`] seal and open the session tickets of every listener of the process with
+//! the gateway's own keys, rotated every [`TICKET_KEY_ROTATION`]: Pingora builds one OpenSSL
+//! context per listener, and OpenSSL's default (a random key per context, never rotated)
+//! would make a ticket resume only where it was issued, and with one key for the life of the
+//! process. The server creates them once per process and its background task rotates them.
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_long, c_uchar};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwapOption;
-// pingora::tls re-exports no asn1 module; Cargo resolves this and pingora's openssl to one
-// crate (0.10), so the types are the same.
+use arc_swap::{ArcSwap, ArcSwapOption};
+use foreign_types::ForeignTypeRef;
+// pingora::tls re-exports no asn1, cipher or ex_data module; Cargo resolves this and
+// pingora's openssl to one crate (0.10), so the types are the same.
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::cipher::Cipher;
+use openssl::cipher_ctx::CipherCtxRef;
+use openssl::ex_data::Index;
+use openssl::rand::rand_bytes;
+use openssl_sys as ffi;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
+use pingora::server::ShutdownWatch;
 use pingora::tls::error::ErrorStack;
 use pingora::tls::ext;
 use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::ssl::{
-    select_next_proto, AlpnError, NameType, SslAcceptorBuilder, SslOptions, SslRef,
-    SslSessionCacheMode, SslVersion,
+    select_next_proto, AlpnError, NameType, SslAcceptorBuilder, SslContext, SslContextBuilder,
+    SslOptions, SslRef, SslSessionCacheMode, SslVersion,
 };
 use pingora::tls::x509::{X509VerifyResult, X509};
 use serde::de::{self, Deserializer};
@@ -167,11 +182,14 @@ pub enum TlsError {
     NoCertificates,
     #[error("cannot set up TLS: {0}")]
     Setup(String),
+    #[error("cannot make a TLS session ticket key: {0}")]
+    TicketKey(#[source] ErrorStack),
 }
 
 impl TlsError {
     /// The file the error is about: the key for a mismatch, the certificate otherwise, and
-    /// an empty path for the two errors that concern no file (no certificates; OpenSSL setup).
+    /// an empty path for the errors that concern no file (no certificates; OpenSSL setup;
+    /// ticket keys).
     pub fn path(&self) -> &Path {
         match self {
             TlsError::Read { path, .. }
@@ -181,7 +199,7 @@ impl TlsError {
             | TlsError::Expired { path, .. }
             | TlsError::NotYetValid { path, .. } => path,
             TlsError::KeyMismatch { key, .. } => key,
-            TlsError::NoCertificates | TlsError::Setup(_) => Path::new(""),
+            TlsError::NoCertificates | TlsError::Setup(_) | TlsError::TicketKey(_) => Path::new(""),
         }
     }
 }
@@ -515,6 +533,374 @@ impl fmt::Debug for CertStore {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Session tickets
+// ---------------------------------------------------------------------------------------------
+
+/// How long a ticket key seals new tickets; it then opens tickets for one more period, so
+/// a ticket resumes for at least this long and never after twice this long. Also the
+/// lifetime that tickets and cached sessions announce.
+pub const TICKET_KEY_ROTATION: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// After a failed rotation (no randomness), the current key serves on until the next try.
+const TICKET_KEY_RETRY: Duration = Duration::from_secs(60);
+
+/// The sizes OpenSSL's ticket format fixes: a 16-byte key name (TLSEXT_KEYNAME_LENGTH),
+/// AES-256-CBC for the contents (32-byte key, 16-byte IV, EVP_MAX_IV_LENGTH) and
+/// HMAC-SHA256 over them (a 32-byte key, as OpenSSL's own keys have).
+const TICKET_KEY_NAME_LEN: usize = 16;
+const TICKET_IV_LEN: usize = 16;
+const TICKET_AES_KEY_LEN: usize = 32;
+const TICKET_HMAC_KEY_LEN: usize = 32;
+
+/// One ticket key: the name that tickets carry in the clear, and the two secrets.
+struct TicketKey {
+    name: [u8; TICKET_KEY_NAME_LEN],
+    aes: [u8; TICKET_AES_KEY_LEN],
+    hmac: [u8; TICKET_HMAC_KEY_LEN],
+}
+
+impl TicketKey {
+    fn generate() -> Result<TicketKey, ErrorStack> {
+        let mut key = TicketKey {
+            name: [0; TICKET_KEY_NAME_LEN],
+            aes: [0; TICKET_AES_KEY_LEN],
+            hmac: [0; TICKET_HMAC_KEY_LEN],
+        };
+        rand_bytes(&mut key.name)?;
+        rand_bytes(&mut key.aes)?;
+        rand_bytes(&mut key.hmac)?;
+        Ok(key)
+    }
+}
+
+/// The keys in force: `current` seals, both open. Replaced whole on each rotation.
+struct KeyRing {
+    current: Arc<TicketKey>,
+    previous: Option<Arc<TicketKey>>,
+    /// When `current` started sealing.
+    since: Instant,
+}
+
+/// Whether the key that sealed a ticket is still the current one: a ticket from the
+/// previous key resumes, and the client gets a fresh ticket from the current key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyAge {
+    Current,
+    Previous,
+}
+
+impl KeyRing {
+    fn find(&self, name: &[u8]) -> Option<(&TicketKey, KeyAge)> {
+        if name == self.current.name {
+            return Some((&self.current, KeyAge::Current));
+        }
+        self.previous
+            .as_deref()
+            .filter(|key| name == key.name)
+            .map(|key| (key, KeyAge::Previous))
+    }
+}
+
+/// What [`TicketKeys::rotate_if_due`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The current key has sealed for less than a period.
+    NotDue,
+    /// A new key seals; the one before it still opens tickets for one period.
+    Rotated,
+    /// More than two periods had passed (the process was stopped or starved): both keys
+    /// were dropped, so every outstanding ticket needs a full handshake.
+    Replaced,
+}
+
+/// The keys that seal and open TLS session tickets (TLS 1.2 tickets and TLS 1.3 stateless
+/// tickets), the gateway's own rather than OpenSSL's per-`SSL_CTX` random key: one set for
+/// the whole process, so that a ticket from one listener resumes on every other, and one
+/// that outlives a configuration reload (create it once, pass the same `Arc` to every
+/// [`listener_settings`] call). The background task rotates them
+/// ([`TicketKeys::rotate_on_schedule`]) so that a stolen key opens at most two periods of
+/// recorded sessions.
+///
+/// Handshakes read the keys without a lock (one `ArcSwap` load); only rotation writes.
+pub struct TicketKeys {
+    period: Duration,
+    ring: ArcSwap<KeyRing>,
+    /// See [`TicketKeys::writer`].
+    rotating: Mutex<()>,
+}
+
+impl TicketKeys {
+    /// A fresh random key that seals for `period` from now.
+    pub fn new(period: Duration) -> Result<TicketKeys, TlsError> {
+        let ring = KeyRing {
+            current: Arc::new(TicketKey::generate().map_err(TlsError::TicketKey)?),
+            previous: None,
+            since: Instant::now(),
+        };
+        Ok(TicketKeys {
+            period,
+            ring: ArcSwap::from_pointee(ring),
+            rotating: Mutex::new(()),
+        })
+    }
+
+    /// How long a key seals before it is rotated out.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// When the current key is due to be replaced.
+    pub fn next_rotation(&self) -> Instant {
+        self.ring.load().since + self.period
+    }
+
+    /// Seal with a new key from now on; the current one opens tickets until the next
+    /// rotation, and the previous one no longer does.
+    pub fn rotate(&self) -> Result<(), TlsError> {
+        let _writer = self.writer();
+        self.replace(&self.ring.load(), Instant::now(), true)
+    }
+
+    /// Rotate if the current key has sealed for a period or more at `now`; the server's
+    /// background task calls this on the schedule that [`TicketKeys::next_rotation`] gives.
+    pub fn rotate_if_due(&self, now: Instant) -> Result<Rotation, TlsError> {
+        let _writer = self.writer();
+        let ring = self.ring.load();
+        let age = now.saturating_duration_since(ring.since);
+        if age < self.period {
+            return Ok(Rotation::NotDue);
+        }
+        // A key that has sealed for two periods must not open anything for a third.
+        let keep_previous = age < self.period.saturating_mul(2);
+        self.replace(&ring, now, keep_previous)?;
+        Ok(if keep_previous {
+            Rotation::Rotated
+        } else {
+            Rotation::Replaced
+        })
+    }
+
+    /// Taken by every rotation, so that two at once cannot both demote the same key (and
+    /// drop the one that should still open tickets). It guards no data: a panic while it
+    /// was held leaves nothing half-done.
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.rotating.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn replace(&self, old: &KeyRing, now: Instant, keep_previous: bool) -> Result<(), TlsError> {
+        let fresh = TicketKey::generate().map_err(TlsError::TicketKey)?;
+        self.ring.store(Arc::new(KeyRing {
+            current: Arc::new(fresh),
+            previous: keep_previous.then(|| Arc::clone(&old.current)),
+            since: now,
+        }));
+        Ok(())
+    }
+
+    /// Rotate whenever a period has passed, until shutdown. A failed rotation is logged and
+    /// retried a minute later; the current key serves on meanwhile.
+    pub async fn rotate_on_schedule(&self, mut shutdown: ShutdownWatch) {
+        let mut wake = self.next_rotation();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            wake = match self.rotate_if_due(Instant::now()) {
+                Ok(Rotation::NotDue) => self.next_rotation(),
+                Ok(Rotation::Rotated) => {
+                    log::info!(
+                        "TLS ticket keys: rotated; the previous key opens tickets for a period"
+                    );
+                    self.next_rotation()
+                }
+                Ok(Rotation::Replaced) => {
+                    log::warn!(
+                        "TLS ticket keys: rotation was more than a period late; both keys \
+                         replaced, outstanding tickets need a full handshake"
+                    );
+                    self.next_rotation()
+                }
+                Err(e) => {
+                    log::error!("TLS ticket keys: {e}; the current key serves on");
+                    Instant::now() + TICKET_KEY_RETRY
+                }
+            };
+        }
+    }
+
+    /// Make `ctx` seal and open its tickets with these keys, and give its sessions the
+    /// lifetime of one period.
+    fn install(self: &Arc<Self>, ctx: &mut SslContextBuilder) -> Result<(), ErrorStack> {
+        ctx.set_ex_data(ticket_keys_index()?, Arc::clone(self));
+        let lifetime = c_long::try_from(self.period.as_secs()).unwrap_or(c_long::MAX);
+        // SAFETY: `ctx` is a live SSL_CTX that we hold exclusively while building it; the
+        // callback matches OpenSSL 3's prototype and reads the keys it needs from the
+        // context's ex_data, set just above and dropped with the context.
+        let installed = unsafe {
+            SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx.as_ptr(), Some(ticket_key_callback))
+        };
+        // SAFETY: a plain setter on the live SSL_CTX above; it returns the previous timeout.
+        unsafe { SSL_CTX_set_timeout(ctx.as_ptr(), lifetime) };
+        if installed != 1 {
+            return Err(ErrorStack::get());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TicketKeys {
+    /// The schedule; never the keys.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ring = self.ring.load();
+        f.debug_struct("TicketKeys")
+            .field("period", &self.period)
+            .field("has_previous", &ring.previous.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ex_data slot of an `SSL_CTX` that holds its [`TicketKeys`]. OpenSSL hands out such
+/// slots process-wide, so one is taken once and kept for every context.
+fn ticket_keys_index() -> Result<Index<SslContext, Arc<TicketKeys>>, ErrorStack> {
+    static INDEX: OnceLock<Result<Index<SslContext, Arc<TicketKeys>>, ErrorStack>> =
+        OnceLock::new();
+    INDEX.get_or_init(SslContext::new_ex_index).clone()
+}
+
+// Not bound by openssl-sys 0.9; all three are in OpenSSL 3, which pingora's openssl
+// feature builds in (vendored).
+extern "C" {
+    fn SSL_CTX_set_tlsext_ticket_key_evp_cb(
+        ctx: *mut ffi::SSL_CTX,
+        cb: Option<TicketKeyCallback>,
+    ) -> c_int;
+    fn SSL_CTX_set_timeout(ctx: *mut ffi::SSL_CTX, seconds: c_long) -> c_long;
+    fn OSSL_PARAM_construct_utf8_string(
+        key: *const c_char,
+        buf: *mut c_char,
+        bsize: usize,
+    ) -> ffi::OSSL_PARAM;
+}
+
+type TicketKeyCallback = unsafe extern "C" fn(
+    ssl: *mut ffi::SSL,
+    key_name: *mut c_uchar,
+    iv: *mut c_uchar,
+    cipher: *mut ffi::EVP_CIPHER_CTX,
+    mac: *mut ffi::EVP_MAC_CTX,
+    enc: c_int,
+) -> c_int;
+
+/// OpenSSL's ticket key callback. Sealing (`enc` 1): write the current key's name and a
+/// random IV, set up the cipher and the MAC, return 1. Opening (`enc` 0): find the key the
+/// ticket names; 0 when none (a full handshake follows), 1 for the current key, 2 for the
+/// previous one (the client then gets a new ticket). -1 on an error, which fails the
+/// handshake.
+unsafe extern "C" fn ticket_key_callback(
+    ssl: *mut ffi::SSL,
+    key_name: *mut c_uchar,
+    iv: *mut c_uchar,
+    cipher: *mut ffi::EVP_CIPHER_CTX,
+    mac: *mut ffi::EVP_MAC_CTX,
+    enc: c_int,
+) -> c_int {
+    if mac.is_null() {
+        // An HMAC context of the deprecated kind only: not one this callback can key.
+        return -1;
+    }
+    // SAFETY: OpenSSL calls this during a handshake on `ssl`, live for the call, with a
+    // fresh cipher context that it owns and that nothing else touches meanwhile.
+    let (ssl, cipher) = unsafe { (SslRef::from_ptr(ssl), CipherCtxRef::from_ptr_mut(cipher)) };
+    // The callback is OpenSSL's session context's, the connection's own context here:
+    // neither Pingora nor we ever switch a connection to another (SSL_set_SSL_CTX).
+    let Some(keys) = ticket_keys_index()
+        .ok()
+        .and_then(|index| ssl.ssl_context().ex_data(index))
+    else {
+        return -1;
+    };
+    let ring = keys.ring.load();
+    let (key, sealed_or_opened) = if enc == 1 {
+        // SAFETY: when sealing, `key_name` is a 16-byte and `iv` an EVP_MAX_IV_LENGTH
+        // (16-byte) output buffer of OpenSSL's, both for us to fill.
+        let (name, iv) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(key_name, TICKET_KEY_NAME_LEN),
+                std::slice::from_raw_parts_mut(iv, TICKET_IV_LEN),
+            )
+        };
+        let current: &TicketKey = &ring.current;
+        (current, seal_ticket(current, name, iv, cipher).map(|()| 1))
+    } else {
+        // SAFETY: when opening, both point into the client's ticket, which OpenSSL has
+        // checked holds at least the key name and EVP_MAX_IV_LENGTH bytes; only read.
+        let (name, iv) = unsafe {
+            (
+                std::slice::from_raw_parts(key_name.cast_const(), TICKET_KEY_NAME_LEN),
+                std::slice::from_raw_parts(iv.cast_const(), TICKET_IV_LEN),
+            )
+        };
+        let Some((key, age)) = ring.find(name) else {
+            // Sealed by a key rotated out, by another process or garbage: a full handshake.
+            return 0;
+        };
+        let opened = cipher
+            .decrypt_init(Some(Cipher::aes_256_cbc()), Some(&key.aes), Some(iv))
+            .map(|()| match age {
+                KeyAge::Current => 1,
+                KeyAge::Previous => 2,
+            });
+        (key, opened)
+    };
+    // SAFETY: `mac` is the non-null HMAC context that OpenSSL passed for this call.
+    let keyed = unsafe { init_ticket_mac(mac, &key.hmac) };
+    match (sealed_or_opened, keyed) {
+        (Ok(status), Ok(())) => status,
+        _ => -1,
+    }
+}
+
+/// Name the ticket after `key`, draw its IV and set the cipher up to seal it.
+fn seal_ticket(
+    key: &TicketKey,
+    name: &mut [u8],
+    iv: &mut [u8],
+    cipher: &mut CipherCtxRef,
+) -> Result<(), ErrorStack> {
+    name.copy_from_slice(&key.name);
+    rand_bytes(iv)?;
+    cipher.encrypt_init(Some(Cipher::aes_256_cbc()), Some(&key.aes), Some(iv))
+}
+
+/// Key OpenSSL's HMAC context for a ticket: SHA-256, as OpenSSL's own tickets use.
+///
+/// # Safety
+/// `mac` must be a live EVP_MAC_CTX for HMAC that nothing else uses during the call: the
+/// one OpenSSL hands to the ticket key callback.
+unsafe fn init_ticket_mac(mac: *mut ffi::EVP_MAC_CTX, key: &[u8]) -> Result<(), ErrorStack> {
+    // SAFETY: `mac` as the caller promises. The parameters point to static C strings that
+    // OpenSSL only reads, and EVP_MAC_init copies the key before it returns.
+    let ok = unsafe {
+        let params = [
+            OSSL_PARAM_construct_utf8_string(c"digest".as_ptr(), c"SHA256".as_ptr().cast_mut(), 0),
+            ffi::OSSL_PARAM_construct_end(),
+        ];
+        ffi::EVP_MAC_init(mac, key.as_ptr(), key.len(), params.as_ptr())
+    };
+    if ok == 1 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Listener settings
 // ---------------------------------------------------------------------------------------------
 
@@ -545,14 +931,17 @@ impl TlsAccept for SniResolver {
 
 /// The settings for one TLS listener (Pingora takes them by value, so call this once per
 /// listen address): versions, ciphers, ALPN, sessions, and the certificate chosen by SNI.
+/// Every listener of the process gets the same `ticket_keys`, so that a session made on
+/// one resumes on all (Pingora builds one OpenSSL context per listener).
 pub fn listener_settings(
     certs: Arc<ArcSwapOption<CertStore>>,
     min: MinVersion,
     h2: bool,
+    ticket_keys: Arc<TicketKeys>,
 ) -> Result<TlsSettings, TlsError> {
     let mut settings = TlsSettings::with_callbacks(Box::new(SniResolver { certs }))
         .map_err(|e| TlsError::Setup(e.to_string()))?;
-    configure_acceptor(&mut settings, min, h2)
+    configure_acceptor(&mut settings, min, h2, &ticket_keys)
         .map_err(|e| TlsError::Setup(format!("OpenSSL refused the settings: {e}")))?;
     Ok(settings)
 }
@@ -563,16 +952,31 @@ fn configure_acceptor(
     builder: &mut SslAcceptorBuilder,
     min: MinVersion,
     h2: bool,
+    ticket_keys: &Arc<TicketKeys>,
 ) -> Result<(), ErrorStack> {
     builder.set_min_proto_version(Some(min.ssl_version()))?;
     builder.set_max_proto_version(Some(SslVersion::TLS1_3))?;
     builder.set_cipher_list(TLS12_CIPHERS)?;
     builder.set_ciphersuites(TLS13_CIPHERSUITES)?;
-    // Sessions live in this process's cache (TLS 1.2 session ids, TLS 1.3 stateful tickets)
-    // rather than in tickets sealed with a key that OpenSSL never rotates: resumption stays
-    // cheap and an old key cannot open recorded sessions.
-    builder.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
+    // Our order of ciphers, not the client's (every one listed is strong; the first are the
+    // cheapest with AES hardware), except that a client that puts ChaCha20 first, typically
+    // one without AES instructions, gets it.
+    builder.set_options(
+        SslOptions::NO_RENEGOTIATION
+            | SslOptions::CIPHER_SERVER_PREFERENCE
+            | SslOptions::PRIORITIZE_CHACHA,
+    );
+    // Resumption rests on tickets (TLS 1.2 tickets, TLS 1.3 stateless tickets) sealed with
+    // the process's rotated keys. The server-side cache cannot carry it: it belongs to one
+    // listener's context, and OpenSSL drops a session from it whenever a connection ends
+    // without the server's close_notify, which is how Pingora ends most of them (the client
+    // closes first, an idle keep-alive times out). It stays for TLS 1.2 clients that send no
+    // ticket extension, within one listener.
+    builder.clear_options(SslOptions::NO_TICKET);
+    ticket_keys.install(builder)?;
     builder.set_session_cache_mode(SslSessionCacheMode::SERVER);
+    // A session carries this context and resumes only where it matches: the same on every
+    // listener, so the tickets of one resume on all.
     builder.set_session_id_context(SESSION_ID_CONTEXT)?;
     // Clients that offer neither protocol (or no ALPN) still connect and speak HTTP/1.1.
     let offered: &'static [u8] = if h2 { ALPN_H2_H1 } else { ALPN_H1 };
@@ -1107,10 +1511,19 @@ mod tests {
     // -----------------------------------------------------------------------------------------
 
     fn acceptor(min: MinVersion, h2: bool) -> SslAcceptor {
+        acceptor_with_keys(min, h2, &ticket_keys())
+    }
+
+    /// One listener's acceptor; listeners of one process share `keys`.
+    fn acceptor_with_keys(min: MinVersion, h2: bool, keys: &Arc<TicketKeys>) -> SslAcceptor {
         // TlsSettings::with_callbacks starts from the same profile.
         let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-        configure_acceptor(&mut builder, min, h2).unwrap();
+        configure_acceptor(&mut builder, min, h2, keys).unwrap();
         builder.build()
+    }
+
+    fn ticket_keys() -> Arc<TicketKeys> {
+        Arc::new(TicketKeys::new(TICKET_KEY_ROTATION).unwrap())
     }
 
     /// A client connection for `sni` (None: send no server name). The chain is always
@@ -1351,6 +1764,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_server_cipher_order_wins_unless_the_client_leads_with_chacha() {
+        let pki = Pki::new();
+        let store = Arc::new(load(&[pki.leaf("a", &["a.test"])]).0);
+        let acceptor = acceptor(MinVersion::Tls12, true);
+        let tls12 = |ciphers: &str| {
+            let mut builder = pki.client();
+            builder
+                .set_max_proto_version(Some(SslVersion::TLS1_2))
+                .unwrap();
+            builder.set_cipher_list(ciphers).unwrap();
+            client_ssl(&builder.build(), Some("a.test"), true)
+        };
+        let tls13 = |suites: &str| {
+            let mut builder = pki.client();
+            builder
+                .set_min_proto_version(Some(SslVersion::TLS1_3))
+                .unwrap();
+            builder.set_ciphersuites(suites).unwrap();
+            client_ssl(&builder.build(), Some("a.test"), true)
+        };
+        for (ssl, expected) in [
+            (
+                tls12(
+                    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
+                       ECDHE-ECDSA-AES128-GCM-SHA256",
+                ),
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+            ),
+            (
+                tls12("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"),
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+            ),
+            (
+                tls13("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"),
+                "TLS_AES_128_GCM_SHA256",
+            ),
+            (
+                tls13("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"),
+                "TLS_CHACHA20_POLY1305_SHA256",
+            ),
+        ] {
+            let seen = handshake(&acceptor, &store, ssl).await.unwrap();
+            assert_eq!(seen.cipher, expected);
+        }
+    }
+
+    #[tokio::test]
     async fn alpn_negotiates_h2_only_when_enabled() {
         let pki = Pki::new();
         let store = Arc::new(load(&[pki.leaf("a", &["a.test"])]).0);
@@ -1387,32 +1847,136 @@ mod tests {
         }
     }
 
+    /// A client for `version` only; `tickets: false` makes it offer no ticket extension, so
+    /// that only a session id can resume it.
+    fn session_client(pki: &Pki, version: SslVersion, tickets: bool) -> SslConnector {
+        let mut builder = pki.client();
+        builder.set_min_proto_version(Some(version)).unwrap();
+        builder.set_max_proto_version(Some(version)).unwrap();
+        if !tickets {
+            builder.set_options(SslOptions::NO_TICKET);
+        }
+        builder.build()
+    }
+
+    /// A handshake for `b.test` that offers `session` (None: a first visit).
+    async fn visit(
+        acceptor: &SslAcceptor,
+        store: &Arc<CertStore>,
+        connector: &SslConnector,
+        session: Option<&SslSession>,
+    ) -> Seen {
+        let mut ssl = client_ssl(connector, Some("b.test"), true);
+        if let Some(session) = session {
+            // SAFETY: every session offered here came from a connection of `connector`.
+            unsafe { ssl.set_session(session).unwrap() };
+        }
+        let seen = handshake(acceptor, store, ssl).await.unwrap();
+        assert_eq!(seen.names, ["b.test"]);
+        seen
+    }
+
     #[tokio::test]
-    async fn sessions_resume_from_the_server_cache() {
+    async fn tickets_resume_on_every_listener_that_shares_the_keys() {
+        let pki = Pki::new();
+        let store = Arc::new(load(&[pki.leaf("a", &["a.test"]), pki.leaf("b", &["b.test"])]).0);
+        let keys = ticket_keys();
+        let first = acceptor_with_keys(MinVersion::Tls12, true, &keys);
+        let second = acceptor_with_keys(MinVersion::Tls12, false, &keys);
+        // Another process, or OpenSSL's own per-context key: same settings, other keys.
+        let stranger = acceptor(MinVersion::Tls12, true);
+        for version in [SslVersion::TLS1_2, SslVersion::TLS1_3] {
+            let connector = session_client(&pki, version, true);
+            let new = visit(&first, &store, &connector, None).await;
+            assert!(!new.reused, "{version:?}");
+            let session = new.session.unwrap();
+            // `second` has its own OpenSSL context and so its own session cache: only a
+            // ticket can resume there.
+            for (acceptor, resumes) in [(&first, true), (&second, true), (&stranger, false)] {
+                let again = visit(acceptor, &store, &connector, Some(&session)).await;
+                assert_eq!(again.reused, resumes, "{version:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn tls12_session_ids_resume_without_tickets() {
         let pki = Pki::new();
         let store = Arc::new(load(&[pki.leaf("a", &["a.test"]), pki.leaf("b", &["b.test"])]).0);
         let acceptor = acceptor(MinVersion::Tls12, true);
-        for version in [SslVersion::TLS1_2, SslVersion::TLS1_3] {
-            let mut builder = pki.client();
-            builder.set_max_proto_version(Some(version)).unwrap();
-            let connector = builder.build();
+        let connector = session_client(&pki, SslVersion::TLS1_2, false);
+        let new = visit(&acceptor, &store, &connector, None).await;
+        let session = new.session.unwrap();
+        assert!(!session.id().is_empty());
+        let again = visit(&acceptor, &store, &connector, Some(&session)).await;
+        assert!(again.reused);
+    }
 
-            let first = handshake(
-                &acceptor,
-                &store,
-                client_ssl(&connector, Some("b.test"), true),
-            )
-            .await
-            .unwrap();
-            assert!(!first.reused);
-            let session = first.session.unwrap();
-            let mut ssl = client_ssl(&connector, Some("b.test"), true);
-            // SAFETY: the session comes from a connection made with the same context.
-            unsafe { ssl.set_session(&session).unwrap() };
-            let second = handshake(&acceptor, &store, ssl).await.unwrap();
-            assert!(second.reused, "{version:?}");
-            assert_eq!(second.names, ["b.test"]);
+    #[tokio::test]
+    async fn a_ticket_resumes_for_one_rotation_and_not_after_two() {
+        let pki = Pki::new();
+        let store = Arc::new(load(&[pki.leaf("a", &["a.test"]), pki.leaf("b", &["b.test"])]).0);
+        let keys = ticket_keys();
+        let acceptor = acceptor_with_keys(MinVersion::Tls12, true, &keys);
+        for version in [SslVersion::TLS1_2, SslVersion::TLS1_3] {
+            let connector = session_client(&pki, version, true);
+            let old = visit(&acceptor, &store, &connector, None)
+                .await
+                .session
+                .unwrap();
+            let current = visit(&acceptor, &store, &connector, Some(&old)).await;
+            assert!(current.reused, "{version:?}: a ticket from the current key");
+
+            keys.rotate().unwrap();
+            let previous = visit(&acceptor, &store, &connector, Some(&old)).await;
+            assert!(
+                previous.reused,
+                "{version:?}: a ticket from the previous key"
+            );
+            // ... and the client left with a ticket from the new key (it resumes below).
+            let renewed = previous.session.unwrap();
+
+            keys.rotate().unwrap();
+            let expired = visit(&acceptor, &store, &connector, Some(&old)).await;
+            assert!(!expired.reused, "{version:?}: a ticket two rotations old");
+            let kept = visit(&acceptor, &store, &connector, Some(&renewed)).await;
+            assert!(kept.reused, "{version:?}: the renewed ticket");
         }
+    }
+
+    #[test]
+    fn rotate_if_due_follows_the_period() {
+        let period = Duration::from_secs(3600);
+        let keys = TicketKeys::new(period).unwrap();
+        let names = |keys: &TicketKeys| {
+            let ring = keys.ring.load();
+            (ring.current.name, ring.previous.as_ref().map(|k| k.name))
+        };
+        let (first, none) = names(&keys);
+        assert_eq!(none, None);
+        let start = keys.ring.load().since;
+        assert_eq!(keys.next_rotation(), start + period);
+
+        let just_before = start + period - Duration::from_millis(1);
+        assert_eq!(keys.rotate_if_due(just_before).unwrap(), Rotation::NotDue);
+        assert_eq!(names(&keys), (first, None));
+
+        let due = start + period;
+        assert_eq!(keys.rotate_if_due(due).unwrap(), Rotation::Rotated);
+        let (second, previous) = names(&keys);
+        assert_ne!(second, first);
+        assert_eq!(previous, Some(first));
+        assert_eq!(keys.next_rotation(), due + period);
+        // Called again at the same moment: not due any more.
+        assert_eq!(keys.rotate_if_due(due).unwrap(), Rotation::NotDue);
+
+        // Two periods late: the current key has sealed too long to be kept at all.
+        let late = due + 2 * period;
+        assert_eq!(keys.rotate_if_due(late).unwrap(), Rotation::Replaced);
+        let (third, previous) = names(&keys);
+        assert!(third != first && third != second);
+        assert_eq!(previous, None);
+        assert!(!format!("{keys:?}").contains(&format!("{:?}", keys.ring.load().current.aes)));
     }
 
     #[test]
@@ -1425,10 +1989,13 @@ mod tests {
             (MinVersion::Tls12, SslVersion::TLS1_2),
             (MinVersion::Tls13, SslVersion::TLS1_3),
         ] {
-            let mut settings = listener_settings(store.clone(), min, true).unwrap();
+            let mut settings = listener_settings(store.clone(), min, true, ticket_keys()).unwrap();
             assert_eq!(settings.min_proto_version(), Some(expected));
             assert_eq!(settings.max_proto_version(), Some(SslVersion::TLS1_3));
-            assert!(settings.options().contains(SslOptions::NO_TICKET));
+            assert!(!settings.options().contains(SslOptions::NO_TICKET));
+            assert!(settings
+                .options()
+                .contains(SslOptions::CIPHER_SERVER_PREFERENCE | SslOptions::PRIORITIZE_CHACHA));
         }
     }
 }

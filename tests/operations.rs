@@ -294,7 +294,8 @@ impl Drop for Reaper {
 /// process, all under keep-alive load with no request lost.
 #[test]
 fn the_readme_operations_work_as_written_on_a_daemon() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let block = readme
         .split("<!-- by-hand operations: run as written by tests/operations.rs -->")
         .nth(1)
@@ -378,10 +379,20 @@ fn the_readme_operations_work_as_written_on_a_daemon() {
 
     // 1: reload in place
     let b = Upstream::fixed(Reply::ok("b"));
-    write_config(&format!("{}{}", route("/d", up.addr, ""), route("/b", b.addr, "")));
+    write_config(&format!(
+        "{}{}",
+        route("/d", up.addr, ""),
+        route("/b", b.addr, "")
+    ));
     run(commands[0]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while client().get(format!("http://{addr}/b")).send().unwrap().status() != 200 {
+    while client()
+        .get(format!("http://{addr}/b"))
+        .send()
+        .unwrap()
+        .status()
+        != 200
+    {
         assert!(Instant::now() < deadline, "the reload did not apply");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -408,7 +419,11 @@ fn the_readme_operations_work_as_written_on_a_daemon() {
     let (ok, failures) = load.stop();
     assert!(failures.is_empty(), "{failures:?} ({ok} ok)");
     assert_eq!(
-        client().get(format!("http://{addr}/b")).send().unwrap().status(),
+        client()
+            .get(format!("http://{addr}/b"))
+            .send()
+            .unwrap()
+            .status(),
         200,
         "the new processes serve the reloaded config"
     );

@@ -1,12 +1,15 @@
 //! TLS termination: SNI, versions, ALPN h2, X-Forwarded-Proto, the redirect from plain
-//! HTTP, and every bad certificate refused with its file named.
+//! HTTP, every bad certificate refused with its file named, and session resumption with the
+//! real `openssl s_client` across worker threads and listeners.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;
 use openssl::ssl::{SslConnector, SslMethod, SslVersion};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Certificates for two names from one test CA, written to files.
 struct Pki {
@@ -263,4 +266,213 @@ fn a_certificate_expiring_soon_loads_with_a_warning() {
         "a.pylon.test"
     );
     assert!(gw.stderr().contains("expires"), "{}", gw.stderr());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session resumption, as `openssl s_client` sees it
+// ---------------------------------------------------------------------------------------------
+
+/// A gateway with four worker threads and two TLS listeners. Started here rather than with
+/// `Gateway::start`, which fixes `threads = 2`: resumption must hold however the handshakes
+/// spread over threads and listeners.
+struct ThreadedGateway {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    tls: [SocketAddr; 2],
+}
+
+impl ThreadedGateway {
+    fn start(cert: &(PathBuf, PathBuf), upstream: SocketAddr) -> ThreadedGateway {
+        let dir = tempfile::tempdir().unwrap();
+        for _attempt in 0..5 {
+            let (plain, tls) = (closed_port(), [closed_port(), closed_port()]);
+            let config = format!(
+                "[server]\nlisten = [\"{plain}\"]\nthreads = 4\npid_file = \"{pid}\"\n\
+                 upgrade_sock = \"{sock}\"\n\n[access_log]\npath = \"off\"\n\n\
+                 [tls]\nlisten = [\"{}\", \"{}\"]\n[[tls.certificates]]\ncert = \"{}\"\n\
+                 key = \"{}\"\n\n{}",
+                tls[0],
+                tls[1],
+                cert.0.display(),
+                cert.1.display(),
+                route("/app", upstream, ""),
+                pid = dir.path().join("pylon.pid").display(),
+                sock = dir.path().join("upgrade.sock").display(),
+            );
+            let path = dir.path().join("pylon.toml");
+            std::fs::write(&path, config).unwrap();
+            let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+            let mut child = std::process::Command::new(pylon_bin())
+                .arg("-c")
+                .arg(&path)
+                .env_remove("PORT")
+                .stdout(std::process::Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if tls.iter().all(|a| TcpStream::connect(a).is_ok()) {
+                    return ThreadedGateway { child, dir, tls };
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!(
+            "the gateway did not start; stderr:\n{}",
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for ThreadedGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How an `s_client` connection ends.
+#[derive(Debug, Clone, Copy)]
+enum Close {
+    /// One request with `Connection: close`; the client reads until the gateway closes
+    /// (and so also receives TLS 1.3 tickets).
+    ByGateway,
+    /// No request: the client closes right after the handshake, before the gateway could
+    /// send a close_notify. Before tickets, this dropped the session from the server cache.
+    ByClient,
+}
+
+/// What one `openssl s_client` run saw.
+struct SClient {
+    resumed: bool,
+    output: String,
+}
+
+/// Run the real `openssl s_client` against `addr` for a.pylon.test, offering the session in
+/// `session` when `offer` and saving the one it ends with there otherwise.
+fn s_client(
+    addr: SocketAddr,
+    version: &str,
+    ca: &Path,
+    session: &Path,
+    offer: bool,
+    close: Close,
+) -> SClient {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["s_client", "-connect", &addr.to_string()])
+        .args([
+            "-servername",
+            "a.pylon.test",
+            version,
+            "-verify_return_error",
+        ])
+        .arg("-CAfile")
+        .arg(ca)
+        .arg(if offer { "-sess_in" } else { "-sess_out" })
+        .arg(session);
+    if let Close::ByGateway = close {
+        cmd.arg("-ign_eof");
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl s_client (Debian's openssl package) must be installed");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        if let Close::ByGateway = close {
+            stdin
+                .write_all(
+                    b"GET /app/x HTTP/1.1\r\nHost: a.pylon.test\r\nConnection: close\r\n\r\n",
+                )
+                .unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("openssl s_client hung");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "Reused, TLSv1.3, Cipher is ..." or "New, TLSv1.3, ...", once per handshake.
+    let resumed = output.lines().any(|l| l.starts_with("Reused, "));
+    assert!(
+        resumed || output.lines().any(|l| l.starts_with("New, ")),
+        "no handshake: {output}"
+    );
+    if let Close::ByGateway = close {
+        assert!(output.contains("HTTP/1.1 200"), "{output}");
+    }
+    SClient { resumed, output }
+}
+
+/// One full handshake saves a session; then `reconnects` reconnects offer it, alternating
+/// between the two listeners and between the two ways a connection ends. Every one must
+/// resume: the handshakes may land on any of the 4 worker threads, and either listener must
+/// open the other's tickets.
+fn every_reconnect_resumes(version: &str, expected_protocol: &str, reconnects: usize) {
+    let pki = Pki::new();
+    let cert = pki.write("a", &["a.pylon.test"], -60, 86_400 * 30);
+    let up = Upstream::echo();
+    let gw = ThreadedGateway::start(&cert, up.addr);
+    let ca = pki.ca_file();
+    let session = gw.dir.path().join("session.pem");
+
+    let first = s_client(gw.tls[0], version, &ca, &session, false, Close::ByGateway);
+    assert!(!first.resumed, "{}", first.output);
+    assert!(
+        first
+            .output
+            .contains(&format!("New, {expected_protocol}, ")),
+        "{}",
+        first.output
+    );
+    assert!(
+        std::fs::metadata(&session).unwrap().len() > 0,
+        "no session saved"
+    );
+
+    let mut missed = Vec::new();
+    for i in 0..reconnects {
+        let listener = gw.tls[i % 2];
+        let close = if (i / 2) % 2 == 0 {
+            Close::ByClient
+        } else {
+            Close::ByGateway
+        };
+        let again = s_client(listener, version, &ca, &session, true, close);
+        if !again.resumed {
+            missed.push(format!("reconnect {i} to {listener}, {close:?}"));
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "{} of {reconnects} {version} reconnects made a full handshake: {missed:?}",
+        missed.len()
+    );
+}
+
+#[test]
+fn tls13_reconnects_resume_on_every_thread_and_listener() {
+    every_reconnect_resumes("-tls1_3", "TLSv1.3", 8);
+}
+
+#[test]
+fn tls12_reconnects_resume_on_every_thread_and_listener() {
+    every_reconnect_resumes("-tls1_2", "TLSv1.2", 8);
 }
