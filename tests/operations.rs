@@ -214,8 +214,8 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "PIDFile=",
         "ExecStartPre=",
         "-t -c",
-        "ExecReload=",
-        "-u -d -c",
+        "ExecReload=@BINDIR@/pylon -t -c",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "NoNewPrivileges=yes",
@@ -365,15 +365,13 @@ fn the_readme_operations_work_as_written_on_a_daemon() {
         );
     };
 
-    run(&format!("{} -d -c {}", pylon_bin(), config.display()));
+    run(&format!("pylon -d -c {}", config.display()));
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::net::TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "the daemon does not listen");
         std::thread::sleep(Duration::from_millis(10));
     }
     let first = read_pid();
-    let error_log = std::fs::read_to_string(dir.path().join("pylon.error.log")).unwrap();
-    assert!(error_log.contains("routes, listening on"), "{error_log}");
     let load = Load::start(format!("http://{addr}/d"), 4);
     load.wait_for(100);
 
@@ -397,6 +395,9 @@ fn the_readme_operations_work_as_written_on_a_daemon() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(read_pid(), first, "the same process serves");
+    // the daemon's diagnostics went to the error log next to the pid file
+    let error_log = std::fs::read_to_string(dir.path().join("pylon.error.log")).unwrap();
+    assert!(error_log.contains("loaded as generation 2"), "{error_log}");
     load.wait_for(100);
 
     // 2: the binary upgrade the running process starts itself
@@ -433,4 +434,74 @@ fn the_readme_operations_work_as_written_on_a_daemon() {
         .status()
         .unwrap();
     wait_gone(third);
+}
+
+/// The shipped logrotate file (paths and owner replaced by the test's), run by the real
+/// logrotate against a running gateway: the old lines stay in the rotated file, and the
+/// SIGHUP of its postrotate sends new lines to a new file at the configured path.
+#[test]
+fn the_shipped_logrotate_file_rotates_without_losing_a_line() {
+    if std::process::Command::new("logrotate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("logrotate is needed (make test installs it)");
+    }
+    let up = Upstream::fixed(Reply::ok("fine"));
+    let gw = Gateway::start("", &route("/a", up.addr, ""));
+    let dir = gw.dir.path();
+    let pid_file = dir.join("pylon.pid");
+    if !pid_file.exists() {
+        // a foreground gateway writes no pid file: write the one a daemon would
+        std::fs::write(&pid_file, gw.pid().to_string()).unwrap();
+    }
+    for i in 0..5 {
+        let path = format!("/a/before-{i}");
+        assert_eq!(client().get(gw.url(&path)).send().unwrap().status(), 200);
+    }
+    assert_eq!(gw.access_log_lines(5).len(), 5);
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/pylon.logrotate"
+    ))
+    .unwrap();
+    assert!(shipped.contains("/var/log/pylon/*.log") && shipped.contains("/run/pylon/pylon.pid"));
+    let conf = shipped
+        .replace(
+            "/var/log/pylon/*.log /run/pylon/pylon.error.log",
+            &dir.join("access.log").display().to_string(),
+        )
+        .replace("/run/pylon/pylon.pid", &pid_file.display().to_string())
+        .replace("create 0640 pylon pylon", "create 0640");
+    let conf_path = dir.join("logrotate.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let out = std::process::Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.join("logrotate.state"))
+        .arg(&conf_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the writer reopens between two drains; lines queued before that go to the old file
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.stderr().contains("access log: reopened") {
+        assert!(Instant::now() < deadline, "{}", gw.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        client().get(gw.url("/a/after")).send().unwrap().status(),
+        200
+    );
+    let lines = gw.access_log_lines(1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("/a/after"), "{lines:?}");
+    let rotated = std::fs::read_to_string(dir.join("access.log.1")).unwrap();
+    assert_eq!(rotated.lines().count(), 5, "{rotated}");
+    assert!(!rotated.contains("/a/after"));
 }

@@ -205,6 +205,12 @@ fn sighup_reopens_the_access_log_after_it_was_moved() {
     let rotated = gw.dir.path().join("access.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     assert_eq!(reload(&gw, metrics, &route("/a", a.addr, "")), (1, 0));
+    // the writer reopens between two drains; lines queued before that go to the old file
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.stderr().contains("access log: reopened") {
+        assert!(Instant::now() < deadline, "{}", gw.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(status(&gw, "/a/after"), 200);
     let lines = gw.access_log_lines(1);
     assert_eq!(lines.len(), 1, "{lines:?}");

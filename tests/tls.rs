@@ -476,3 +476,65 @@ fn tls13_reconnects_resume_on_every_thread_and_listener() {
 fn tls12_reconnects_resume_on_every_thread_and_listener() {
     every_reconnect_resumes("-tls1_2", "TLSv1.2", 8);
 }
+
+/// SIGHUP reads the certificate files again, with the checks of a start: a renewed
+/// certificate is served to new handshakes in the same process, and one that fails its
+/// checks is refused (file named) while the old one is served on.
+#[test]
+fn a_reload_serves_renewed_certificates_and_refuses_a_bad_one() {
+    let pki = Pki::new();
+    let ca = pki.ca_file();
+    let up = Upstream::fixed(Reply::ok("tls"));
+    let (cert, key) = pki.write("site", &["old.pylon.test"], -60, 86_400);
+    let (mut gw, tls) = start_tls(&pki, &[(cert.clone(), key.clone())], "", up.addr);
+    let pid = gw.pid();
+    assert_eq!(
+        served_name(tls, Some("old.pylon.test"), &ca),
+        "old.pylon.test"
+    );
+    let tls_rest = |certs: &[(PathBuf, PathBuf)]| {
+        format!(
+            "{}{}",
+            tls_config(tls, certs, ""),
+            route("/app", up.addr, "")
+        )
+    };
+    let wait_for_log = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gw.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in:\n{}",
+                gw.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // renewal: the same files get a new certificate
+    let (renewed_cert, renewed_key) = pki.write("renewed", &["new.pylon.test"], -60, 86_400);
+    std::fs::copy(&renewed_cert, &cert).unwrap();
+    std::fs::copy(&renewed_key, &key).unwrap();
+    gw.write_config(&tls_rest(&[(cert.clone(), key.clone())]));
+    gw.signal("HUP");
+    wait_for_log("loaded as generation 2");
+    assert_eq!(served_name(tls, None, &ca), "new.pylon.test");
+
+    // an expired certificate is refused by the reload; the renewed one stays
+    let (expired, expired_key) = pki.write("expired", &["late.pylon.test"], -86_400, -60);
+    gw.write_config(&tls_rest(&[(expired.clone(), expired_key)]));
+    gw.signal("HUP");
+    wait_for_log("reload refused");
+    let stderr = gw.stderr();
+    let refusal = stderr
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .unwrap();
+    assert!(
+        refusal.contains("tls.certificates[0].cert") && refusal.contains(expired.to_str().unwrap()),
+        "{refusal}"
+    );
+    assert_eq!(served_name(tls, None, &ca), "new.pylon.test");
+    assert!(gw.is_running());
+    assert_eq!(gw.pid(), pid);
+}
