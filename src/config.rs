@@ -62,6 +62,17 @@ pub enum ConfigError {
     /// A problem that belongs to the environment rather than to a line of the file.
     #[error("{path}: {message}")]
     Environment { path: PathBuf, message: String },
+    /// Several problems, in file order, one per line.
+    #[error("{}", list(.0))]
+    Many(Vec<ConfigError>),
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The whole file.
@@ -1415,12 +1426,28 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             message,
         }
     };
-    let deserializer = toml::Deserializer::parse(text)
+    let root = toml::de::DeTable::parse(text)
         .map_err(|e| located(e.span(), "(syntax)".to_string(), e.message().to_string()))?;
-    let config: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = key_of(&e.path().to_string(), e.inner().message());
-        located(e.inner().span(), key, e.inner().message().to_string())
-    })?;
+    // each section, route and authenticator on its own first, so that one run reports
+    // every mistake of the file instead of the first
+    let mut errors: Vec<(Option<std::ops::Range<usize>>, String, String)> = section_errors(&root);
+    if !errors.is_empty() {
+        errors.sort_by_key(|(span, _, _)| span.as_ref().map_or(0, |s| s.start));
+        let mut all: Vec<ConfigError> = errors
+            .into_iter()
+            .map(|(span, key, message)| located(span, key, message))
+            .collect();
+        return Err(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            ConfigError::Many(all)
+        });
+    }
+    let config: FileConfig = serde_path_to_error::deserialize(toml::Deserializer::from(root))
+        .map_err(|e| {
+            let key = key_of(&e.path().to_string(), e.inner().message());
+            located(e.inner().span(), key, e.inner().message().to_string())
+        })?;
     check(&config).map_err(|(span, key, message)| located(Some(span), key, message))?;
     let mut config = config;
     config.source = Source {
@@ -1431,6 +1458,52 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
 }
 
 type Located = (std::ops::Range<usize>, String, String);
+
+/// The errors of each top-level section, each `[[routes]]` entry and each `[auth.NAME]`
+/// deserialized apart (spans stay those of the whole text): (span, key, message).
+fn section_errors(
+    root: &toml::Spanned<toml::de::DeTable<'_>>,
+) -> Vec<(Option<std::ops::Range<usize>>, String, String)> {
+    use toml::de::{DeString, DeTable, DeValue};
+    let span = root.span();
+    let alone = |key: &toml::Spanned<DeString<'_>>, value: DeValue<'_>, index: Option<String>| {
+        let mut table = DeTable::new();
+        table.insert(key.clone(), toml::Spanned::new(span.clone(), value));
+        let de = toml::Deserializer::from(toml::Spanned::new(span.clone(), table));
+        serde_path_to_error::deserialize::<_, FileConfig>(de)
+            .err()
+            .map(|e| {
+                let mut key = key_of(&e.path().to_string(), e.inner().message());
+                if let Some(index) = &index {
+                    // the entry was alone at [0]: give it its place in the file
+                    key = key.replacen("routes[0]", index, 1);
+                }
+                (e.inner().span(), key, e.inner().message().to_string())
+            })
+    };
+    let mut errors = Vec::new();
+    for (key, value) in root.get_ref().iter() {
+        match (key.get_ref().as_ref(), value.get_ref()) {
+            ("routes", DeValue::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let mut one = toml::de::DeArray::new();
+                    one.push(item.clone());
+                    let one = DeValue::Array(one);
+                    errors.extend(alone(key, one, Some(format!("routes[{i}]"))));
+                }
+            }
+            ("auth", DeValue::Table(named)) => {
+                for (name, section) in named.iter() {
+                    let mut one = DeTable::new();
+                    one.insert(name.clone(), section.clone());
+                    errors.extend(alone(key, DeValue::Table(one), None));
+                }
+            }
+            _ => errors.extend(alone(key, value.get_ref().clone(), None)),
+        }
+    }
+    errors
+}
 
 /// The checks that look at more than one value.
 fn check(config: &FileConfig) -> Result<(), Located> {

@@ -26,7 +26,10 @@ fn main() {
     let runtime = match server::check(&cli) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("pylon: {e}");
+            // one line per error: a file with several mistakes lists them all
+            for line in e.to_string().lines() {
+                eprintln!("pylon: {line}");
+            }
             std::process::exit(1);
         }
     };
@@ -35,6 +38,7 @@ fn main() {
             "pylon: configuration file {} test is successful",
             cli.conf.display()
         );
+        print!("{}", server::summary(&runtime));
         return;
     }
     std::process::exit(server::run(runtime, &cli));

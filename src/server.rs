@@ -60,6 +60,86 @@ pub fn check(cli: &Cli) -> Result<Runtime, StartError> {
     Ok(Runtime::load(&cli.conf)?)
 }
 
+/// What `-t` prints when the file is valid: what was loaded, one line per thing.
+pub fn summary(rt: &Runtime) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let list = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out, "listen: {} (http)", list(&rt.listen));
+    if let Some(tls) = &rt.tls {
+        let names: Vec<&str> = tls
+            .store
+            .certificates()
+            .iter()
+            .flat_map(|c| c.names().iter().map(String::as_str))
+            .collect();
+        let _ = writeln!(
+            out,
+            "listen: {} (https, TLS {}+, certificates for {})",
+            list(&tls.listen),
+            tls.min_version,
+            names.join(", ")
+        );
+    }
+    if let Some(admin) = &rt.admin {
+        let guard = if admin.has_token() { ", token" } else { "" };
+        let _ = writeln!(out, "admin: {}{guard}", admin.listen);
+    }
+    let limit = |p: Option<&crate::limits::Policy>| {
+        p.map_or("none".to_string(), |p| {
+            format!(
+                "\"{}\" {} per {} s",
+                p.name(),
+                p.requests(),
+                p.window().as_secs()
+            )
+        })
+    };
+    let _ = writeln!(out, "rate limit: {}", limit(rt.default_limit.as_ref()));
+    let auth: Vec<String> = rt
+        .auth
+        .names()
+        .filter_map(|n| rt.auth.get(n))
+        .map(|a| format!("{} ({})", a.name(), a.kind()))
+        .collect();
+    if !auth.is_empty() {
+        let _ = writeln!(out, "auth: {}", auth.join(", "));
+    }
+    let _ = writeln!(out, "routes: {}", rt.routes.len());
+    for r in &rt.routes {
+        let upstreams: Vec<String> = r
+            .pool
+            .instances()
+            .iter()
+            .map(|i| {
+                let scheme = if i.tls { "https" } else { "http" };
+                format!("{scheme}://{}", i.authority)
+            })
+            .collect();
+        let names: Vec<&str> = r.auth.iter().map(|a| a.name()).collect();
+        let _ = writeln!(
+            out,
+            "  {} -> {} ({}); auth: {}; rate limit: {}",
+            r.prefix,
+            upstreams.join(", "),
+            r.pool.balance_name(),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            },
+            limit(r.limit.as_ref())
+        );
+    }
+    out
+}
+
 /// Bind each listen address once and let it go, so that a port in use or a missing
 /// address is reported before the server starts (and before it daemonizes). Pingora would
 /// otherwise fail the listener inside a service thread and leave the process up without it.

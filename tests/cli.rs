@@ -27,6 +27,49 @@ fn check_exits_0_for_a_good_config() {
     assert!(out.contains("test is successful"));
 }
 
+#[test]
+fn check_prints_what_it_loaded() {
+    let (code, out, err) = run_pylon(
+        &["-t"],
+        Some(&format!(
+            "[access_log]\npath = \"off\"\n[admin]\nlisten = \"127.0.0.1:9180\"\n[rate_limit]\nrequests = 20\nwindow = \"1m\"\n{OK_ROUTE}[[routes]]\nprefix = \"/open\"\nupstreams = [\"127.0.0.1:7003\", \"127.0.0.1:7004\"]\nbalance = \"least_request\"\nrate_limit = false\n"
+        )),
+    );
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "admin: 127.0.0.1:9180",
+        "rate limit: \"default\" 20 per 60 s",
+        "routes: 2",
+        "  /users -> http://127.0.0.1:7002 (round_robin); auth: none; rate limit: \"default\" 20 per 60 s",
+        "  /open -> http://127.0.0.1:7003, http://127.0.0.1:7004 (least_request); auth: none; rate limit: none",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no `{line}` in:\n{out}");
+    }
+}
+
+/// A file with several mistakes in several sections, routes and authenticators: one run
+/// names them all, in file order, one per line.
+#[test]
+fn check_reports_every_mistake_in_one_run_in_file_order() {
+    let text = "[server]\nbogus = 1\n[timeouts]\nread = \"15x\"\n[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:2\"]\n[[routes]]\nprefix = \"/b\"\nupstream = [\"x\"]\n[auth.u]\ntype = \"jwt\"\nnope = 1\n";
+    let (code, _, err) = run_pylon(&["-t"], Some(text));
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("pylon: ")).collect();
+    let expected = [
+        (":2:", "server.bogus"),
+        (":4:", "timeouts.read"),
+        (":10:", "routes[1].upstream"),
+        (":13:", "auth.u.nope"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{err}");
+    for (line, (at, key)) in lines.iter().zip(expected) {
+        assert!(
+            line.contains(at) && line.contains(&format!("key `{key}`")),
+            "{line} (expected {at} {key})"
+        );
+    }
+}
+
 /// Each bad config: exit 1, and the message names the file, the line and the key.
 #[test]
 fn bad_configs_are_refused_with_file_line_and_key() {
