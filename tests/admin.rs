@@ -243,6 +243,10 @@ fn the_status_api_reports_each_reload_and_its_error() {
     gw.signal("HUP");
     let doc = wait_for(&|d| d["config"]["generation"] == 2);
     assert_eq!(doc["config"]["last_reload"]["result"], "success");
+    assert_eq!(
+        doc["config"]["reloads"],
+        serde_json::json!({"success": 1, "failure": 1})
+    );
     assert_eq!(doc["routes"][1]["prefix"], "/b");
 }
 

@@ -267,8 +267,16 @@ impl Reaper {
         Some(pid)
     }
 
+    /// The pid the file names, waiting out a moment when a new process rewrites it.
     fn read_pid(&self) -> u32 {
-        self.try_read_pid().expect("the pid file names a process")
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(pid) = self.try_read_pid() {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "the pid file names no process");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

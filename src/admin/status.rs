@@ -28,6 +28,10 @@ pub fn render(rt: &Runtime, config: &Status) -> Vec<u8> {
             "generation": config.generation,
             "loaded_at": unix_seconds(config.loaded_at),
             "last_reload": last_reload,
+            "reloads": shared.metrics.as_ref().map(|m| json!({
+                "success": m.reloads.success.load(std::sync::atomic::Ordering::Relaxed),
+                "failure": m.reloads.failure.load(std::sync::atomic::Ordering::Relaxed),
+            })),
         },
         "listeners": {
             "http": rt.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
