@@ -16,8 +16,9 @@ BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
 # The tests: systemd-analyze verifies the unit file (systemd need not be running),
 # logrotate runs the shipped rotation against a real gateway;
 # chromium and node (with playwright-core from npm, in tests/browser) drive the admin
-# status page; openssl's s_client checks TLS session resumption.
-TEST_PACKAGES := systemd logrotate chromium nodejs openssl
+# status page; openssl's s_client checks TLS session resumption; redis-server is the
+# shared rate-limit store of three gateways.
+TEST_PACKAGES := systemd logrotate chromium nodejs openssl redis-server
 # The load harness (benches/load.py): wrk drives Pylon, nginx and HAProxy; nginx is also
 # the upstream; matplotlib draws the chart. benches/instructions.sh counts with valgrind
 # (callgrind) under h2load (nghttp2-client). An nginx already installed (nginx, nginx-full,

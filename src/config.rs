@@ -380,11 +380,22 @@ pub struct RateLimitPolicy {
 }
 
 /// `[rate_limit]`: the default policy, and how clients are told apart and remembered.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopRateLimit {
     pub requests: Count,
     pub window: Window,
+    /// A Redis (or Valkey) URL: then every policy is counted there, shared by every
+    /// gateway that names the same store.
+    #[serde(default)]
+    pub store: Option<Spanned<String>>,
+    /// How often a gateway pushes its new counts and pulls the totals; "0s": ask the store
+    /// on every request.
+    #[serde(default = "default_sync")]
+    pub sync: SyncInterval,
+    /// The longest a request (with sync = "0s") or a sync waits for the store.
+    #[serde(default = "default_store_timeout")]
+    pub store_timeout: Timeout,
     /// An IPv6 client is counted by this prefix of its address (one /64 is one client).
     #[serde(default = "default_ipv6_prefix")]
     pub ipv6_prefix: Ipv6Prefix,
@@ -392,6 +403,36 @@ pub struct TopRateLimit {
     #[serde(default = "default_max_clients")]
     pub max_clients: MaxClients,
 }
+
+fn default_sync() -> SyncInterval {
+    SyncInterval(Duration::from_millis(50))
+}
+fn default_store_timeout() -> Timeout {
+    Timeout(Duration::from_millis(100))
+}
+
+/// `rate_limit.sync`: 0 (every request asks the store) up to 10 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncInterval(pub Duration);
+
+impl FromStr for SyncInterval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = parse_duration(s)?;
+        if d > Duration::from_secs(10) {
+            return Err(format!(
+                "sync \"{s}\" is too long: gateways would drift apart by that much; at most \"10s\""
+            ));
+        }
+        if !d.is_zero() && d < Duration::from_millis(10) {
+            return Err(format!(
+                "sync \"{s}\" is too short: use \"0s\" to ask the store on every request, or at least \"10ms\""
+            ));
+        }
+        Ok(SyncInterval(d))
+    }
+}
+from_string!(SyncInterval, "a duration string like \"50ms\"");
 
 fn default_ipv6_prefix() -> Ipv6Prefix {
     Ipv6Prefix(64)
@@ -560,6 +601,12 @@ pub struct RouteSection {
     /// Absent: the default policy from `[rate_limit]`, if any.
     #[serde(default)]
     pub rate_limit: Option<RouteRateLimit>,
+    /// Requests one client may have in flight on this route at once; more get 429.
+    #[serde(default)]
+    pub max_in_flight: Option<Count>,
+    /// A cap on the route's requests from all clients together; over it: 503.
+    #[serde(default)]
+    pub route_rate: Option<RateLimitPolicy>,
     /// Authenticators, by name: the first that accepts admits the request.
     #[serde(default)]
     pub auth: Option<Spanned<AuthNames>>,

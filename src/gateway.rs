@@ -39,6 +39,7 @@ use crate::headers::names::{
 };
 use crate::headers::AllowOrigin;
 use crate::lifecycle::InFlight;
+use crate::limits::caps::{RouteRate, IN_FLIGHT_EXHAUSTED};
 use crate::limits::{ClientKey, Policy, Verdict};
 use crate::metrics::Observation;
 use crate::policy::{Transform, Vars};
@@ -122,6 +123,10 @@ pub struct RequestState {
     body_read: u64,
     /// Counts this request as in flight until the context drops.
     _in_flight: InFlight,
+    /// Its place under the route's `max_in_flight`, given back when the context drops.
+    in_flight_slot: Option<pingora_limits::inflight::Guard>,
+    /// Refused by `max_in_flight`: the RateLimit fields are the cap's.
+    capped: bool,
 }
 
 /// What the early checks of `request_filter` decided.
@@ -164,6 +169,8 @@ impl ProxyHttp for Gateway {
             body_limit: None,
             body_read: 0,
             _in_flight: rt.shared.life.request(),
+            in_flight_slot: None,
+            capped: false,
         };
         RequestCtx { rt, state }
     }
@@ -620,7 +627,12 @@ impl Gateway {
             (None, None) => None,
         };
         if let (Some(policy), Some(key)) = (policy(rt, ctx), key) {
-            let verdict = policy.check(key);
+            // with sync = "0s" a shared store decides (one round trip, bounded)
+            let verdict = if policy.asks_store() {
+                policy.ask(key).await
+            } else {
+                policy.check(key)
+            };
             ctx.verdict = Some(verdict);
             // the route's client lists and methods come before the limit; the limit
             // before authentication's answer
@@ -634,6 +646,18 @@ impl Gateway {
         let Some(route) = route(rt, ctx) else {
             return Early::Refuse(GatewayError::NotFound);
         };
+        if let (Some(cap), Some(key)) = (&route.in_flight, key) {
+            match cap.enter(key) {
+                Some(guard) => ctx.in_flight_slot = Some(guard),
+                None => {
+                    ctx.capped = true;
+                    return Early::Refuse(GatewayError::RateLimited { retry_after: 1 });
+                }
+            }
+        }
+        if let Some(Err(retry_after)) = route.route_rate.as_ref().map(RouteRate::admit) {
+            return Early::Refuse(GatewayError::ServiceUnavailable { retry_after });
+        }
         // Pingora sets up its body reader here instead of later: a request without a body
         // costs no header lookups
         if let (Some(limit), false) = (route.max_body, session.is_body_empty()) {
@@ -718,7 +742,13 @@ impl Gateway {
     /// start from): CORS, RateLimit, X-Request-Id.
     fn decorate(&self, headers: &mut HeaderMap, rt: &Runtime, ctx: &RequestState) {
         rt.cors.apply(&ctx.origin, headers);
-        if let (Some(policy), Some(verdict)) = (policy(rt, ctx), ctx.verdict) {
+        let cap = route(rt, ctx)
+            .and_then(|r| r.in_flight.as_ref())
+            .filter(|_| ctx.capped);
+        if let Some(cap) = cap {
+            headers.insert(RATELIMIT_POLICY, cap.policy_header.clone());
+            headers.insert(RATELIMIT, IN_FLIGHT_EXHAUSTED);
+        } else if let (Some(policy), Some(verdict)) = (policy(rt, ctx), ctx.verdict) {
             headers.insert(RATELIMIT_POLICY, policy.policy_header.clone());
             headers.insert(RATELIMIT, policy.rate_limit_header(verdict));
         }

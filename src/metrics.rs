@@ -408,6 +408,14 @@ pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
         unix_seconds(config.loaded_at)
     );
 
+    if let Some(store) = &rt.store {
+        out.push_str("# HELP pylon_rate_limit_store_up Whether the shared rate-limit store answers (1) or each gateway counts on its own (0).\n# TYPE pylon_rate_limit_store_up gauge\n");
+        let up = u8::from(store.state() == crate::limits::StoreState::Up);
+        let _ = writeln!(out, "pylon_rate_limit_store_up {up}");
+        out.push_str("# HELP pylon_rate_limit_store_calls_total Script calls made on the shared store (one command each).\n# TYPE pylon_rate_limit_store_calls_total counter\n");
+        let _ = writeln!(out, "pylon_rate_limit_store_calls_total {}", store.calls());
+    }
+
     out.push_str("# HELP pylon_access_log_dropped_total Access-log lines lost to a full queue.\n# TYPE pylon_access_log_dropped_total counter\n");
     let _ = writeln!(
         out,

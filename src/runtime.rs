@@ -22,7 +22,8 @@ use crate::edge::Connections;
 use crate::forwarding::TrustedProxies;
 use crate::headers::{static_name, Cors, SecurityHeaders};
 use crate::lifecycle::Lifecycle;
-use crate::limits::{Limiter, Policy, PolicyBuilder, DEFAULT_MAX_CLIENTS};
+use crate::limits::caps::{InFlightCap, RouteRate};
+use crate::limits::{Limiter, Policy, PolicyBuilder, Store, Stores, DEFAULT_MAX_CLIENTS};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::policy::{Access, IpSet, Methods, Op, Transform};
 use crate::router::Router;
@@ -117,6 +118,10 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// `None`: not limited.
     pub limit: Option<Policy>,
+    /// `max_in_flight`: requests one client may have in flight here at once.
+    pub in_flight: Option<InFlightCap>,
+    /// `route_rate`: the route's requests from all clients together per window.
+    pub route_rate: Option<RouteRate>,
     /// Authenticators in order: the first that accepts admits. Empty: no authentication.
     pub auth: Vec<Arc<Authenticator>>,
     /// Headers the chain's authenticators set from claims: a client's own copies are
@@ -264,6 +269,8 @@ pub struct Shared {
     pub access_log: Arc<AccessLog>,
     /// The certificates the TLS listeners serve: the active runtime's.
     pub certs: Arc<ArcSwapOption<CertStore>>,
+    /// Shared rate-limit stores by URL and settings: a reload keeps the one it names.
+    pub stores: Stores,
     /// When the process started.
     pub started: SystemTime,
 }
@@ -290,6 +297,7 @@ impl Shared {
             life: Arc::new(Lifecycle::default()),
             access_log: Arc::new(access_log),
             certs: Arc::new(ArcSwapOption::empty()),
+            stores: Stores::default(),
             started: SystemTime::now(),
         })
     }
@@ -297,6 +305,7 @@ impl Shared {
 
 fn max_clients(file: &FileConfig) -> usize {
     file.rate_limit
+        .as_ref()
         .map_or(DEFAULT_MAX_CLIENTS, |p| p.max_clients.0)
 }
 
@@ -369,6 +378,8 @@ pub struct Runtime {
     pub router: Router<usize>,
     /// The `[rate_limit]` policy, also applied to requests that match no route.
     pub default_limit: Option<Policy>,
+    /// The shared store every policy counts in, with `rate_limit.store`.
+    pub store: Option<Arc<Store>>,
     /// `rate_limit.max_clients`, applied to the shared limiter when this runtime activates.
     max_clients: usize,
     /// IPv6 clients are counted by this prefix of their address.
@@ -447,11 +458,13 @@ impl Runtime {
             },
         );
 
-        let mut policies = PolicyBuilder::on(shared.limiter.clone());
+        let store = compile_store(file, &shared)?;
+        let mut policies = PolicyBuilder::on(shared.limiter.clone()).with_store(store.clone());
         let default_limit = file
             .rate_limit
+            .as_ref()
             .map(|p| policies.policy("default", p.requests.0, p.window.0));
-        let ipv6_prefix = file.rate_limit.map_or(64, |p| p.ipv6_prefix.0);
+        let ipv6_prefix = file.rate_limit.as_ref().map_or(64, |p| p.ipv6_prefix.0);
 
         let auth = Authenticators::from_config(&file.auth)
             .map_err(|e| file.error_at(e.span, e.key, e.message))?;
@@ -482,6 +495,10 @@ impl Runtime {
                 }
             }
             routes.push(Route {
+                in_flight: r.max_in_flight.map(|n| InFlightCap::new(n.0)),
+                route_rate: r
+                    .route_rate
+                    .map(|p| RouteRate::new(p.requests.0, p.window.0)),
                 counters: shared.metrics.as_ref().map(|m| m.route(&prefix)),
                 prefix,
                 pool: Arc::new(pool),
@@ -537,6 +554,7 @@ impl Runtime {
             routes,
             router,
             default_limit,
+            store,
             max_clients: max_clients(file),
             ipv6_prefix,
             grace_period: file.server.grace_period.0,
@@ -601,6 +619,27 @@ impl Runtime {
             self.auth.adopt_keys(&previous.auth);
         }
     }
+}
+
+/// `rate_limit.store`: the shared store of this config (the running one when a reload
+/// names the same), or none.
+fn compile_store(file: &FileConfig, shared: &Shared) -> Result<Option<Arc<Store>>, ConfigError> {
+    let Some(section) = &file.rate_limit else {
+        return Ok(None);
+    };
+    let Some(url) = &section.store else {
+        return Ok(None);
+    };
+    shared
+        .stores
+        .get(
+            url.get_ref(),
+            section.sync.0,
+            section.store_timeout.0,
+            section.max_clients.0,
+        )
+        .map(Some)
+        .map_err(|m| file.error_at(url.span(), "rate_limit.store".into(), m))
 }
 
 /// TLS listeners: where, which certificates, which versions and protocols.

@@ -294,7 +294,8 @@ impl BackgroundService for Housekeeping {
 }
 
 impl Housekeeping {
-    /// Run the health checks and JWKS refreshes of the runtime in force; after a reload,
+    /// Run the health checks, JWKS refreshes and the rate-limit store's sync of the runtime
+    /// in force; after a reload,
     /// stop them and start those of the new one (instance health itself is kept, see
     /// [`crate::upstream::LiveStates`]).
     async fn follow_runtime(&self, mut shutdown: ShutdownWatch) {
@@ -304,6 +305,7 @@ impl Housekeeping {
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let health_checks = HealthChecks::new(rt.pools());
             let jwks = rt.auth.fetches_jwks().then(|| rt.auth.refresher());
+            let store = rt.store.clone();
             drop(rt);
             let work = async {
                 let jwks = async {
@@ -311,7 +313,12 @@ impl Housekeeping {
                         jwks.start(stopped.clone()).await;
                     }
                 };
-                futures::join!(health_checks.start(stopped.clone()), jwks);
+                let store = async {
+                    if let Some(store) = &store {
+                        store.run(stopped.clone()).await;
+                    }
+                };
+                futures::join!(health_checks.start(stopped.clone()), jwks, store);
                 // nothing left to run: wait for a reload or the end
                 std::future::pending::<()>().await;
             };

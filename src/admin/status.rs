@@ -46,6 +46,14 @@ pub fn render(rt: &Runtime, config: &Status) -> Vec<u8> {
         "requests_in_flight": shared.life.in_flight().max(0),
         "rate_limit": {
             "default": rt.default_limit.as_ref().map(policy),
+            "store": rt.store.as_ref().map(|s| json!({
+                "url": s.url(),
+                "sync_ms": s.sync().as_millis() as u64,
+                "up": s.state() == crate::limits::StoreState::Up,
+                "state": format!("{:?}", s.state()).to_lowercase(),
+                "last_error": s.last_error(),
+                "calls": s.calls(),
+            })),
             "clients": shared.limiter.len(),
             "evicted": shared.limiter.evicted(),
         },
@@ -101,6 +109,11 @@ fn route(r: &Route) -> Value {
         "upstreams": upstreams,
         "auth": r.auth.iter().map(|a| json!({"name": a.name(), "type": a.kind()})).collect::<Vec<_>>(),
         "rate_limit": r.limit.as_ref().map(policy),
+        "max_in_flight": r.in_flight.as_ref().map(|c| c.max()),
+        "route_rate": r.route_rate.as_ref().map(|c| json!({
+            "requests": c.requests(),
+            "window_seconds": c.window().as_secs(),
+        })),
         "counts": r.counters.as_deref().map(counts),
     })
 }

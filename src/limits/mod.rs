@@ -1,5 +1,11 @@
 //! Per-client rate limits, counted exactly in fixed windows, and the IETF RateLimit fields.
 //!
+//! - this module: the policies, counted in this process (fixed windows, exact);
+//! - [`store`]: the same policies counted in Redis, shared by several gateways (sliding
+//!   windows aligned to the clock);
+//! - [`caps`]: a per-client cap on requests in flight and a route-wide request-rate cap,
+//!   on pingora-limits.
+//!
 //! Each policy is `requests` per `window`, counted per client key (the client IP, or the
 //! authenticated identity). All policies share one [`Limiter`]: a table of counters split
 //! into shards behind their own locks, so the two worker threads rarely meet. A counter
@@ -34,6 +40,11 @@ use bytes::{BufMut, BytesMut};
 use http::HeaderValue;
 
 use crate::headers::static_value;
+
+pub mod caps;
+pub mod store;
+
+pub use store::{Store, StoreState, Stores};
 
 /// Shards of the counter table; a power of two.
 const SHARDS: usize = 64;
@@ -245,6 +256,8 @@ pub struct Policy {
     requests: u32,
     window: Duration,
     limiter: Arc<Limiter>,
+    /// Counted in a shared store (sliding windows aligned to the clock), not locally.
+    store: Option<Arc<Store>>,
     /// `RateLimit-Policy` value, e.g. `"default";q=20;w=60`, built once.
     pub policy_header: HeaderValue,
     name: Arc<str>,
@@ -288,6 +301,7 @@ impl Verdict {
 #[derive(Default)]
 pub struct PolicyBuilder {
     limiter: Arc<Limiter>,
+    store: Option<Arc<Store>>,
 }
 
 impl PolicyBuilder {
@@ -299,17 +313,30 @@ impl PolicyBuilder {
     /// Policies on an existing table (a reload): a policy with the identity of an earlier
     /// one shares its counters.
     pub fn on(limiter: Arc<Limiter>) -> PolicyBuilder {
-        PolicyBuilder { limiter }
+        PolicyBuilder {
+            limiter,
+            store: None,
+        }
+    }
+
+    /// Count every policy built from here on in a shared store.
+    pub fn with_store(mut self, store: Option<Arc<Store>>) -> PolicyBuilder {
+        self.store = store;
+        self
     }
 
     pub fn policy(&mut self, name: &str, requests: u32, window: Duration) -> Policy {
         let id = self.limiter.id_of(name, requests, window);
+        if let Some(store) = &self.store {
+            store.register(id, name, requests, window);
+        }
         let header = format!("\"{}\";q={};w={}", name, requests, window.as_secs());
         Policy {
             id,
             requests,
             window,
             limiter: self.limiter.clone(),
+            store: self.store.clone(),
             // names come from config prefixes, which are plain visible ASCII
             policy_header: static_value(&header)
                 .unwrap_or_else(|_| HeaderValue::from_static("\"route\"")),
@@ -338,7 +365,32 @@ impl Policy {
     /// Count one request from `client` and say whether it may pass: request number
     /// `requests + 1` in a window is the first one refused.
     pub fn check(&self, client: ClientKey) -> Verdict {
+        if let Some(store) = &self.store {
+            return store.check(self.id, client, self.requests, self.window);
+        }
         self.check_at(client, self.limiter.epoch.elapsed())
+    }
+
+    /// Whether [`Policy::ask`] should be used: the store is asked on every request
+    /// (`sync = "0s"`) and is up.
+    pub fn asks_store(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.asks_each_request())
+    }
+
+    /// Ask the shared store about this request; when it does not answer in time, decide
+    /// from this gateway's counts as [`Policy::check`] does.
+    pub async fn ask(&self, client: ClientKey) -> Verdict {
+        if let Some(store) = &self.store {
+            if let Some(verdict) = store.ask(self.id, client, self.requests).await {
+                return verdict;
+            }
+        }
+        self.check(client)
+    }
+
+    /// The shared store this policy counts in, if any.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 
     fn check_at(&self, client: ClientKey, now: Duration) -> Verdict {
