@@ -24,7 +24,7 @@ TEST_PACKAGES := systemd logrotate chromium nodejs openssl redis-server
 # (callgrind) under h2load (nghttp2-client). An nginx already installed (nginx, nginx-full,
 # ...) is used as it is; otherwise nginx-light.
 BENCH_NGINX := $(if $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null),,nginx-light)
-BENCH_PACKAGES := wrk $(BENCH_NGINX) haproxy python3 python3-matplotlib valgrind nghttp2-client
+BENCH_PACKAGES := wrk $(BENCH_NGINX) haproxy python3 python3-matplotlib valgrind nghttp2-client redis-server
 
 .PHONY: all build release run test lint deps bench-deps bench microbench install clean
 
@@ -41,8 +41,11 @@ bench-deps: deps
 # Pylon against nginx and HAProxy doing the same work, on this machine; results in
 # benches/results/latest.{md,json,png}. BENCH_ARGS="--quick" for a smoke test,
 # "--only pylon,nginx", "--skip-scaling", "--duration 20 --rounds 3", "--soak 600".
+# Then benches/cluster.py: three gateways sharing one budget in Redis against local
+# counts (benches/results/cluster.md); CLUSTER_ARGS="--duration 5" for a shorter run.
 bench: bench-deps release
 	python3 benches/load.py $(BENCH_ARGS)
+	python3 benches/cluster.py $(CLUSTER_ARGS)
 
 build: deps
 	$(CARGO) build

@@ -102,6 +102,14 @@ pub fn summary(rt: &Runtime) -> String {
         })
     };
     let _ = writeln!(out, "rate limit: {}", limit(rt.default_limit.as_ref()));
+    if let Some(store) = &rt.store {
+        let _ = writeln!(
+            out,
+            "rate limit store: {} (sync {:?})",
+            store.url(),
+            store.sync()
+        );
+    }
     let auth: Vec<String> = rt
         .auth
         .names()
