@@ -4,6 +4,8 @@
 #
 #   benches/instructions.sh [REQUESTS] [PATH]     (default 2000 requests of /api/small)
 #   PYLON_BIN=path/to/pylon benches/instructions.sh   (another build, for before/after)
+#   JWT=1 benches/instructions.sh 2000 /jwt/small      (an RS256 route, one reused token;
+#                                                     JWT_CACHE_TTL=0s: without the cache)
 #
 # Runs target/release/pylon (threads = 1, full policy: rate limit, security headers, CORS,
 # combined access log to a file) under callgrind in front of an nginx upstream, once with
@@ -77,6 +79,33 @@ response_headers = { set = { "Cache-Control" = "no-store" }, remove = ["X-Intern
 CONF
 fi
 
+# JWT=1: also a route /jwt behind an RS256 authenticator, and every request carries the
+# same valid token (benches/instructions.sh 2000 /jwt/small): what a reused token costs
+# against /api/small
+header=()
+if [ -n "${JWT:-}" ]; then
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp/jwt.key" 2>/dev/null
+  openssl pkey -in "$tmp/jwt.key" -pubout -out "$tmp/jwt.pub"
+  b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+  jwt_head=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+  jwt_body=$(printf '{"sub":"bench","exp":%d}' $(( $(date +%s) + 86400 )) | b64url)
+  jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -sign "$tmp/jwt.key" -binary | b64url)
+  header=(-H "authorization: Bearer $jwt_head.$jwt_body.$jwt_sig")
+  cache_line=""
+  [ -n "${JWT_CACHE_TTL:-}" ] && cache_line="cache_ttl = \"$JWT_CACHE_TTL\""
+  cat >> "$tmp/pylon.toml" <<CONF
+[auth.bench]
+type = "jwt"
+algorithms = ["RS256"]
+public_key_file = "$tmp/jwt.pub"
+$cache_line
+[[routes]]
+prefix = "/jwt"
+upstreams = ["127.0.0.1:$up_port"]
+auth = "bench"
+CONF
+fi
+
 # Ir of one run of pylon that serves $1 requests
 measure() {
   local n=$1 out="$tmp/cg.$1"
@@ -88,7 +117,7 @@ measure() {
     sleep 0.1
   done
   if [ "$n" -gt 0 ]; then
-    h2load --h1 -n "$n" -c 4 -m 1 "http://127.0.0.1:$gw_port$path" >"$tmp/h2load.$n" 2>&1
+    h2load --h1 -n "$n" -c 4 -m 1 "${header[@]}" "http://127.0.0.1:$gw_port$path" >"$tmp/h2load.$n" 2>&1
     grep -q "$n done" "$tmp/h2load.$n" || { cat "$tmp/h2load.$n" >&2; exit 1; }
   fi
   kill -INT "$pid"

@@ -163,6 +163,8 @@ const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
 const MIN_JWKS_REFRESH: Duration = Duration::from_secs(1);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long a verified JWT is remembered at most (never past its `exp`).
+const DEFAULT_JWT_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Scopes are tracked in a 64-bit mask per request.
 const MAX_REQUIRED_SCOPES: usize = 64;
 
@@ -231,7 +233,7 @@ impl AuthSection {
                 at(&self.client_secret_env),
                 INTROSPECTION,
             ),
-            ("cache_ttl", at(&self.cache_ttl), INTROSPECTION),
+            ("cache_ttl", at(&self.cache_ttl), TOKENS),
             ("strip_credentials", at(&self.strip_credentials), ANY),
         ];
         all.into_iter()
@@ -674,7 +676,7 @@ fn jwt(
                     ));
                 }
             }
-            KeySource::Static(KeySet::single(material))
+            KeySource::Static(Arc::new(KeySet::single(material)))
         }
         (Some(("jwks_file", path)), Some(_)) => {
             let json = read_file(path, "jwks_file", errors)?;
@@ -695,7 +697,7 @@ fn jwt(
                     ));
                 }
             }
-            KeySource::Static(set)
+            KeySource::Static(Arc::new(set))
         }
         (Some((_, url)), Some(_)) => {
             let parsed = endpoint_url(url, "jwks_url", errors)?;
@@ -742,6 +744,7 @@ fn jwt(
         None => Vec::new(),
     };
     let (leeway, _) = duration_or(&s.leeway, DEFAULT_LEEWAY);
+    let (cache_ttl, _) = duration_or(&s.cache_ttl, DEFAULT_JWT_CACHE_TTL);
     Ok(JwtVerifier::new(JwtSettings {
         algorithms: algorithms.iter().map(|(a, _, _)| *a).collect(),
         hmac,
@@ -752,6 +755,7 @@ fn jwt(
         forward,
         required_scopes: required_scopes.iter().map(|s| s.as_str().into()).collect(),
         clock: cx.clock.clone(),
+        cache_ttl,
     }))
 }
 

@@ -22,6 +22,7 @@ use ring::{hmac, signature};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::cache::{Digest, ShardedCache};
 use super::credentials::bearer;
 use super::jwks::{KeyMaterial, KeySet, RemoteJwks};
 use super::{Admitted, Clock, Denial};
@@ -163,7 +164,7 @@ pub(crate) enum KeySource {
     /// Only HS* algorithms.
     None,
     /// A PEM or JWKS file, read at load.
-    Static(KeySet),
+    Static(Arc<KeySet>),
     /// A JWKS URL, fetched at start, refreshed, refetched on an unknown `kid`.
     Remote(Arc<RemoteJwks>),
 }
@@ -179,6 +180,22 @@ pub(crate) struct JwtSettings {
     pub forward: Vec<(Box<str>, HeaderName)>,
     pub required_scopes: Vec<Box<str>>,
     pub clock: Clock,
+    /// How long a verified token is remembered at most (also never past its `exp`);
+    /// zero: never.
+    pub cache_ttl: Duration,
+}
+
+/// Verified tokens remembered at most, per authenticator.
+const VERIFIED_CAPACITY: usize = 100_000;
+
+/// A token that passed, remembered by its SHA-256 (never the token itself), with the
+/// key set it was verified against: after a JWKS refresh or key change the entry no
+/// longer matches and the token is verified again. Holding the set keeps its address
+/// from being reused by a newer one while the entry lives.
+#[derive(Clone)]
+struct Verified {
+    admitted: Arc<Admitted>,
+    keys: Option<Arc<KeySet>>,
 }
 
 /// A compiled `type = "jwt"`.
@@ -192,6 +209,10 @@ pub(crate) struct JwtVerifier {
     forward: Vec<(Box<str>, HeaderName)>,
     required_scopes: Vec<Box<str>>,
     clock: Clock,
+    /// Tokens already verified, for public-key algorithms (an HMAC costs about what the
+    /// lookup does); `None` with `cache_ttl = "0s"`.
+    verified: Option<ShardedCache<Verified>>,
+    cache_ttl_ms: u64,
 }
 
 /// Why a verification did not succeed, before unknown keys are settled.
@@ -228,6 +249,9 @@ impl JwtVerifier {
             forward: s.forward,
             required_scopes: s.required_scopes,
             clock: s.clock,
+            verified: (!s.cache_ttl.is_zero() && s.algorithms.iter().any(|a| !a.is_hmac()))
+                .then(|| ShardedCache::new(VERIFIED_CAPACITY)),
+            cache_ttl_ms: s.cache_ttl.as_millis() as u64,
         }
     }
 
@@ -241,9 +265,11 @@ impl JwtVerifier {
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Admitted, Denial> {
         let token = bearer(headers).ok_or(Denial::Unauthorized)?;
         let remote = match &self.keys {
-            KeySource::None => return self.verify(token, None).map_err(Failure::settle),
+            KeySource::None => return self.verify_cached(token, None).map_err(Failure::settle),
             KeySource::Static(set) => {
-                return self.verify(token, Some(set)).map_err(Failure::settle)
+                return self
+                    .verify_cached(token, Some(set))
+                    .map_err(Failure::settle)
             }
             KeySource::Remote(remote) => remote,
         };
@@ -251,7 +277,7 @@ impl JwtVerifier {
         let (first, seen) = {
             let keys = remote.load();
             let seen = keys.as_ref().map(|k| Arc::as_ptr(k) as usize);
-            (self.verify(token, keys.as_deref()), seen)
+            (self.verify_cached(token, keys.as_ref()), seen)
         };
         match first {
             Err(Failure::UnknownKid | Failure::NoKeys) => {}
@@ -259,12 +285,65 @@ impl JwtVerifier {
         }
         remote.refetch_after_miss(seen).await;
         let keys = remote.load();
-        self.verify(token, keys.as_deref()).map_err(Failure::settle)
+        self.verify_cached(token, keys.as_ref())
+            .map_err(Failure::settle)
+    }
+
+    /// [`JwtVerifier::verify`] behind the cache of verified tokens: a token verified
+    /// against these same keys, and not past its `exp` (nor `cache_ttl` since), is
+    /// admitted again without its signature checked. Refusals are never remembered.
+    fn verify_cached(&self, token: &str, keys: Option<&Arc<KeySet>>) -> Result<Admitted, Failure> {
+        let Some(cache) = &self.verified else {
+            return self.verify(token, keys.map(|k| &**k));
+        };
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(INVALID);
+        }
+        let mut digest: Digest = [0; 32];
+        digest.copy_from_slice(
+            ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref(),
+        );
+        let now = self.clock.now_ms();
+        if let Some(hit) = cache.get(&digest, now) {
+            let same_keys = match (&hit.keys, keys) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same_keys {
+                return Ok((*hit.admitted).clone());
+            }
+        }
+        let (admitted, exp) = self.verify_with_exp(token, keys.map(|k| &**k))?;
+        // until exp (the leeway is left to a full verification), at most cache_ttl
+        let until = ((exp * 1000.0) as u64).min(now.saturating_add(self.cache_ttl_ms));
+        if until > now {
+            cache.insert(
+                digest,
+                Verified {
+                    admitted: Arc::new(admitted.clone()),
+                    keys: keys.cloned(),
+                },
+                until,
+                now,
+            );
+        }
+        Ok(admitted)
     }
 
     /// Verify a token against the keys at hand; synchronous, so its buffers stay on the
     /// stack and out of the request's future.
     pub fn verify(&self, token: &str, keys: Option<&KeySet>) -> Result<Admitted, Failure> {
+        self.verify_with_exp(token, keys)
+            .map(|(admitted, _)| admitted)
+    }
+
+    /// [`JwtVerifier::verify`], with the token's `exp` (seconds since the epoch).
+    fn verify_with_exp(
+        &self,
+        token: &str,
+        keys: Option<&KeySet>,
+    ) -> Result<(Admitted, f64), Failure> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(INVALID);
         }
@@ -322,7 +401,7 @@ impl JwtVerifier {
         self.check(claims)
     }
 
-    fn check(&self, claims: Claims<'_>) -> Result<Admitted, Failure> {
+    fn check(&self, claims: Claims<'_>) -> Result<(Admitted, f64), Failure> {
         let now = self.clock.now_ms() as f64;
         let exp = claims.exp.ok_or(INVALID)?;
         if now >= exp * 1000.0 + self.leeway_ms {
@@ -355,10 +434,13 @@ impl JwtVerifier {
             .or(claims.client)
             .map(Cow::into_owned)
             .unwrap_or_default();
-        Ok(Admitted {
-            subject,
-            forward: claims.forward,
-        })
+        Ok((
+            Admitted {
+                subject,
+                forward: claims.forward,
+            },
+            exp,
+        ))
     }
 
     /// Mark the required scopes `granted` (space-separated) holds.
@@ -876,6 +958,108 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{alg}: {e:?}"));
             assert_eq!(id.subject, "alice");
         }
+    }
+
+    /// An RS256 verifier on `keys`, remembering tokens for `ttl`, at a fixed time.
+    fn cached_verifier(keys: KeySource, clock: Clock, ttl: Duration) -> JwtVerifier {
+        JwtVerifier::new(JwtSettings {
+            algorithms: vec![Alg::Rs256],
+            hmac: Vec::new(),
+            keys,
+            issuer: None,
+            audience: Vec::new(),
+            leeway: Duration::from_secs(30),
+            forward: Vec::new(),
+            required_scopes: Vec::new(),
+            clock,
+            cache_ttl: ttl,
+        })
+    }
+
+    fn rsa_set() -> Arc<KeySet> {
+        let material = super::super::jwks::key_from_pem(test_keys().rsa_pem.as_bytes()).unwrap();
+        Arc::new(KeySet::single(material))
+    }
+
+    /// The cache of verified tokens never admits what a verification would refuse: an
+    /// expired token, a forgery, a token after its keys changed.
+    #[test]
+    fn the_verified_cache_admits_nothing_verification_would_refuse() {
+        let now = 1_700_000_000u64;
+        let clock = Clock::fixed(Duration::from_secs(now));
+        let set = rsa_set();
+        let v = cached_verifier(
+            KeySource::Static(set.clone()),
+            clock.clone(),
+            Duration::from_secs(300),
+        );
+        let token = sign(
+            "RS256",
+            &test_keys().rsa,
+            None,
+            &format!("{{\"sub\":\"alice\",\"exp\":{}}}", now + 60),
+        );
+        assert_eq!(
+            v.verify_cached(&token, Some(&set)).unwrap().subject,
+            "alice"
+        );
+        // the second time it comes from the cache
+        assert_eq!(
+            v.verify_cached(&token, Some(&set)).unwrap().subject,
+            "alice"
+        );
+        // a forgery: the same claims, a changed signature
+        let (h, p, sig) = split3(&token);
+        let mut bad = sig.as_bytes().to_vec();
+        bad[10] = if bad[10] == b'A' { b'B' } else { b'A' };
+        let forged = format!("{h}.{p}.{}", String::from_utf8(bad).unwrap());
+        assert!(v.verify_cached(&forged, Some(&set)).is_err());
+        assert!(
+            v.verify_cached(&forged, Some(&set)).is_err(),
+            "refused every time"
+        );
+        // other keys (a JWKS refresh): the cached entry does not count
+        let other = Arc::new(KeySet::single(
+            super::super::jwks::key_from_pem(test_keys().p256_pem.as_bytes()).unwrap(),
+        ));
+        assert!(v.verify_cached(&token, Some(&other)).is_err());
+        assert!(v.verify_cached(&token, Some(&set)).is_ok());
+        // past exp and the leeway the cache holds nothing
+        clock.advance(Duration::from_secs(91));
+        assert!(v.verify_cached(&token, Some(&set)).is_err());
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_at_most_cache_ttl() {
+        let now = 1_700_000_000u64;
+        let clock = Clock::fixed(Duration::from_secs(now));
+        let set = rsa_set();
+        let v = cached_verifier(
+            KeySource::Static(set.clone()),
+            clock.clone(),
+            Duration::from_secs(10),
+        );
+        let token = sign(
+            "RS256",
+            &test_keys().rsa,
+            None,
+            &format!("{{\"sub\":\"alice\",\"exp\":{}}}", now + 3600),
+        );
+        assert!(v.verify_cached(&token, Some(&set)).is_ok());
+        let cache = v.verified.as_ref().unwrap();
+        let mut digest: Digest = [0; 32];
+        digest.copy_from_slice(
+            ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref(),
+        );
+        let at = now * 1000;
+        assert!(
+            cache.get(&digest, at + 9_000).is_some(),
+            "kept within the ttl"
+        );
+        assert!(cache.get(&digest, at + 10_001).is_none(), "gone after it");
+        // cache_ttl = "0s" (or an HMAC-only verifier): nothing is remembered
+        let off = cached_verifier(KeySource::Static(set), clock, Duration::ZERO);
+        assert!(off.verified.is_none());
     }
 
     /// A verifier for RS256 and HS256 with issuer and audience, at a fixed time.
