@@ -285,8 +285,8 @@ fn daemon_error_log(rt: &Runtime, cli: &Cli) -> Option<PathBuf> {
 
 /// Everything that runs beside the proxy, on one background runtime (a thread) rather than
 /// one each: the access-log writer, reloads on SIGHUP, the work that follows the runtime
-/// in force (health checks, JWKS refreshes), the TLS ticket key rotation, and the exit
-/// once idle. It starts in the serving process, after any daemon fork.
+/// in force (health checks, JWKS refreshes), the TLS ticket key rotation, giving freed
+/// memory back, and the exit once idle. It starts in the serving process, after any daemon fork.
 struct Housekeeping {
     current: Arc<Current>,
     /// A daemon's diagnostics file, reopened on SIGHUP.
@@ -305,6 +305,7 @@ impl BackgroundService for Housekeeping {
             self.follow_runtime(shutdown.clone()),
             self.reload_on_hangup(shutdown.clone()),
             self.ticket_keys.rotate_on_schedule(shutdown.clone()),
+            self.return_freed_memory(shutdown.clone()),
             self.exit.start(shutdown.clone()),
         );
     }
@@ -342,6 +343,18 @@ impl Housekeeping {
                 return;
             }
         }
+    }
+
+    /// Give freed memory back, with the workers of the process's proxy runtime.
+    async fn return_freed_memory(&self, shutdown: ShutdownWatch) {
+        let rt = self.current.peek();
+        let (connections, workers, threads) = (
+            rt.shared.connections.clone(),
+            rt.shared.workers.clone(),
+            rt.threads,
+        );
+        drop(rt);
+        crate::memory::return_freed_memory(connections, workers, threads, shutdown).await;
     }
 
     /// SIGHUP: reopen the access log, then reload the config file.

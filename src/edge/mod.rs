@@ -366,6 +366,7 @@ impl ServerApp for Edge {
     ) -> Option<Stream> {
         let _counted = {
             let rt = self.current.peek();
+            rt.shared.workers.note_current();
             rt.shared.connections.admit(rt.max_connections)?
         };
         let accepted = Instant::now();
