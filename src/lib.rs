@@ -25,6 +25,7 @@
 //! - [`metrics`]: per-thread counters and the Prometheus text at /metrics.
 //! - [`admin`]: the admin listener: /metrics, /healthz, /readyz, /api/status, a status page.
 //! - [`lifecycle`]: signals, draining, in-flight requests and the exit.
+//! - [`memory`]: giving the allocator's freed pages back to the system once clients leave.
 //! - [`server`]: the command line and the wiring into a Pingora server.
 //! - [`tls`]: TLS termination: certificates checked at load, chosen per handshake by SNI.
 
@@ -39,6 +40,7 @@ pub mod gateway;
 pub mod headers;
 pub mod lifecycle;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod reload;

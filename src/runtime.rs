@@ -265,6 +265,8 @@ pub struct Shared {
     pub metrics: Option<Metrics>,
     /// Client connections open now, and refused over the cap.
     pub connections: Arc<Connections>,
+    /// The proxy's worker threads, for giving freed memory back (see [`crate::memory`]).
+    pub workers: Arc<crate::memory::Workers>,
     pub life: Arc<Lifecycle>,
     pub access_log: Arc<AccessLog>,
     /// The certificates the TLS listeners serve: the active runtime's.
@@ -294,6 +296,7 @@ impl Shared {
             metrics: (file.admin.is_some() || file.metrics.is_some())
                 .then(|| Metrics::new(threads(file))),
             connections: Arc::new(Connections::default()),
+            workers: Arc::default(),
             life: Arc::new(Lifecycle::default()),
             access_log: Arc::new(access_log),
             certs: Arc::new(ArcSwapOption::empty()),

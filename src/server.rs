@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use clap::Parser;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
@@ -211,7 +212,7 @@ pub fn build(
     gateway.handle_init_modules();
     let mut proxy = Service::new("pylon".to_string(), Edge::new(gateway, current.clone()));
     for addr in &rt.listen {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(client_listener(addr));
     }
     if let Some(tls) = &rt.tls {
         for addr in &tls.listen {
@@ -223,7 +224,7 @@ pub fn build(
                 ticket_keys.clone(),
             )
             .map_err(|e| StartError::Tls(format!("TLS listener {addr}: {e}")))?;
-            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+            proxy.add_listener(client_listener(addr).tls(settings));
         }
     }
     server.add_service(proxy).add_dependency(&bootstrap);
@@ -261,6 +262,22 @@ pub fn build(
     ))
 }
 
+/// A client listener. Its streams get no L4 read buffer: Pingora's default is 64 KiB per
+/// connection, kept for the connection's life, and was most of what an idle keep-alive
+/// connection cost (issue 16). Nothing reads through it in small pieces: the edge reads
+/// request heads through a buffer per thread, Pingora reads bodies 64 KiB at a time, and
+/// OpenSSL reads ahead into a buffer of its own that it frees once drained (see
+/// [`crate::tls`]). The write side keeps Pingora's 1,460 bytes, which join a response's head
+/// and a small body into one send.
+fn client_listener(addr: &SocketAddr) -> ListenerConfig {
+    ListenerConfig::tcp(addr.to_string()).l4_buffer(CLIENT_L4_BUFFERS)
+}
+
+const CLIENT_L4_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: None,
+};
+
 /// Where a daemon writes its diagnostics: `server.error_log`, or `pylon.error.log` next to
 /// the pid file. A daemon lets go of its caller's stdout and stderr, so that a script that
 /// captures them (`out=$(pylon -d -c F)`) is not left waiting. `None` in the foreground.
@@ -276,8 +293,8 @@ fn daemon_error_log(rt: &Runtime, cli: &Cli) -> Option<PathBuf> {
 
 /// Everything that runs beside the proxy, on one background runtime (a thread) rather than
 /// one each: the access-log writer, reloads on SIGHUP, the work that follows the runtime
-/// in force (health checks, JWKS refreshes), the TLS ticket key rotation, and the exit
-/// once idle. It starts in the serving process, after any daemon fork.
+/// in force (health checks, JWKS refreshes), the TLS ticket key rotation, giving freed
+/// memory back, and the exit once idle. It starts in the serving process, after any daemon fork.
 struct Housekeeping {
     current: Arc<Current>,
     /// A daemon's diagnostics file, reopened on SIGHUP.
@@ -296,6 +313,7 @@ impl BackgroundService for Housekeeping {
             self.follow_runtime(shutdown.clone()),
             self.reload_on_hangup(shutdown.clone()),
             self.ticket_keys.rotate_on_schedule(shutdown.clone()),
+            self.return_freed_memory(shutdown.clone()),
             self.exit.start(shutdown.clone()),
         );
     }
@@ -340,6 +358,18 @@ impl Housekeeping {
                 return;
             }
         }
+    }
+
+    /// Give freed memory back, with the workers of the process's proxy runtime.
+    async fn return_freed_memory(&self, shutdown: ShutdownWatch) {
+        let rt = self.current.peek();
+        let (connections, workers, threads) = (
+            rt.shared.connections.clone(),
+            rt.shared.workers.clone(),
+            rt.threads,
+        );
+        drop(rt);
+        crate::memory::return_freed_memory(connections, workers, threads, shutdown).await;
     }
 
     /// SIGHUP: reopen the access log, then reload the config file.

@@ -49,7 +49,7 @@ use pingora::tls::ext;
 use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::ssl::{
     select_next_proto, AlpnError, NameType, SslAcceptorBuilder, SslContext, SslContextBuilder,
-    SslOptions, SslRef, SslSessionCacheMode, SslVersion,
+    SslMode, SslOptions, SslRef, SslSessionCacheMode, SslVersion,
 };
 use pingora::tls::x509::{X509VerifyResult, X509};
 use serde::de::{self, Deserializer};
@@ -983,6 +983,13 @@ fn configure_acceptor(
     builder.set_alpn_select_callback(move |_, client| {
         select_next_proto(offered, client).ok_or(AlpnError::NOACK)
     });
+    // Client streams have no read buffer under OpenSSL (see `server::client_listener`):
+    // reading ahead, OpenSSL takes whole records in one read instead of a 5-byte header and
+    // then the rest, into its own buffer, which it frees once drained (RELEASE_BUFFERS: the
+    // acceptor's default too, set here so as not to rest on it), so an idle connection
+    // holds no TLS buffer either.
+    builder.set_read_ahead(true);
+    builder.set_mode(SslMode::RELEASE_BUFFERS);
     Ok(())
 }
 
@@ -1996,6 +2003,10 @@ mod tests {
             assert!(settings
                 .options()
                 .contains(SslOptions::CIPHER_SERVER_PREFERENCE | SslOptions::PRIORITIZE_CHACHA));
+            // adding no bit, set_mode answers the mode in force
+            assert!(settings
+                .set_mode(SslMode::empty())
+                .contains(SslMode::RELEASE_BUFFERS));
         }
     }
 }

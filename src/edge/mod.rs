@@ -26,6 +26,7 @@
 
 pub mod head;
 mod reply;
+mod scratch;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,8 +58,8 @@ const LOGGED_TARGET: usize = 2048;
 /// How long, and how much, a refused client's remaining input is read and dropped.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
-/// Each read asks for at least this much room.
-const READ_CHUNK: usize = 4096;
+/// What a lingering close reads at a time.
+const LINGER_CHUNK: usize = 4096;
 
 /// Open client connections and the ones refused over the cap.
 #[derive(Debug, Default)]
@@ -140,7 +141,7 @@ impl Edge {
     async fn sniff_h2c(&self, stream: &mut Stream, pending: &mut BytesMut, by: Instant) -> Sniffed {
         while pending.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(pending) {
             let left = by.saturating_duration_since(Instant::now());
-            match pingora_timeout::timeout(left, stream.read_buf(pending)).await {
+            match pingora_timeout::timeout(left, scratch::read_into(stream, pending)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ if pending.is_empty() => return Sniffed::Gone,
                 // a partial head: the HTTP/1 loop answers it (408)
@@ -210,7 +211,7 @@ impl Edge {
             };
             (stream, settings) = reused.consume();
             if pending.is_empty() {
-                // hold no buffer while idle
+                // hold no buffer while idle: the next read allocates what it keeps
                 pending = BytesMut::new();
             }
         }
@@ -248,15 +249,13 @@ impl Edge {
                 Ok(None) => {}
                 Err(err) => return Err(NoHead::Refuse(err, started.unwrap_or(now))),
             }
-            if pending.capacity() - pending.len() < READ_CHUNK / 4 {
-                pending.reserve(READ_CHUNK);
-            }
             if started.is_none() && *shutdown.borrow() {
                 return Err(NoHead::Gone);
             }
-            // Pingora's timer: nothing is set up unless the read has to wait
+            // Pingora's timer: nothing is set up unless the read has to wait; the read
+            // holds no buffer while it waits (see [`scratch`])
             let left = deadline.saturating_duration_since(Instant::now());
-            let read = pingora_timeout::timeout(left, stream.read_buf(pending)).await;
+            let read = pingora_timeout::timeout(left, scratch::read_into(stream, pending)).await;
             match read {
                 Ok(Ok(n)) if n > 0 => {
                     if started.is_none() {
@@ -348,7 +347,7 @@ async fn linger(mut stream: Stream) {
         return;
     }
     let until = Instant::now() + LINGER;
-    let mut sink = vec![0u8; READ_CHUNK];
+    let mut sink = vec![0u8; LINGER_CHUNK];
     let mut drained = 0;
     while drained < LINGER_BYTES {
         match tokio::time::timeout_at(until.into(), stream.read(&mut sink)).await {
@@ -367,6 +366,7 @@ impl ServerApp for Edge {
     ) -> Option<Stream> {
         let _counted = {
             let rt = self.current.peek();
+            rt.shared.workers.note_current();
             rt.shared.connections.admit(rt.max_connections)?
         };
         let accepted = Instant::now();
@@ -394,5 +394,44 @@ impl ServerApp for Edge {
 
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.proxy).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Runtime, Shared};
+    use pingora::server::configuration::ServerConf;
+    use std::path::Path;
+
+    fn edge() -> Arc<Edge> {
+        let path = Path::new("t.toml");
+        let text = "[access_log]\npath = \"off\"\n[[routes]]\nprefix = \"/\"\nupstreams = [\"127.0.0.1:9\"]\n";
+        let file = crate::config::parse(path, text).unwrap();
+        let shared = Arc::new(Shared::from_config(&file).unwrap());
+        let current = Current::new(Runtime::from_config(path, &file, None, shared).unwrap());
+        let proxy = HttpProxy::new(
+            Gateway::new(current.clone()),
+            Arc::new(ServerConf::default()),
+        );
+        Arc::new(Edge::new(proxy, current))
+    }
+
+    /// Besides its stream, an idle connection holds the boxed future of its loop, as large
+    /// as its largest state (1,152 bytes when this was written): a guard against a large
+    /// state moving in, which every idle connection would pay for.
+    #[tokio::test]
+    async fn an_idle_connection_s_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let stream: Stream = Box::new(L4Stream::from(accepted));
+        let edge = edge();
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let future = ServerApp::process_new(&edge, stream, &shutdown);
+        let size = std::mem::size_of_val(&*future);
+        eprintln!("process_new's future: {size} bytes");
+        assert!(size <= 1536, "{size} bytes");
     }
 }

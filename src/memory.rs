@@ -1,0 +1,115 @@
+//! Giving freed memory back to the system once clients leave.
+//!
+//! The binary's allocator, mimalloc, returns the pages that frees have emptied only after a
+//! delay (its `purge_delay`, 1 s), and only when some thread calls into it after that delay.
+//! Two things kept memory in the process after its clients had gone (issue 16):
+//! - A gateway whose clients all leave at once goes quiet, so nothing called in. Housekeeping
+//!   therefore asks for the purge every second; when nothing is due, that is a clock read
+//!   and a comparison inside mimalloc.
+//! - A page goes back only once its owner thread has seen its blocks freed. Tokio moves
+//!   connection tasks between the proxy's worker threads, so a connection's memory is often
+//!   freed on another thread than the one that allocated it, and an idle owner never looks.
+//!   So after many connections closed, each worker is asked to collect its own pages, by a
+//!   task spawned on the proxy's runtime for each until every worker has run one.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use pingora::server::ShutdownWatch;
+use tokio::runtime::Handle;
+
+use crate::edge::Connections;
+
+/// How often the purge is asked for: mimalloc's own delay, so pages go back about one to
+/// two seconds after they were emptied.
+const PURGE_EVERY: Duration = Duration::from_secs(1);
+/// Connections closed since the workers last collected that make them collect again.
+const CLOSED_FOR_COLLECT: usize = 256;
+/// Rounds of collecting tasks, this far apart, before giving up on a busy worker.
+const COLLECT_ROUNDS: usize = 20;
+const COLLECT_ROUND_GAP: Duration = Duration::from_millis(10);
+
+/// The proxy's worker runtime, as the first connection finds it.
+#[derive(Debug, Default)]
+pub struct Workers {
+    runtime: OnceLock<Handle>,
+}
+
+impl Workers {
+    /// Called on a worker thread for each new connection: one atomic load once known.
+    pub fn note_current(&self) {
+        if self.runtime.get().is_none() {
+            if let Ok(handle) = Handle::try_current() {
+                let _ = self.runtime.set(handle);
+            }
+        }
+    }
+}
+
+/// Purge every [`PURGE_EVERY`], and have the `threads` workers collect after many
+/// connections closed, until shutdown.
+pub async fn return_freed_memory(
+    connections: Arc<Connections>,
+    workers: Arc<Workers>,
+    threads: usize,
+    mut shutdown: ShutdownWatch,
+) {
+    let mut high = connections.open();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        }
+        purge(false);
+        let open = connections.open();
+        high = high.max(open);
+        if high - open >= CLOSED_FOR_COLLECT {
+            if let Some(runtime) = workers.runtime.get() {
+                collect_on_every_worker(runtime, threads).await;
+            }
+            high = open;
+        }
+    }
+}
+
+/// Spawn collecting tasks on `runtime` until `threads` distinct threads have run one (or
+/// the rounds run out: a worker busy for that long collects as it allocates anyway).
+async fn collect_on_every_worker(runtime: &Handle, threads: usize) {
+    let done: Arc<Mutex<HashSet<ThreadId>>> = Arc::default();
+    for _ in 0..COLLECT_ROUNDS {
+        if done.lock().map_or(true, |d| d.len() >= threads) {
+            return;
+        }
+        for _ in 0..threads {
+            let done = done.clone();
+            runtime.spawn(async move {
+                let first = done
+                    .lock()
+                    .is_ok_and(|mut d| d.insert(std::thread::current().id()));
+                if first {
+                    // every page of this thread, the full ones too: those are the ones
+                    // whose blocks other threads freed
+                    purge(true);
+                }
+            });
+        }
+        tokio::time::sleep(COLLECT_ROUND_GAP).await;
+    }
+}
+
+/// Collect this thread's emptied pages and purge, process-wide, the free memory whose delay
+/// has passed (`force`: this thread's full pages too, and the purge without delay).
+/// Harmless where mimalloc is not the global allocator (tests): it then has nothing to
+/// give back.
+fn purge(force: bool) {
+    // SAFETY: mi_collect may be called from any thread at any time; it touches only
+    // mimalloc's own state.
+    unsafe { libmimalloc_sys::mi_collect(force) }
+}
