@@ -43,9 +43,12 @@ bench-deps: deps
 # "--only pylon,nginx", "--skip-scaling", "--duration 20 --rounds 3", "--soak 600".
 # Then benches/cluster.py: three gateways sharing one budget in Redis against local
 # counts (benches/results/cluster.md); CLUSTER_ARGS="--duration 5" for a shorter run.
+# Then benches/idle_connections.py: memory per idle keep-alive connection, TLS connection
+# and WebSocket, Pylon against nginx (benches/results/connections-latest.md).
 bench: bench-deps release
 	python3 benches/load.py $(BENCH_ARGS)
 	python3 benches/cluster.py $(CLUSTER_ARGS)
+	python3 benches/idle_connections.py --gateway pylon,nginx --out benches/results/connections-latest.md $(CONNECTIONS_ARGS)
 
 build: deps
 	$(CARGO) build
