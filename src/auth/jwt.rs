@@ -981,29 +981,37 @@ mod tests {
         Arc::new(KeySet::single(material))
     }
 
-    /// The cache of verified tokens never admits what a verification would refuse: an
-    /// expired token, a forgery, a token after its keys changed.
-    #[test]
-    fn the_verified_cache_admits_nothing_verification_would_refuse() {
-        let now = 1_700_000_000u64;
-        let clock = Clock::fixed(Duration::from_secs(now));
+    const CACHED_NOW: u64 = 1_700_000_000;
+
+    /// At a fixed time: the clock, an RSA key set, a verifier on it remembering tokens for
+    /// `ttl` s, and a token for alice that expires in `exp_in` s.
+    fn cached_case(ttl: u64, exp_in: u64) -> (Clock, Arc<KeySet>, JwtVerifier, String) {
+        let clock = Clock::fixed(Duration::from_secs(CACHED_NOW));
         let set = rsa_set();
         let v = cached_verifier(
             KeySource::Static(set.clone()),
             clock.clone(),
-            Duration::from_secs(300),
+            Duration::from_secs(ttl),
         );
         let token = sign(
             "RS256",
             &test_keys().rsa,
             None,
-            &format!("{{\"sub\":\"alice\",\"exp\":{}}}", now + 60),
+            &format!("{{\"sub\":\"alice\",\"exp\":{}}}", CACHED_NOW + exp_in),
         );
+        (clock, set, v, token)
+    }
+
+    /// The cache of verified tokens never admits what a verification would refuse: an
+    /// expired token, a forgery, a token after its keys changed.
+    #[test]
+    fn the_verified_cache_admits_nothing_verification_would_refuse() {
+        let (clock, set, v, token) = cached_case(300, 60);
         assert_eq!(
             v.verify_cached(&token, Some(&set)).unwrap().subject,
             "alice"
         );
-        // the second time it comes from the cache
+        // again, now from the cache (the next test looks into it)
         assert_eq!(
             v.verify_cached(&token, Some(&set)).unwrap().subject,
             "alice"
@@ -1031,20 +1039,8 @@ mod tests {
 
     #[test]
     fn a_verified_token_is_remembered_at_most_cache_ttl() {
-        let now = 1_700_000_000u64;
-        let clock = Clock::fixed(Duration::from_secs(now));
-        let set = rsa_set();
-        let v = cached_verifier(
-            KeySource::Static(set.clone()),
-            clock.clone(),
-            Duration::from_secs(10),
-        );
-        let token = sign(
-            "RS256",
-            &test_keys().rsa,
-            None,
-            &format!("{{\"sub\":\"alice\",\"exp\":{}}}", now + 3600),
-        );
+        let (clock, set, v, token) = cached_case(10, 3600);
+        let now = CACHED_NOW;
         assert!(v.verify_cached(&token, Some(&set)).is_ok());
         let cache = v.verified.as_ref().unwrap();
         let digest: Digest = *blake3::hash(token.as_bytes()).as_bytes();
