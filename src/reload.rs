@@ -102,7 +102,7 @@ impl Current {
         let counts = old.shared.metrics.as_ref().map(|m| &m.reloads);
         match result {
             Ok(new) => {
-                let not_applied = old.pinned.differences(&new.pinned);
+                let not_applied = old.pinned().differences(&new.pinned());
                 for key in &not_applied {
                     log::warn!(
                         "reload: {key} changed in {}, but only an upgrade (pylon -u) can apply it; it keeps its old value",

@@ -408,8 +408,8 @@ pub struct Runtime {
     pub trusted_proxies: TrustedProxies,
     pub security: SecurityHeaders,
     pub cors: Cors,
-    /// What a reload cannot change.
-    pub pinned: Pinned,
+    /// `access_log.path` and `format`: fixed at start, the log belongs to [`Shared`].
+    pub access_log: (String, crate::config::LogFormat),
     /// The state this runtime shares with those before and after it.
     pub shared: Arc<Shared>,
 }
@@ -530,23 +530,6 @@ impl Runtime {
         let tls = compile_tls(file)?;
         let admin = AdminSettings::from_config(file)?;
         let threads = threads(file);
-        let pinned = Pinned {
-            listen: listen.clone(),
-            tls_listen: tls.iter().flat_map(|t| t.listen.iter().copied()).collect(),
-            tls_min_version: tls.as_ref().map(|t| t.min_version),
-            tls_h2: tls.as_ref().map(|t| t.h2),
-            admin_listen: admin.as_ref().map(|a| a.listen),
-            threads,
-            pid_file: file.server.pid_file.clone(),
-            upgrade_sock: file.server.upgrade_sock.clone(),
-            error_log: file.server.error_log.clone(),
-            h2c: file.server.h2c,
-            upstream_keepalive: file.server.upstream_keepalive.0,
-            access_log: (
-                file.access_log.path.get_ref().clone(),
-                file.access_log.format,
-            ),
-        };
         Ok(Runtime {
             config_path: path.to_path_buf(),
             port_override: port_override.map(str::to_string),
@@ -579,7 +562,10 @@ impl Runtime {
             trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),
             security,
             cors: Cors::from_config(&file.cors).map_err(env_error)?,
-            pinned,
+            access_log: (
+                file.access_log.path.get_ref().clone(),
+                file.access_log.format,
+            ),
             shared,
         })
     }
@@ -598,6 +584,28 @@ impl Runtime {
         // reloads and upgrades read the file again, maybe after a daemon's chdir("/")
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         Runtime::from_config(&path, &file, port.as_deref(), shared)
+    }
+
+    /// What of this runtime a reload cannot change.
+    pub fn pinned(&self) -> Pinned {
+        Pinned {
+            listen: self.listen.clone(),
+            tls_listen: self
+                .tls
+                .iter()
+                .flat_map(|t| t.listen.iter().copied())
+                .collect(),
+            tls_min_version: self.tls.as_ref().map(|t| t.min_version),
+            tls_h2: self.tls.as_ref().map(|t| t.h2),
+            admin_listen: self.admin.as_ref().map(|a| a.listen),
+            threads: self.threads,
+            pid_file: self.pid_file.clone(),
+            upgrade_sock: self.upgrade_sock.clone(),
+            error_log: self.error_log.clone(),
+            h2c: self.h2c,
+            upstream_keepalive: self.upstream_keepalive,
+            access_log: self.access_log.clone(),
+        }
     }
 
     /// Load and compile the file again, on this runtime's shared state (a reload).

@@ -433,7 +433,7 @@ pub fn run(rt: Runtime, cli: &Cli) -> i32 {
         }
     }
     exit_when_a_listener_fails();
-    if cli.daemon && rt.pinned.access_log.0 == "-" {
+    if cli.daemon && rt.access_log.0 == "-" {
         log::warn!(
             "access_log.path = \"-\" with -d: a daemon has no stdout, so the access log goes nowhere; set a file"
         );
