@@ -122,15 +122,7 @@ pub fn summary(rt: &Runtime) -> String {
     }
     let _ = writeln!(out, "routes: {}", rt.routes.len());
     for r in &rt.routes {
-        let upstreams: Vec<String> = r
-            .pool
-            .instances()
-            .iter()
-            .map(|i| {
-                let scheme = if i.tls { "https" } else { "http" };
-                format!("{scheme}://{}", i.authority)
-            })
-            .collect();
+        let upstreams: Vec<String> = r.pool.instances().iter().map(|i| i.url()).collect();
         let names: Vec<&str> = r.auth.iter().map(|a| a.name()).collect();
         let _ = writeln!(
             out,

@@ -97,9 +97,9 @@ pub struct InstanceSpec {
 }
 
 impl InstanceSpec {
-    /// The instance as a URL, its identity across reloads: `http://host:port` (with the
-    /// address it resolved to when the name is not one).
-    pub fn url(&self) -> String {
+    /// Its identity across reloads: the URL, `http://host:port`, with the address it
+    /// resolved to when the name is not one.
+    pub fn identity(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         if self.authority == self.addr.to_string() {
             format!("{scheme}://{}", self.authority)
@@ -189,6 +189,12 @@ impl Instance {
 
     pub fn in_flight(&self) -> usize {
         self.live.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The instance as the config writes it: `http://host:port` or `https://...`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
     }
 }
 
@@ -300,7 +306,7 @@ impl Pool {
                 sni,
                 host: crate::headers::static_value(&s.authority)?,
                 authority: Arc::from(s.authority.as_str()),
-                live: live.get(route, &s.url()),
+                live: live.get(route, &s.identity()),
             });
         }
         let weights: Vec<u32> = instances.iter().map(|i| i.weight).collect();

@@ -95,7 +95,7 @@ fn route(r: &Route) -> Value {
         .enumerate()
         .map(|(i, inst)| {
             json!({
-                "url": format!("{}://{}", if inst.tls { "https" } else { "http" }, inst.authority),
+                "url": inst.url(),
                 "address": inst.addr.to_string(),
                 "weight": inst.weight,
                 "healthy": pool.is_available(i),
