@@ -50,7 +50,7 @@ pub fn render(rt: &Runtime, config: &Status) -> Vec<u8> {
                 "url": s.url(),
                 "sync_ms": s.sync().as_millis() as u64,
                 "up": s.state() == crate::limits::StoreState::Up,
-                "state": format!("{:?}", s.state()).to_lowercase(),
+                "state": s.state().name(),
                 "last_error": s.last_error(),
                 "calls": s.calls(),
             })),

@@ -364,10 +364,12 @@ impl ServerApp for Edge {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _counted = {
+        // one look at the runtime for the connection's start
+        let (_counted, h2c, header_timeout) = {
             let rt = self.current.peek();
             rt.shared.workers.note_current();
-            rt.shared.connections.admit(rt.max_connections)?
+            let counted = rt.shared.connections.admit(rt.max_connections)?;
+            (counted, rt.h2c, rt.client.header)
         };
         let accepted = Instant::now();
         let mut pending = BytesMut::new();
@@ -375,8 +377,8 @@ impl ServerApp for Edge {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
                 return self.proxy.process_new(stream, shutdown).await;
             }
-        } else if self.current.peek().h2c {
-            let by = accepted + self.current.peek().client.header;
+        } else if h2c {
+            let by = accepted + header_timeout;
             match self.sniff_h2c(&mut stream, &mut pending, by).await {
                 Sniffed::Gone => return None,
                 Sniffed::Http1 => {}

@@ -219,6 +219,17 @@ fn shown_url(url: &str) -> String {
     }
 }
 
+impl StoreState {
+    /// As the status API writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreState::Connecting => "connecting",
+            StoreState::Up => "up",
+            StoreState::Down => "down",
+        }
+    }
+}
+
 impl Store {
     /// A store at `url` (`redis://`, `rediss://`, with a password and a database if
     /// wanted); nothing connects until [`Store::run`].
@@ -545,9 +556,6 @@ impl Store {
         // counted here while it was away needs pushing
         if self.sync.is_zero() {
             batch.retain(|b| b.pending + b.prev_pending > 0);
-            if batch.is_empty() {
-                return self.ping(&mut connection).await;
-            }
         }
         if batch.is_empty() {
             return self.ping(&mut connection).await;
