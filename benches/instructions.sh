@@ -4,13 +4,22 @@
 #
 #   benches/instructions.sh [REQUESTS] [PATH]     (default 2000 requests of /api/small)
 #   PYLON_BIN=path/to/pylon benches/instructions.sh   (another build, for before/after)
+#   ONLY=pylon benches/instructions.sh               (pylon, floor, nginx: any of them)
+#   UPSTREAM_IDLE=off benches/instructions.sh        (timeouts.upstream_idle for Pylon)
+#   benches/instructions.sh 200 /api/body/1m          (1k, 64k, 1m: response bodies)
+#   UPLOAD=1m benches/instructions.sh 200 /api/upload  (each request POSTs 1 MiB)
 #   JWT=1 benches/instructions.sh 2000 /jwt/small      (an RS256 route, one reused token;
 #                                                     JWT_CACHE_TTL=0s: without the cache)
 #
-# Runs target/release/pylon (threads = 1, full policy: rate limit, security headers, CORS,
-# combined access log to a file) under callgrind in front of an nginx upstream, once with
-# no requests and once with REQUESTS keep-alive requests from h2load, and prints
-# (Ir with requests - Ir without) / REQUESTS.
+# Runs three proxies under callgrind in front of the same nginx upstream, one after the
+# other, each once with no requests and once with REQUESTS keep-alive requests from h2load,
+# and prints (Ir with requests - Ir without) / REQUESTS for each, side by side:
+# - pylon: target/release/pylon, threads = 1, full policy (rate limit, security headers,
+#   CORS, X-Request-Id, X-Forwarded-*, combined access log to a file);
+# - floor: target/release/pylon-floor (benches/floor.rs), a bare Pingora proxy with the
+#   same allocator and profile: the engine's cost, below which Pylon cannot go;
+# - nginx: benches/peers/nginx.conf, the same policy, one process (master_process off).
+# Pylon's own work is pylon - floor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-2000}
@@ -19,7 +28,12 @@ for cmd in valgrind nginx h2load; do
   command -v "$cmd" >/dev/null || { echo "instructions.sh needs $cmd" >&2; exit 1; }
 done
 bin=${PYLON_BIN:-target/release/pylon}
-[ -x "$bin" ] || { echo "build first: cargo build --release (or set PYLON_BIN)" >&2; exit 1; }
+floor=${FLOOR_BIN:-target/release/pylon-floor}
+only=${ONLY:-pylon,floor,nginx}
+wants() { [[ ",$only," == *",$1,"* ]]; }
+for b in "$bin" "$floor"; do
+  [ -x "$b" ] || { echo "build first: cargo build --release --bins (or set PYLON_BIN, FLOOR_BIN)" >&2; exit 1; }
+done
 
 tmp=$(mktemp -d)
 cleanup() {
@@ -31,6 +45,8 @@ trap cleanup EXIT
 
 up_port=18190
 gw_port=18191
+floor_port=18192
+nginx_port=18193
 cat > "$tmp/up.conf" <<CONF
 worker_processes 1;
 pid $tmp/up.pid;
@@ -43,11 +59,26 @@ http {
     listen 127.0.0.1:$up_port;
     keepalive_requests 1000000;
     location / { return 200 "hello, world\n"; }
+    # bodies of 1 KiB, 64 KiB and 1 MiB, with the route's prefix stripped or not
+    location /body/ { root $tmp/www; }
+    location /api/body/ { alias $tmp/www/body/; }
+    # uploads are read whole, then answered
+    location /upload { client_max_body_size 2m; client_body_buffer_size 2m; proxy_pass http://127.0.0.1:$up_port/sink; }
+    location /api/upload { client_max_body_size 2m; client_body_buffer_size 2m; proxy_pass http://127.0.0.1:$up_port/sink; }
+    location /sink { return 200 "stored\n"; }
   }
 }
 CONF
+# nginx's workers (nobody) read the bodies from here
+chmod 755 "$tmp"
+mkdir -p "$tmp/www/body"
+head -c 1024 /dev/zero | tr '\0' x > "$tmp/www/body/1k"
+head -c 65536 /dev/zero | tr '\0' x > "$tmp/www/body/64k"
+head -c 1048576 /dev/zero | tr '\0' x > "$tmp/www/body/1m"
 nginx -c "$tmp/up.conf"
 
+timeouts=""
+[ -n "${UPSTREAM_IDLE:-}" ] && timeouts=$(printf '[timeouts]\nupstream_idle = "%s"' "$UPSTREAM_IDLE")
 cat > "$tmp/pylon.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$gw_port"]
@@ -56,6 +87,7 @@ pid_file = "$tmp/pylon.pid"
 upgrade_sock = "$tmp/pylon.sock"
 [access_log]
 path = "${ACCESS_LOG:-$tmp/access.log}"
+$timeouts
 [rate_limit]
 requests = 1000000000
 window = "1m"
@@ -83,6 +115,10 @@ fi
 # same valid token (benches/instructions.sh 2000 /jwt/small): what a reused token costs
 # against /api/small
 header=()
+if [ -n "${UPLOAD:-}" ]; then
+  [ -f "$tmp/www/body/$UPLOAD" ] || { echo "UPLOAD is 1k, 64k or 1m" >&2; exit 1; }
+  header=(-d "$tmp/www/body/$UPLOAD")
+fi
 if [ -n "${JWT:-}" ]; then
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp/jwt.key" 2>/dev/null
   openssl pkey -in "$tmp/jwt.key" -pubout -out "$tmp/jwt.pub"
@@ -106,30 +142,58 @@ auth = "bench"
 CONF
 fi
 
-# Ir of one run of pylon that serves $1 requests
+# the same policy in nginx: the load harness's config, one process, nothing else changed
+sed -e "s|@@TMP@@|$tmp|g; s|@@NAME@@|policy|g; s|@@PORT@@|$nginx_port|g" \
+    -e "s|@@UPSTREAM_PORT@@|$up_port|g; s|@@REALIP@@||; s|@@EXTRA_LOCATIONS@@||" \
+    -e "s|^worker_processes .*|worker_processes 1;\nmaster_process off;|" \
+    benches/peers/nginx.conf > "$tmp/policy.conf"
+mkdir -p "$tmp/policy-tmp"
+
+# Ir of one run of a proxy ($1: pylon, floor or nginx) that serves $2 requests
 measure() {
-  local n=$1 out="$tmp/cg.$1"
+  local who=$1 n=$2 out="$tmp/cg.$1.$2" port cmd
+  case $who in
+    pylon) port=$gw_port; cmd=("$bin" -c "$tmp/pylon.toml") ;;
+    floor) port=$floor_port
+      cmd=("$floor" --listen "127.0.0.1:$floor_port" --upstream "127.0.0.1:$up_port" --threads 1) ;;
+    nginx) port=$nginx_port; cmd=(nginx -c "$tmp/policy.conf") ;;
+  esac
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$bin" -c "$tmp/pylon.toml" >/dev/null 2>"$tmp/vg.$n" &
+    "${cmd[@]}" >/dev/null 2>"$tmp/vg.$who.$n" &
   local pid=$!
   for _ in $(seq 200); do
-    curl -s -o /dev/null "http://127.0.0.1:$gw_port/" 2>/dev/null && break
+    curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
     sleep 0.1
   done
   if [ "$n" -gt 0 ]; then
-    h2load --h1 -n "$n" -c 4 -m 1 "${header[@]}" "http://127.0.0.1:$gw_port$path" >"$tmp/h2load.$n" 2>&1
-    grep -q "$n done" "$tmp/h2load.$n" || { cat "$tmp/h2load.$n" >&2; exit 1; }
+    h2load --h1 -n "$n" -c 4 -m 1 "${header[@]}" "http://127.0.0.1:$port$path" >"$tmp/h2load.$who.$n" 2>&1
+    grep -q "$n done" "$tmp/h2load.$who.$n" || { cat "$tmp/h2load.$who.$n" >&2; exit 1; }
+    grep -q "status codes: $n 2xx" "$tmp/h2load.$who.$n" ||
+      { echo "$who: not every answer was a 2xx" >&2; cat "$tmp/h2load.$who.$n" >&2; exit 1; }
   fi
-  kill -INT "$pid"
+  # nginx ends at QUIT (graceful), the Pingora processes at INT
+  if [ "$who" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
   wait "$pid" || true
   grep "summary:\|totals:" "$out" | awk '{print $2}' | head -1
 }
 
-# the readiness probe (one 404) happens in both runs and cancels out
-base=$(measure 0)
-with=$(measure "$requests")
-echo "requests: $requests of $path"
-echo "instructions without requests: $base"
-echo "instructions with requests:    $with"
-echo "instructions per request:      $(( (with - base) / requests ))"
-if [ -n "${KEEP:-}" ]; then cp "$tmp/cg.$requests" "$KEEP"; echo "callgrind profile: $KEEP"; fi
+# the readiness probe (one answer) happens in both runs and cancels out
+echo "requests: $requests of $path (h2load, 4 keep-alive connections)"
+printf '%-6s %16s %16s %14s\n' proxy "without requests" "with requests" "per request"
+declare -A per
+for who in pylon floor nginx; do
+  wants "$who" || continue
+  # the floor and nginx have no /jwt or /all route: they proxy the same path to the
+  # same upstream without the route's policy
+  base=$(measure "$who" 0)
+  with=$(measure "$who" "$requests")
+  per[$who]=$(( (with - base) / requests ))
+  printf '%-6s %16s %16s %14s\n' "$who" "$base" "$with" "${per[$who]}"
+  if [ -n "${KEEP:-}" ]; then
+    cp "$tmp/cg.$who.$requests" "$KEEP.$who"; cp "$tmp/cg.$who.0" "$KEEP.$who.0"
+    echo "callgrind profiles: $KEEP.$who (and .0, without requests)"
+  fi
+done
+if [ -n "${per[pylon]:-}" ] && [ -n "${per[floor]:-}" ]; then
+  echo "pylon's own work (pylon - floor): $(( per[pylon] - per[floor] ))"
+fi

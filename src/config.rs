@@ -342,6 +342,8 @@ pub struct TimeoutsSection {
     pub write: Option<Timeout>,
     /// An upgraded connection (WebSocket) may stay silent this long; default "1h".
     pub websocket_idle: Option<Timeout>,
+    /// An idle pooled upstream connection is closed after this, or "off"; default "60s".
+    pub upstream_idle: Option<IdleTimeout>,
 }
 
 /// `[timeouts]`: the upstream timeouts every route starts from (absent keys take the
@@ -353,6 +355,7 @@ pub struct TopTimeoutsSection {
     pub read: Option<Timeout>,
     pub write: Option<Timeout>,
     pub websocket_idle: Option<Timeout>,
+    pub upstream_idle: Option<IdleTimeout>,
     /// The whole request head must arrive within this (default "10s"); then 408.
     pub client_header: Option<Timeout>,
     /// A keep-alive connection with no request in flight is closed after this ("60s").
@@ -367,6 +370,7 @@ impl TopTimeoutsSection {
             read: self.read,
             write: self.write,
             websocket_idle: self.websocket_idle,
+            upstream_idle: self.upstream_idle,
         }
     }
 }
@@ -1055,6 +1059,23 @@ impl FromStr for Timeout {
 }
 from_string!(Timeout, "a duration string like \"15s\"");
 
+/// A timeout that can be turned off: a duration above zero, or "off" (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleTimeout(pub Option<Duration>);
+
+impl FromStr for IdleTimeout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(IdleTimeout(None));
+        }
+        s.parse::<Timeout>()
+            .map(|t| IdleTimeout(Some(t.0)))
+            .map_err(|e| format!("{e}, or \"off\""))
+    }
+}
+from_string!(IdleTimeout, "a duration string like \"60s\", or \"off\"");
+
 /// A rate-limit window: at least one second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window(pub Duration);
@@ -1731,6 +1752,18 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn an_idle_timeout_is_a_duration_or_off() {
+        assert_eq!("off".parse(), Ok(IdleTimeout(None)));
+        assert_eq!("90s".parse(), Ok(IdleTimeout(Some(Duration::from_secs(90)))));
+        for bad in ["0s", "Off", "none", "", "15"] {
+            assert!(bad.parse::<IdleTimeout>().is_err(), "{bad:?} should be refused");
+        }
+        let err = error_of(&format!("[timeouts]\nupstream_idle = \"0s\"\n{ROUTE}"));
+        assert!(err.contains("test.toml:2") && err.contains("timeouts.upstream_idle"), "{err}");
+        assert!(err.contains("or \"off\""), "{err}");
     }
 
     #[test]

@@ -141,15 +141,19 @@ pub fn new_request_id() -> HeaderValue {
     bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = BytesMut::with_capacity(36);
+    // written into a fixed array, then copied out once: a growable buffer checked its
+    // capacity for each of the 36 bytes
+    let mut text = [b'-'; 36];
+    let mut at = 0;
     for (i, b) in bytes.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.put_u8(b'-');
+            at += 1;
         }
-        out.put_u8(HEX[(b >> 4) as usize]);
-        out.put_u8(HEX[(b & 0x0f) as usize]);
+        text[at] = HEX[(b >> 4) as usize];
+        text[at + 1] = HEX[(b & 0x0f) as usize];
+        at += 2;
     }
-    HeaderValue::from_maybe_shared(out.freeze())
+    HeaderValue::from_bytes(&text)
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
@@ -268,7 +272,15 @@ mod tests {
         assert_ne!(a, b);
         let s = a.to_str().unwrap();
         assert_eq!(s.len(), 36);
+        for (i, c) in s.chars().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                assert_eq!(c, '-', "{s}");
+            } else {
+                assert!(matches!(c, '0'..='9' | 'a'..='f'), "{s}");
+            }
+        }
         assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
         assert!(acceptable_request_id(&a));
         assert!(!acceptable_request_id(&HeaderValue::from_static("")));
         assert!(!acceptable_request_id(&HeaderValue::from_static("a b")));

@@ -159,7 +159,9 @@ impl SecurityHeaders {
                 add.push((static_name(&name.0)?, static_value(&value.0)?));
             }
         }
-        let mut template = HeaderMap::with_capacity(add.len() + 12);
+        // room for an upstream answer's own fields and the gateway's: a response starts from a
+        // clone of this map, and a clone keeps its index table, so it is never rehashed
+        let mut template = HeaderMap::with_capacity(add.len() + 40);
         for (name, value) in add {
             template.insert(name, value);
         }

@@ -35,6 +35,7 @@ use crate::upstream::{
 const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
 const DEFAULT_READ: Duration = Duration::from_secs(15);
 const DEFAULT_WEBSOCKET_IDLE: Duration = Duration::from_secs(3600);
+const DEFAULT_UPSTREAM_IDLE: Option<Duration> = Some(Duration::from_secs(60));
 const DEFAULT_CLIENT_HEADER: Duration = Duration::from_secs(10);
 const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(60);
 
@@ -46,6 +47,9 @@ pub struct Timeouts {
     pub write: Duration,
     /// Silence allowed on an upgraded (WebSocket) connection, both ways.
     pub websocket_idle: Duration,
+    /// How long an idle upstream connection stays in the pool; `None`: until the upstream
+    /// closes it or the pool evicts it (then no timer is armed for each pooled connection).
+    pub upstream_idle: Option<Duration>,
 }
 
 impl Timeouts {
@@ -64,6 +68,7 @@ impl Timeouts {
                 |d| d.0,
             ),
             websocket_idle: over.websocket_idle.map_or(base.websocket_idle, |d| d.0),
+            upstream_idle: over.upstream_idle.map_or(base.upstream_idle, |d| d.0),
         }
     }
 }
@@ -458,6 +463,7 @@ impl Runtime {
                 read: DEFAULT_READ,
                 write: DEFAULT_READ,
                 websocket_idle: DEFAULT_WEBSOCKET_IDLE,
+                upstream_idle: DEFAULT_UPSTREAM_IDLE,
             },
         );
 

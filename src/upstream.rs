@@ -29,9 +29,6 @@ use pingora_ketama::{Bucket, Continuum};
 
 use crate::runtime::Timeouts;
 
-/// How long an idle upstream connection stays in the pool.
-const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
-
 /// How requests are spread over instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
@@ -488,7 +485,7 @@ impl Pool {
         o.connection_timeout = Some(timeouts.connect);
         o.read_timeout = Some(timeouts.read);
         o.write_timeout = Some(timeouts.write);
-        o.idle_timeout = Some(UPSTREAM_IDLE);
+        o.idle_timeout = timeouts.upstream_idle;
         if inst.tls {
             // the TLS handshake counts against the connect timeout too
             o.total_connection_timeout = Some(timeouts.connect);

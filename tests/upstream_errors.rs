@@ -142,3 +142,62 @@ fn the_gateway_keeps_serving_after_upstream_failures() {
         assert_eq!(c.get(gw.url("/ok")).send().unwrap().status(), 200);
     }
 }
+
+/// A raw upstream that answers one keep-alive request on its first connection and then
+/// reports how long after its answer the gateway closed that connection (None: still open
+/// after `wait`).
+fn pooled_connection_closed_after(upstream_idle: &str, wait: Duration) -> Option<Duration> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let watcher = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "the gateway closed before its request was complete");
+            head.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        let answered = Instant::now();
+        conn.set_read_timeout(Some(wait)).unwrap();
+        match conn.read(&mut buf) {
+            Ok(0) => Some(answered.elapsed()),
+            Ok(_) => panic!("the gateway sent more on an idle pooled connection"),
+            Err(_) => None,
+        }
+    });
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[timeouts]\nupstream_idle = \"{upstream_idle}\"\n{}",
+            route("/api", addr, "")
+        ),
+    );
+    let r = client().get(gw.url("/api/x")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "ok");
+    watcher.join().unwrap()
+}
+
+#[test]
+fn an_idle_pooled_upstream_connection_is_closed_after_upstream_idle() {
+    let closed = pooled_connection_closed_after("1s", Duration::from_secs(5))
+        .expect("the pooled connection was still open 5 s after the answer");
+    // Pingora's fast timers fire on a 10 ms tick, after the time has passed
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_secs(3),
+        "closed {closed:?} after the answer, upstream_idle = 1s"
+    );
+}
+
+#[test]
+fn with_upstream_idle_off_a_pooled_connection_stays_open_until_the_upstream_closes_it() {
+    assert_eq!(
+        pooled_connection_closed_after("off", Duration::from_millis(2500)),
+        None,
+        "the gateway closed an idle pooled connection with upstream_idle = \"off\""
+    );
+}
