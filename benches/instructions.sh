@@ -9,7 +9,8 @@
 #   benches/instructions.sh 200 /api/body/1m          (1k, 64k, 1m: response bodies)
 #   UPLOAD=1m benches/instructions.sh 200 /api/upload  (each request POSTs 1 MiB)
 #   JWT=1 benches/instructions.sh 2000 /jwt/small      (an RS256 route, one reused token;
-#                                                     JWT_CACHE_TTL=0s: without the cache)
+#                                                     JWT_CACHE_TTL=0s: without the cache;
+#                                                     JWT_ALG=ES256: an ES256 route)
 #
 # Runs three proxies under callgrind in front of the same nginx upstream, one after the
 # other, each once with no requests and once with REQUESTS keep-alive requests from h2load,
@@ -31,8 +32,11 @@ bin=${PYLON_BIN:-target/release/pylon}
 floor=${FLOOR_BIN:-target/release/pylon-floor}
 only=${ONLY:-pylon,floor,nginx}
 wants() { [[ ",$only," == *",$1,"* ]]; }
-for b in "$bin" "$floor"; do
-  [ -x "$b" ] || { echo "build first: cargo build --release --bins (or set PYLON_BIN, FLOOR_BIN)" >&2; exit 1; }
+for who in pylon floor; do
+  b=$bin; [ $who = floor ] && b=$floor
+  if wants $who && [ ! -x "$b" ]; then
+    echo "build first: cargo build --release --bins (or set PYLON_BIN, FLOOR_BIN)" >&2; exit 1
+  fi
 done
 
 tmp=$(mktemp -d)
@@ -120,19 +124,31 @@ if [ -n "${UPLOAD:-}" ]; then
   header=(-d "$tmp/www/body/$UPLOAD")
 fi
 if [ -n "${JWT:-}" ]; then
-  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp/jwt.key" 2>/dev/null
-  openssl pkey -in "$tmp/jwt.key" -pubout -out "$tmp/jwt.pub"
+  alg=${JWT_ALG:-RS256}
   b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-  jwt_head=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+  case $alg in
+    RS256) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp/jwt.key" 2>/dev/null ;;
+    ES256) openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/jwt.key" ;;
+    *) echo "JWT_ALG is RS256 or ES256" >&2; exit 1 ;;
+  esac
+  openssl pkey -in "$tmp/jwt.key" -pubout -out "$tmp/jwt.pub"
+  jwt_head=$(printf '{"alg":"%s","typ":"JWT"}' "$alg" | b64url)
   jwt_body=$(printf '{"sub":"bench","exp":%d}' $(( $(date +%s) + 86400 )) | b64url)
-  jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -sign "$tmp/jwt.key" -binary | b64url)
+  printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -sign "$tmp/jwt.key" -binary > "$tmp/jwt.sig"
+  if [ "$alg" = ES256 ]; then
+    # a JWS carries r and s as two 32-byte numbers, not openssl's DER sequence
+    openssl asn1parse -inform DER -in "$tmp/jwt.sig" | awk -F: '/INTEGER/ {printf "%064s", $NF}' |
+      tr ' ' 0 | python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.stdin.read().strip()))' > "$tmp/jwt.raw"
+    mv "$tmp/jwt.raw" "$tmp/jwt.sig"
+  fi
+  jwt_sig=$(b64url < "$tmp/jwt.sig")
   header=(-H "authorization: Bearer $jwt_head.$jwt_body.$jwt_sig")
   cache_line=""
   [ -n "${JWT_CACHE_TTL:-}" ] && cache_line="cache_ttl = \"$JWT_CACHE_TTL\""
   cat >> "$tmp/pylon.toml" <<CONF
 [auth.bench]
 type = "jwt"
-algorithms = ["RS256"]
+algorithms = ["$alg"]
 public_key_file = "$tmp/jwt.pub"
 $cache_line
 [[routes]]
