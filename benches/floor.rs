@@ -10,12 +10,14 @@
 //! ```
 //!
 //! Its server settings are the ones Pylon would use for the same job (threads, the
-//! upstream keep-alive pool); its listeners are Pingora's defaults.
+//! upstream keep-alive pool); its listeners are Pingora's defaults (TLS: the intermediate
+//! profile, with HTTP/2 offered).
 
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use clap::Parser;
+use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 
@@ -101,10 +103,16 @@ fn main() {
             eprintln!("pylon-floor: --tls-listen needs --cert and --key");
             std::process::exit(2);
         };
-        if let Err(e) = proxy.add_tls(&addr.to_string(), cert, key) {
-            eprintln!("pylon-floor: TLS listener {addr}: {e}");
-            std::process::exit(1);
-        }
+        // Pingora's intermediate profile, with HTTP/2 offered by ALPN as Pylon's `h2` does
+        let mut tls = match TlsSettings::intermediate(cert, key) {
+            Ok(tls) => tls,
+            Err(e) => {
+                eprintln!("pylon-floor: TLS listener {addr}: {e}");
+                std::process::exit(1);
+            }
+        };
+        tls.enable_h2();
+        proxy.add_tls_with_settings(&addr.to_string(), None, tls);
     }
     server.add_service(proxy);
     server.run_forever();
