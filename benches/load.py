@@ -1,19 +1,30 @@
 #!/usr/bin/env python3
-"""Load benchmark: Pylon against nginx and HAProxy doing the same policy work, on one machine.
+"""Load benchmark: Pylon against its engine's floor, nginx, HAProxy, Caddy and the Node
+gateway of the tutorials, doing the same policy work, on one machine.
 
     python3 benches/load.py [--duration S] [--rounds N] [--quick] [--only pylon,nginx]
                             [--skip-scaling] [--soak SECONDS] [--out DIR] [--keep-tmp]
 
 `make bench` builds the release binaries first and runs this with $(BENCH_ARGS).
+PYLON_BIN=path and FLOOR_BIN=path run other builds (default target/release/pylon and
+target/release/pylon-floor).
 
 An nginx upstream (1 worker, fixed bodies) listens on 127.0.0.1:18080. Each contender
 listens on its own loopback port and proxies /api to it with the prefix stripped, with
 upstream keepalive, security headers, CORS, a request id, X-Forwarded-*, a per-client rate
 limit that never triggers and a combined access log to a file:
 
-    pylon    127.0.0.1:18081   benches/pylon.toml
-    nginx    127.0.0.1:18082   benches/peers/nginx.conf
-    haproxy  127.0.0.1:18083   benches/peers/haproxy.cfg
+    pylon     127.0.0.1:18081   benches/pylon.toml
+    nginx     127.0.0.1:18082   benches/peers/nginx.conf
+    haproxy   127.0.0.1:18083   benches/peers/haproxy.cfg
+    floor     127.0.0.1:18086   FLOOR_BIN (benches/floor.rs): bare Pingora, upstream_peer
+                                only, Pylon's threads; no policy, no prefix to strip (it is
+                                asked for /small where the others get /api/small)
+    caddy     127.0.0.1:18087   benches/peers/Caddyfile (no rate limit: not in Caddy's
+                                standard modules; JSON access log)
+    tutorial  127.0.0.1:18088   benches/tutorial/server.js: express, http-proxy-middleware,
+                                cors, helmet, morgan, an in-memory per-IP counter; one Node
+                                process, http-proxy's defaults (no upstream keep-alive)
 
 wrk (-t2, HTTP/1.1 keep-alive, --latency) drives each at 10, 100 and 1,000 connections,
 the contenders taking turns (A/B/C/A/B/C) for --rounds rounds; the tables show medians.
@@ -54,15 +65,21 @@ except ImportError:  # Python < 3.11
 REPO = Path(__file__).resolve().parent.parent
 BENCHES = REPO / "benches"
 PEERS = BENCHES / "peers"
-# PYLON_BIN=path runs another build (an A/B of two builds of Pylon).
+TUTORIAL = BENCHES / "tutorial"
+# PYLON_BIN=path runs another build (an A/B of two builds of Pylon); FLOOR_BIN=path another
+# build of the floor (benches/floor.rs).
 PYLON = Path(os.environ.get("PYLON_BIN") or REPO / "target" / "release" / "pylon")
+FLOOR = Path(os.environ.get("FLOOR_BIN") or REPO / "target" / "release" / "pylon-floor")
 
 HOST = "127.0.0.1"
 UPSTREAM_PORT = 18080
-PORTS = {"pylon": 18081, "nginx": 18082, "haproxy": 18083}
+PORTS = {"pylon": 18081, "nginx": 18082, "haproxy": 18083, "floor": 18086, "caddy": 18087,
+         "tutorial": 18088}
 # the 10,000-route variants of the scaling runs
 SCALED_PORTS = {"pylon": 18084, "nginx": 18085}
-CONTENDERS = ("pylon", "nginx", "haproxy")
+CONTENDERS = ("pylon", "floor", "nginx", "haproxy", "caddy", "tutorial")
+# contenders without the policy work: they only proxy (the floor is what the engine costs)
+BARE = ("floor",)
 CONNECTIONS = (10, 100, 1000)
 SCALING_CONNECTIONS = 100
 EXTRA_ROUTES = 10_000
@@ -70,7 +87,7 @@ XFF_CLIENTS = 50_000
 WRK_THREADS = 2
 WRK_TIMEOUT = "5s"
 SMALL_BODY = b"hello, world\n"
-BODY_SIZES = {"empty": 0, "1k": 1024, "1m": 1024 * 1024}
+BODY_SIZES = {"empty": 0, "1k": 1024, "64k": 64 * 1024, "1m": 1024 * 1024}
 # After each run, before reading CPU time and log sizes: nginx flushes its log buffer
 # every second and Pylon's writer thread writes in batches.
 SETTLE = 1.2
@@ -189,10 +206,14 @@ class Service:
     """A server the harness runs in its own process group: the upstream or a contender."""
 
     def __init__(self, name, kind, port, cmd, tmp, stop_signal, access_log=None,
-                 stdout_to_log=False, env=None):
+                 stdout_to_log=False, env=None, prefix="/api", tls_port=None):
         self.name = name
-        self.kind = kind  # pylon, nginx, haproxy, upstream
+        self.kind = kind  # one of CONTENDERS, or upstream
         self.port = port
+        # where the upstream's paths are on this contender: /api/small is the upstream's
+        # /small ("" for the floor, which strips nothing)
+        self.prefix = prefix
+        self.tls_port = tls_port
         self.cmd = [str(c) for c in cmd]
         self.tmp = tmp
         self.stop_signal = stop_signal
@@ -204,9 +225,10 @@ class Service:
         self.idle_rss_kib = None
 
     def start(self, ready_timeout=30):
-        if port_open(self.port):
-            raise BenchError(f"127.0.0.1:{self.port} is already in use (a leftover from an "
-                             f"earlier run?); {self.name} needs it")
+        for port in (self.port, self.tls_port):
+            if port is not None and port_open(port):
+                raise BenchError(f"127.0.0.1:{port} is already in use (a leftover from an "
+                                 f"earlier run?); {self.name} needs it")
         if self.stdout_to_log:
             out = open(self.access_log, "ab")
         else:
@@ -222,7 +244,7 @@ class Service:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.name} exited with status {self.proc.returncode} at "
                                  f"start:\n{self.stderr_tail()}")
-            if port_open(self.port):
+            if port_open(self.port) and (self.tls_port is None or port_open(self.tls_port)):
                 break
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.name} did not listen on 127.0.0.1:{self.port} within "
@@ -235,6 +257,10 @@ class Service:
                 time.sleep(0.05)
         time.sleep(0.2)
         self.idle_rss_kib = status_kib(self.pids(), "VmRSS")
+
+    def api(self, path):
+        """This contender's path for the upstream's `path`."""
+        return self.prefix + path
 
     def stderr_tail(self, lines=15):
         try:
@@ -435,14 +461,21 @@ def nginx_has_realip(nginx):
     return "http_realip_module" in tool_output([nginx, "-V"])
 
 
-def upstream_accepts():
-    """Connections the upstream has accepted so far (stub_status), or None."""
+def upstream_status():
+    """(connections accepted, requests handled) by the upstream so far (stub_status), or
+    None; the status request itself is counted in both."""
     try:
         status, _, body = http_request(UPSTREAM_PORT, "/_upstream_status")
     except OSError:
         return None
-    m = re.search(rb"^\s*(\d+)\s+\d+\s+\d+\s*$", body, re.M)
-    return int(m.group(1)) if status == 200 and m else None
+    m = re.search(rb"^\s*(\d+)\s+\d+\s+(\d+)\s*$", body, re.M)
+    return (int(m.group(1)), int(m.group(2))) if status == 200 and m else None
+
+
+def upstream_accepts():
+    """Connections the upstream has accepted so far (stub_status), or None."""
+    st = upstream_status()
+    return st[0] if st else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -518,31 +551,107 @@ def start_haproxy(tools, tmp, name, port):
     return svc
 
 
+def pylon_threads():
+    """server.threads of benches/pylon.toml: the floor runs with as many."""
+    with open(BENCHES / "pylon.toml", "rb") as f:
+        return int(tomllib.load(f).get("server", {}).get("threads") or os.cpu_count())
+
+
+def start_floor(tmp, name, port, tls_port=None, cert=None, key=None):
+    cmd = [FLOOR, "--listen", f"{HOST}:{port}", "--upstream", f"{HOST}:{UPSTREAM_PORT}",
+           "--threads", pylon_threads()]
+    if tls_port:
+        cmd += ["--tls-listen", f"{HOST}:{tls_port}", "--cert", cert, "--key", key]
+    env = dict(os.environ, RUST_LOG="warn")
+    svc = Service(name, "floor", port, cmd, tmp, signal.SIGINT, env=env, prefix="",
+                  tls_port=tls_port)
+    svc.start(ready_timeout=60)
+    return svc
+
+
+def start_caddy(tools, tmp, name, port):
+    conf = fill_template(PEERS / "Caddyfile", tmp / f"{name}.Caddyfile", TMP=tmp, NAME=name,
+                         PORT=port, UPSTREAM_PORT=UPSTREAM_PORT)
+    # Caddy keeps its state (autosave.json, certificates) under XDG_CONFIG_HOME and
+    # XDG_DATA_HOME: here, in the temp dir
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp / f"{name}-config"),
+               XDG_DATA_HOME=str(tmp / f"{name}-data"))
+    cmd = [tools["caddy"], "run", "--config", conf, "--adapter", "caddyfile"]
+    p = subprocess.run([tools["caddy"], "validate", "--config", str(conf), "--adapter",
+                        "caddyfile"], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=60, env=env)
+    if p.returncode != 0:
+        raise BenchError(f"Caddy config check failed:\n{p.stdout}{p.stderr}")
+    svc = Service(name, "caddy", port, cmd, tmp, signal.SIGTERM,
+                  access_log=tmp / f"{name}-access.log", env=env)
+    svc.start()
+    return svc
+
+
+def start_tutorial(tools, tmp, name, port):
+    if not (TUTORIAL / "node_modules" / "http-proxy-middleware").is_dir():
+        raise BenchError(f"{TUTORIAL}/node_modules is missing: run `npm ci --prefix "
+                         f"{TUTORIAL}` (make bench-deps does)")
+    env = dict(os.environ, HOST=HOST, PORT=str(port), NODE_ENV="production",
+               UPSTREAM=f"http://{HOST}:{UPSTREAM_PORT}",
+               ACCESS_LOG=str(tmp / f"{name}-access.log"))
+    svc = Service(name, "tutorial", port, [tools["node"], TUTORIAL / "server.js"], tmp,
+                  signal.SIGTERM, access_log=tmp / f"{name}-access.log", env=env)
+    svc.start()
+    return svc
+
+
 def start_contender(kind, tools, tmp):
+    port = PORTS[kind]
     if kind == "pylon":
-        return start_pylon(tmp, "pylon", PORTS["pylon"])
+        return start_pylon(tmp, kind, port)
     if kind == "nginx":
-        return start_nginx(tools, tmp, "nginx", PORTS["nginx"])
-    return start_haproxy(tools, tmp, "haproxy", PORTS["haproxy"])
+        return start_nginx(tools, tmp, kind, port)
+    if kind == "haproxy":
+        return start_haproxy(tools, tmp, kind, port)
+    if kind == "floor":
+        return start_floor(tmp, kind, port)
+    if kind == "caddy":
+        return start_caddy(tools, tmp, kind, port)
+    return start_tutorial(tools, tmp, kind, port)
 
 
 def check_proxied(svc):
-    """The contender proxies /api/small, stripped, and does the policy work."""
-    status, headers, body = http_request(svc.port, "/api/small")
+    """The contender proxies /api/small, stripped, to the upstream (which counts it), and
+    does the policy work: the headers on the answer, a request id and X-Forwarded-* on
+    the request the upstream got. The floor only proxies."""
+    path = svc.api("/small")
+    before = upstream_status()
+    status, headers, body = http_request(svc.port, path)
+    after = upstream_status()
     if status != 200 or body != SMALL_BODY:
-        raise BenchError(f"{svc.name} answers /api/small with {status} {body[:60]!r}, "
+        raise BenchError(f"{svc.name} answers {path} with {status} {body[:60]!r}, "
                          f"expected 200 {SMALL_BODY!r}")
+    # two requests between the readings: the proxied one and the second status request
+    if before and after and after[1] - before[1] < 2:
+        raise BenchError(f"{svc.name} answered {path} without asking the upstream")
+    if svc.kind in BARE:
+        return
     missing = [h for h in EXPECTED_HEADERS if headers.get(h) is None]
     if missing:
         raise BenchError(f"{svc.name} does not send {', '.join(missing)}")
     if headers.get("X-Powered-By") is not None:
         raise BenchError(f"{svc.name} passes X-Powered-By on")
+    status, headers, _ = http_request(svc.port, svc.api("/echo"))
+    seen = ("X-Seen-Request-Id", "X-Seen-Forwarded-For", "X-Seen-Forwarded-Proto",
+            "X-Seen-Forwarded-Host")
+    missing = [h[len("X-Seen-"):] for h in seen if not headers.get(h)]
+    if status != 200 or missing:
+        raise BenchError(f"{svc.name} does not send {', '.join(missing) or 'anything'} "
+                         f"upstream ({svc.api('/echo')} answered {status})")
 
 
 def check_access_logs(services):
-    """Every contender wrote a line for the check requests."""
+    """Every contender that keeps one wrote a line for the check requests."""
     time.sleep(SETTLE + 0.3)
     for svc in services:
+        if svc.kind in BARE:
+            continue
         if svc.log_size() == 0:
             raise BenchError(f"{svc.name} wrote nothing to its access log {svc.access_log}")
         svc.truncate_log()
@@ -654,7 +763,7 @@ def run_main(contenders, upstream, levels, rounds, duration):
         for conns in levels:
             for svc in contenders:
                 done += 1
-                res = measure(svc, upstream, "/api/small", conns, duration)
+                res = measure(svc, upstream, svc.api("/small"), conns, duration)
                 res.update(contender=svc.name, connections=conns, round=rnd)
                 runs.append(res)
                 log(f"[{done}/{total}] {svc.name:8} c={conns:<5} round {rnd}: "
@@ -922,6 +1031,18 @@ def machine_info(tools):
     }
     if tools.get("haproxy"):
         versions["haproxy"] = version([tools["haproxy"], "-v"], r"HAProxy version (\S+)")
+    if tools.get("caddy"):
+        versions["caddy"] = version([tools["caddy"], "version"], r"v?(\d+\.\d+\.\d+\S*)")
+    if tools.get("node"):
+        versions["node"] = version([tools["node"], "--version"], r"v(\S+)")
+        try:
+            lock = json.loads((TUTORIAL / "package-lock.json").read_text())["packages"]
+            for dep in ("express", "http-proxy-middleware"):
+                versions[dep] = lock[f"node_modules/{dep}"]["version"]
+        except (OSError, KeyError, ValueError):
+            pass
+    if tools.get("h2load"):
+        versions["h2load"] = version([tools["h2load"], "--version"], r"nghttp2/(\S+)")
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -989,7 +1110,7 @@ def main_table_md(data):
                   + ", ".join(f"{k} {fmt_mib(val)} MiB" for k, val in idle.items()) + "."]
     logs = {}
     for r in rows:
-        if r.get("access_log_bytes_per_req") is not None:
+        if r.get("access_log_bytes_per_req") is not None and r["contender"] not in BARE:
             logs.setdefault(r["contender"], []).append(r["access_log_bytes_per_req"])
     if logs:
         lines += ["", "Access log written per request (checks that every contender logs): "
@@ -1045,9 +1166,16 @@ NOTES = [
     "(stub_status); with working upstream keepalive it stays near the number of "
     "connections, far below the number of requests.",
     "- The contenders do the same policy work: /api stripped, upstream keepalive, helmet's "
-    "11 security headers (its 12th, Strict-Transport-Security, goes over TLS only), CORS, X-Request-Id, X-Forwarded-*, a per-client rate limit that "
-    "never triggers, a combined access log to a file (benches/pylon.toml, "
-    "benches/peers/nginx.conf, benches/peers/haproxy.cfg).",
+    "11 security headers (its 12th, Strict-Transport-Security, goes over TLS only), CORS, "
+    "X-Request-Id, X-Forwarded-*, a per-client rate limit that never triggers, a combined "
+    "access log to a file (benches/pylon.toml, benches/peers/nginx.conf, "
+    "benches/peers/haproxy.cfg). Caddy (benches/peers/Caddyfile) has no rate limiter in its "
+    "standard modules and logs JSON. The tutorial's Node gateway (benches/tutorial) is one "
+    "Node process with http-proxy's defaults: a new upstream connection per request, and "
+    "helmet sends Strict-Transport-Security over plain HTTP too.",
+    "- floor: benches/floor.rs, a bare Pingora proxy (upstream_peer only, Pylon's threads, "
+    "allocator and release profile) asked for /small directly: no policy, no log. What it "
+    "costs is what the engine costs; Pylon's own work is the difference.",
 ]
 
 
@@ -1104,17 +1232,18 @@ def draw_chart(json_path, png_path):
                   if any(r["contender"] == c for r in rows)]
     levels = sorted({r["connections"] for r in rows})
     value = {(r["contender"], r["connections"]): r for r in rows}
-    fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(14, 5))
     width = 0.8 / max(len(contenders), 1)
-    colors = {"pylon": "#d9534f", "nginx": "#2e8b57", "haproxy": "#3b6ea8"}
+    colors = {"pylon": "#d9534f", "floor": "#f0ad4e", "nginx": "#2e8b57",
+              "haproxy": "#3b6ea8", "caddy": "#6f42c1", "tutorial": "#7f7f7f"}
     for i, c in enumerate(contenders):
         xs = [j + (i - (len(contenders) - 1) / 2) * width for j in range(len(levels))]
         rps = [(value.get((c, lv)) or {}).get("rps") or 0 for lv in levels]
         p99 = [((value.get((c, lv)) or {}).get("p99_us") or 0) / 1000 for lv in levels]
         bars = ax_rps.bar(xs, rps, width, label=c, color=colors.get(c))
-        ax_rps.bar_label(bars, labels=[f"{x / 1000:.1f}k" for x in rps], fontsize=7, padding=2)
+        ax_rps.bar_label(bars, labels=[f"{x / 1000:.1f}k" for x in rps], fontsize=6, padding=2)
         bars = ax_p99.bar(xs, p99, width, label=c, color=colors.get(c))
-        ax_p99.bar_label(bars, labels=[f"{x:.2f}" for x in p99], fontsize=7, padding=2)
+        ax_p99.bar_label(bars, labels=[f"{x:.2f}" for x in p99], fontsize=6, padding=2)
     for ax, title, unit in ((ax_rps, "Requests per second (higher is better)", "req/s"),
                             (ax_p99, "p99 latency (lower is better)", "ms")):
         ax.set_xticks(range(len(levels)))
@@ -1164,7 +1293,8 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, help="rounds of A/B/C turns (default 2; --quick 1)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 3 s, 1 round, 100 connections only, no scaling runs")
-    p.add_argument("--only", help="contenders to run, comma-separated: pylon,nginx,haproxy")
+    p.add_argument("--only", help="contenders to run, comma-separated: "
+                   + ",".join(CONTENDERS))
     p.add_argument("--skip-scaling", action="store_true", help="only the main comparison")
     p.add_argument("--connections", help="connection counts (default 10,100,1000)")
     p.add_argument("--soak", type=int, metavar="SECONDS",
@@ -1207,15 +1337,20 @@ def parse_args(argv):
 def find_tools(args):
     tools = {}
     missing = []
-    for name in ("wrk", "nginx") + (("haproxy",) if "haproxy" in args.contenders else ()):
+    # a contender's tool: its Debian package is named the same, but for node (nodejs)
+    needs = {"haproxy": "haproxy", "caddy": "caddy", "tutorial": "node"}
+    names = ["wrk", "nginx"] + [needs[c] for c in args.contenders if c in needs]
+    for name in names:
         tools[name] = find_tool(name)
         if tools[name] is None:
             missing.append(name)
     if missing:
         raise BenchError(f"missing on PATH: {', '.join(missing)}; `make bench-deps` installs "
-                         "them (Debian packages wrk, nginx-light, haproxy)")
-    if not PYLON.exists():
-        raise BenchError(f"{PYLON} is missing: build it with `cargo build --release --bins`")
+                         "them (Debian packages wrk, nginx-light, haproxy, caddy, nodejs)")
+    for kind, binary in (("pylon", PYLON), ("floor", FLOOR)):
+        if kind in args.contenders and not binary.exists():
+            raise BenchError(f"{binary} is missing: build it with `cargo build --release "
+                             "--bins` (or set PYLON_BIN / FLOOR_BIN)")
     if tomllib is None:
         raise BenchError("Python 3.11 or newer is needed (tomllib)")
     tools["nginx_realip"] = nginx_has_realip(tools["nginx"])
@@ -1288,7 +1423,7 @@ def main(argv=None):
         else:
             # a short unmeasured run each: upstream connections, caches, page faults
             for svc in contenders:
-                run_wrk(svc.port, "/api/small", 100, min(2, args.duration))
+                run_wrk(svc.port, svc.api("/small"), 100, min(2, args.duration))
                 time.sleep(0.5)
                 svc.truncate_log()
             runs = run_main(contenders, upstream, args.levels, args.rounds, args.duration)
