@@ -19,12 +19,16 @@ BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
 # status page; openssl's s_client checks TLS session resumption; redis-server is the
 # shared rate-limit store of three gateways.
 TEST_PACKAGES := systemd logrotate chromium nodejs openssl redis-server
-# The load harness (benches/load.py): wrk drives Pylon, nginx and HAProxy; nginx is also
-# the upstream; matplotlib draws the chart. benches/instructions.sh counts with valgrind
-# (callgrind) under h2load (nghttp2-client). An nginx already installed (nginx, nginx-full,
-# ...) is used as it is; otherwise nginx-light.
+# The load harness (benches/load.py): wrk drives Pylon, its floor (target/release/pylon-floor),
+# nginx, HAProxy, Caddy and the tutorial's Node gateway (benches/tutorial: node, and its
+# packages from npm); nginx is also the upstream; matplotlib draws the chart; h2load
+# (nghttp2-client) drives the HTTP/2 runs; openssl makes the certificate and the JWT keys.
+# benches/instructions.sh counts with valgrind (callgrind) under h2load. An nginx already
+# installed (nginx, nginx-full, ...) is used as it is; otherwise nginx-light. Debian's caddy
+# package also enables its own caddy.service on port 80 where systemd runs; the harness
+# starts its own Caddy (`systemctl disable --now caddy` if the system's one is unwanted).
 BENCH_NGINX := $(if $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null),,nginx-light)
-BENCH_PACKAGES := wrk $(BENCH_NGINX) haproxy python3 python3-matplotlib valgrind nghttp2-client redis-server
+BENCH_PACKAGES := wrk $(BENCH_NGINX) haproxy caddy nodejs openssl python3 python3-matplotlib valgrind nghttp2-client redis-server
 
 .PHONY: all build release run test lint deps bench-deps bench microbench install clean
 
@@ -37,18 +41,23 @@ deps:
 
 bench-deps: deps
 	@bash scripts/ensure-packages.sh $(BENCH_PACKAGES)
+	@command -v npm >/dev/null || bash scripts/ensure-packages.sh npm
+	@[ -d benches/tutorial/node_modules/http-proxy-middleware ] || npm ci --prefix benches/tutorial --no-audit --no-fund
 
-# Pylon against nginx and HAProxy doing the same work, on this machine; results in
-# benches/results/latest.{md,json,png}. BENCH_ARGS="--quick" for a smoke test,
-# "--only pylon,nginx", "--skip-scaling", "--duration 20 --rounds 3", "--soak 600".
+# Pylon against its floor, nginx, HAProxy, Caddy and the tutorial's Node gateway doing the
+# same work, then the scenarios (routes, clients, bodies, the gateway's own answers, auth,
+# upload, HTTPS and HTTP/2, new TLS connections), on this machine; results in
+# benches/results/latest.{md,json,png}. BENCH_ARGS="--quick" for a smoke test (every
+# scenario, briefly), "--only pylon,nginx", "--skip-scaling" (no scenarios),
+# "--scenarios auth,h2", "--duration 20 --rounds 3", "--soak 600".
 # Then benches/cluster.py: three gateways sharing one budget in Redis against local
 # counts (benches/results/cluster.md); CLUSTER_ARGS="--duration 5" for a shorter run.
 # Then benches/idle_connections.py: memory per idle keep-alive connection, TLS connection
-# and WebSocket, Pylon against nginx (benches/results/connections-latest.md).
+# and WebSocket, Pylon against nginx and the floor (benches/results/connections-latest.md).
 bench: bench-deps release
 	python3 benches/load.py $(BENCH_ARGS)
 	python3 benches/cluster.py $(CLUSTER_ARGS)
-	python3 benches/idle_connections.py --gateway pylon,nginx --out benches/results/connections-latest.md $(CONNECTIONS_ARGS)
+	python3 benches/idle_connections.py --gateway pylon,nginx,floor --out benches/results/connections-latest.md $(CONNECTIONS_ARGS)
 
 build: deps
 	$(CARGO) build

@@ -2,7 +2,7 @@
 """Memory per idle connection: what a gateway holds for a client that made a request and
 then keeps its connection open, doing nothing (issue #16).
 
-    python3 benches/idle_connections.py [--gateway pylon,nginx] [--modes plain,tls,ws]
+    python3 benches/idle_connections.py [--gateway pylon,nginx,floor] [--modes plain,tls,ws]
                                         [--counts 3000,20000] [--settle S] [--after S]
                                         [--out FILE]
 
@@ -14,7 +14,10 @@ for each gateway, mode and count, a fresh gateway on loopback:
             benches/pylon.toml (rate limit, security headers, CORS, combined access log)
     nginx   benches/peers/nginx.conf (2 workers, the same policy work), plus a TLS
             listener and a WebSocket location
-    floor   FLOOR_BIN, when set: any binary that takes the same arguments as pylon
+    floor   FLOOR_BIN (default target/release/pylon-floor, benches/floor.rs): bare
+            Pingora with Pylon's threads, plain and TLS listeners, its one upstream the
+            nginx one (asked for /small: it strips no prefix) or, for WebSockets, the
+            silent one
 
 Each run: warm the gateway up (100 connections that make one request and close), read
 its memory ("before"); open COUNT connections that each send one GET (plain HTTP/1.1
@@ -52,7 +55,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PEERS = REPO / "benches" / "peers"
 PYLON = Path(os.environ.get("PYLON_BIN") or REPO / "target" / "release" / "pylon")
-FLOOR = os.environ.get("FLOOR_BIN")
+FLOOR = Path(os.environ.get("FLOOR_BIN") or REPO / "target" / "release" / "pylon-floor")
 
 HOST = "127.0.0.1"
 UPSTREAM_PORT = 18280
@@ -292,6 +295,19 @@ def start_pylon(tmp, name, binary, cert, key):
     return svc
 
 
+def start_floor(tmp, name, binary, cert, key, mode):
+    """The floor with Pylon's 2 threads; it has one upstream, so a WebSocket run points it
+    at the silent WebSocket upstream."""
+    upstream = WS_PORT if mode == "ws" else UPSTREAM_PORT
+    env = dict(os.environ, RUST_LOG="warn")
+    svc = Service(name, [binary, "--listen", f"{HOST}:{PLAIN_PORT}", "--tls-listen",
+                         f"{HOST}:{TLS_PORT}", "--cert", cert, "--key", key, "--upstream",
+                         f"{HOST}:{upstream}", "--threads", "2"], tmp, signal.SIGINT, env=env)
+    svc.wait_port(PLAIN_PORT, timeout=60)
+    svc.wait_port(TLS_PORT, timeout=60)
+    return svc
+
+
 def start_nginx(tmp, cert, key):
     # the peer config as load.py runs it, plus a TLS listener and a WebSocket location;
     # room for 20,000 idle clients, kept for longer than a run takes
@@ -362,13 +378,16 @@ async def ws_upstream(port):
 # clients
 
 
-def request_bytes(mode, i):
+def request_bytes(mode, i, prefix):
+    """The request of connection i; prefix: where the gateway has the upstream's paths
+    (/api; the floor strips nothing: "")."""
     if mode == "ws":
         key = base64.b64encode(i.to_bytes(16, "big")).decode()
         return (f"GET /ws/chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
-    return b"GET /api/small HTTP/1.1\r\nHost: localhost\r\nUser-Agent: idle-bench\r\n\r\n"
+    return (f"GET {prefix}/small HTTP/1.1\r\nHost: localhost\r\nUser-Agent: idle-bench"
+            f"\r\n\r\n").encode()
 
 
 async def read_answer(reader):
@@ -388,7 +407,7 @@ async def read_answer(reader):
     return status
 
 
-async def open_one(i, mode, tls_ctx):
+async def open_one(i, mode, tls_ctx, prefix):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
@@ -404,7 +423,7 @@ async def open_one(i, mode, tls_ctx):
                                                        server_hostname="localhost")
     else:
         reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(request_bytes(mode, i))
+    writer.write(request_bytes(mode, i, prefix))
     await writer.drain()
     status = await read_answer(reader)
     want = 101 if mode == "ws" else 200
@@ -414,14 +433,14 @@ async def open_one(i, mode, tls_ctx):
     return reader, writer
 
 
-async def open_many(n, mode, tls_ctx, first=0):
+async def open_many(n, mode, tls_ctx, prefix, first=0):
     sem = asyncio.Semaphore(CONCURRENCY)
     errors = []
 
     async def one(i):
         async with sem:
             try:
-                return await asyncio.wait_for(open_one(i, mode, tls_ctx), 30)
+                return await asyncio.wait_for(open_one(i, mode, tls_ctx, prefix), 30)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                     BenchError) as e:
                 errors.append(f"{type(e).__name__}: {e}")
@@ -449,10 +468,10 @@ def tls_context():
     return ctx
 
 
-async def client_main(mode, count, first):
+async def client_main(mode, count, first, prefix):
     """One client process: open `count` connections, say so, hold them until told (a line
     on stdin), close them, say so."""
-    conns = await open_many(count, mode, tls_context(), first=first)
+    conns = await open_many(count, mode, tls_context(), prefix, first=first)
     print(f"opened {len(conns)}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     # a connection the gateway closed meanwhile has its reader at EOF
@@ -465,13 +484,13 @@ class Clients:
     """COUNT client connections, spread over processes of at most PER_PROCESS each (a
     process here may hold no more descriptors than RLIMIT_NOFILE allows)."""
 
-    def __init__(self, mode, count, first, per_process):
+    def __init__(self, mode, count, first, per_process, prefix):
         self.procs = []
         for start in range(0, count, per_process):
             n = min(per_process, count - start)
             self.procs.append(subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), "--client", mode, str(n),
-                 str(first + start)],
+                 str(first + start), prefix],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
 
     def _replies(self, word):
@@ -502,8 +521,8 @@ class Clients:
                 p.wait()
 
 
-def run_one(svc, mode, count, settle, after, per_process):
-    warm = Clients(mode, WARMUP, 0, per_process)
+def run_one(svc, mode, count, settle, after, per_process, prefix):
+    warm = Clients(mode, WARMUP, 0, per_process, prefix)
     try:
         warm.opened()
         warm.close()
@@ -511,7 +530,7 @@ def run_one(svc, mode, count, settle, after, per_process):
         warm.kill()
     before = settled_memory(svc.pid, settle)
     started = time.monotonic()
-    clients = Clients(mode, count, WARMUP, per_process)
+    clients = Clients(mode, count, WARMUP, per_process, prefix)
     try:
         # bounded: each connection has 30 s, and a process opens them CONCURRENCY at a time
         opened = clients.opened()
@@ -561,7 +580,7 @@ def fit(wanted, mode, limit):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gateway", default="pylon,nginx",
-                    help="comma-separated: pylon, nginx, floor (FLOOR_BIN)")
+                    help="comma-separated: pylon, nginx, floor (PYLON_BIN, FLOOR_BIN)")
     ap.add_argument("--modes", default="plain,tls,ws")
     ap.add_argument("--counts", default="3000,20000")
     ap.add_argument("--settle", type=float, default=3.0,
@@ -570,15 +589,15 @@ def main():
                     help="seconds after the close before the last reading")
     ap.add_argument("--out", help="also write the Markdown here")
     ap.add_argument("--ws-upstream", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--client", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     limit = raise_nofile()
     if args.ws_upstream:
         asyncio.run(ws_upstream(args.ws_upstream))
         return
     if args.client:
-        mode, count, first = args.client
-        asyncio.run(asyncio.wait_for(client_main(mode, int(count), int(first)),
+        mode, count, first, prefix = args.client
+        asyncio.run(asyncio.wait_for(client_main(mode, int(count), int(first), prefix),
                                      PHASE_TIMEOUT + 600))
         return
     gateways = [g for g in args.gateway.split(",") if g]
@@ -587,8 +606,11 @@ def main():
     per_process = max(1000, min(5000, limit - 500))
     binaries = {"pylon": PYLON, "floor": FLOOR}
     for g in gateways:
-        if g in binaries and not (binaries[g] and os.access(binaries[g], os.X_OK)):
-            raise BenchError(f"{g}: no binary (PYLON_BIN / FLOOR_BIN)")
+        if g not in ("pylon", "nginx", "floor"):
+            raise BenchError(f"unknown gateway {g}: pylon, nginx or floor")
+        if g in binaries and not os.access(binaries[g], os.X_OK):
+            raise BenchError(f"{g}: no binary {binaries[g]} (PYLON_BIN / FLOOR_BIN; "
+                             "cargo build --release --bins)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="pylon-idle-") as tmp_name:
         tmp = Path(tmp_name)
@@ -604,11 +626,14 @@ def main():
                         log(f"{gw} {mode} {count}")
                         if gw == "nginx":
                             svc = start_nginx(tmp, cert, key)
+                        elif gw == "floor":
+                            svc = start_floor(tmp, gw, binaries[gw], cert, key, mode)
                         else:
                             svc = start_pylon(tmp, gw, binaries[gw], cert, key)
+                        prefix = "" if gw == "floor" else "/api"
                         try:
                             r = run_one(svc, mode, count, args.settle, args.after,
-                                        per_process)
+                                        per_process, prefix)
                         finally:
                             svc.stop()
                         log(f"  opened {r['opened']} in {r['seconds']:.1f} s; RSS "
@@ -619,7 +644,7 @@ def main():
         finally:
             stop_all()
     md = [f"# Memory per idle connection ({time.strftime('%Y-%m-%d %H:%M')})", "",
-          f"pylon: `{PYLON}`; settle {args.settle} s, after-close {args.after} s; "
+          f"pylon: `{PYLON}`; floor: `{FLOOR}`; settle {args.settle} s, after-close {args.after} s; "
           f"each connection made one request (a WebSocket: the upgrade), then idle.", "",
           table(rows), ""]
     text = "\n".join(md)
