@@ -8,6 +8,7 @@
 #   UPSTREAM_IDLE=off benches/instructions.sh        (timeouts.upstream_idle for Pylon)
 #   benches/instructions.sh 200 /api/body/1m          (1k, 64k, 1m: response bodies)
 #   UPLOAD=1m benches/instructions.sh 200 /api/upload  (each request POSTs 1 MiB)
+#   APIKEY=1 benches/instructions.sh 2000 /key/small  (an API-key route, the key on every request)
 #   JWT=1 benches/instructions.sh 2000 /jwt/small      (an RS256 route, one reused token;
 #                                                     JWT_CACHE_TTL=0s: without the cache;
 #                                                     JWT_ALG=ES256: an ES256 route)
@@ -164,6 +165,23 @@ sed -e "s|@@TMP@@|$tmp|g; s|@@NAME@@|policy|g; s|@@PORT@@|$nginx_port|g" \
     -e "s|^worker_processes .*|worker_processes 1;\nmaster_process off;|" \
     benches/peers/nginx.conf > "$tmp/policy.conf"
 mkdir -p "$tmp/policy-tmp"
+
+# APIKEY=1: also a route /key behind an API key (a header, its SHA-256 in the config),
+# and every request carries the key (benches/instructions.sh 2000 /key/small)
+if [ -n "${APIKEY:-}" ]; then
+  key=bench-key-0123456789abcdef
+  header=(-H "x-api-key: $key")
+  cat >> "$tmp/pylon.toml" <<CONF
+[auth.key]
+type = "api_key"
+header = "X-Api-Key"
+keys = { bench = "sha256:$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)" }
+[[routes]]
+prefix = "/key"
+upstreams = ["127.0.0.1:$up_port"]
+auth = "key"
+CONF
+fi
 
 # Ir of one run of a proxy ($1: pylon, floor or nginx) that serves $2 requests
 measure() {
