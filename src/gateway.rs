@@ -73,10 +73,12 @@ fn policy<'a>(rt: &'a Runtime, ctx: &RequestState) -> Option<&'a Policy> {
 }
 
 /// Per-request context: the runtime the request started on (a reload does not change
-/// it), and the state the phases share.
+/// it), and the state the phases share. The state is boxed: Pingora keeps the context
+/// inside the request's future, which it moves into a box of its own for every request,
+/// so 16 bytes here instead of ~440 make that copy smaller.
 pub struct RequestCtx {
     rt: Arc<Runtime>,
-    state: RequestState,
+    state: Box<RequestState>,
 }
 
 impl RequestCtx {
@@ -172,7 +174,10 @@ impl ProxyHttp for Gateway {
             in_flight_slot: None,
             capped: false,
         };
-        RequestCtx { rt, state }
+        RequestCtx {
+            rt,
+            state: Box::new(state),
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
