@@ -1757,12 +1757,21 @@ mod tests {
     #[test]
     fn an_idle_timeout_is_a_duration_or_off() {
         assert_eq!("off".parse(), Ok(IdleTimeout(None)));
-        assert_eq!("90s".parse(), Ok(IdleTimeout(Some(Duration::from_secs(90)))));
+        assert_eq!(
+            "90s".parse(),
+            Ok(IdleTimeout(Some(Duration::from_secs(90))))
+        );
         for bad in ["0s", "Off", "none", "", "15"] {
-            assert!(bad.parse::<IdleTimeout>().is_err(), "{bad:?} should be refused");
+            assert!(
+                bad.parse::<IdleTimeout>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
         let err = error_of(&format!("[timeouts]\nupstream_idle = \"0s\"\n{ROUTE}"));
-        assert!(err.contains("test.toml:2") && err.contains("timeouts.upstream_idle"), "{err}");
+        assert!(
+            err.contains("test.toml:2") && err.contains("timeouts.upstream_idle"),
+            "{err}"
+        );
         assert!(err.contains("or \"off\""), "{err}");
     }
 
