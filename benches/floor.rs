@@ -10,8 +10,8 @@
 //! ```
 //!
 //! Its server settings are the ones Pylon would use for the same job (threads, the
-//! upstream keep-alive pool); its listeners are Pingora's defaults (TLS: the intermediate
-//! profile, with HTTP/2 offered).
+//! upstream keep-alive pool, which timer long timeouts run on); its listeners are Pingora's
+//! defaults (TLS: the intermediate profile, with HTTP/2 offered).
 
 use std::net::SocketAddr;
 
@@ -77,6 +77,7 @@ fn main() {
     let conf = ServerConf {
         threads: args.threads,
         upstream_keepalive_pool_size: args.upstream_keepalive,
+        fast_timeout_to_tokio_threshold_seconds: pylon::memory::TOKIO_TIMEOUTS_ABOVE_SECONDS,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(0),
         ..ServerConf::default()

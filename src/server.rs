@@ -180,6 +180,8 @@ pub fn build(
         // 128, a thousand concurrent requests reopened ~2,000 upstream connections in a
         // 6 s run instead of reusing them
         upstream_keepalive_pool_size: rt.upstream_keepalive,
+        // long timeouts on tokio's timer, which forgets a wait that ended (see `memory`)
+        fast_timeout_to_tokio_threshold_seconds: crate::memory::TOKIO_TIMEOUTS_ABOVE_SECONDS,
         // a daemon stays in the caller's directory, so that relative paths in the config
         // (certificates, keys, logs) mean the same at a reload as at the start
         working_directory: std::env::current_dir().ok(),
