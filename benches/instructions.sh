@@ -9,6 +9,8 @@
 #   benches/instructions.sh 200 /api/body/1m          (1k, 64k, 1m: response bodies)
 #   UPLOAD=1m benches/instructions.sh 200 /api/upload  (each request POSTs 1 MiB)
 #   APIKEY=1 benches/instructions.sh 2000 /key/small  (an API-key route, the key on every request)
+#   TLS=1 benches/instructions.sh                    (HTTP/1.1 over TLS 1.3, pylon and the floor;
+#                                                     the 4 handshakes are in the count too)
 #   JWT=1 benches/instructions.sh 2000 /jwt/small      (an RS256 route, one reused token;
 #                                                     JWT_CACHE_TTL=0s: without the cache;
 #                                                     JWT_ALG=ES256: an ES256 route)
@@ -52,6 +54,8 @@ up_port=18190
 gw_port=18191
 floor_port=18192
 nginx_port=18193
+pylon_tls_port=18194
+floor_tls_port=18195
 cat > "$tmp/up.conf" <<CONF
 worker_processes 1;
 pid $tmp/up.pid;
@@ -183,13 +187,33 @@ auth = "key"
 CONF
 fi
 
+# TLS=1: the same requests over TLS (HTTP/1.1, an ECDSA P-256 certificate) to Pylon's
+# [tls] listener and the floor's --tls-listen; nginx's config here has no TLS listener
+scheme=http
+if [ -n "${TLS:-}" ]; then
+  scheme=https
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+  cat >> "$tmp/pylon.toml" <<CONF
+[tls]
+listen = ["127.0.0.1:$pylon_tls_port"]
+certificates = [{ cert = "$tmp/tls.crt", key = "$tmp/tls.key" }]
+CONF
+  if wants nginx; then
+    echo "TLS=1 measures pylon and the floor only" >&2
+    only=${only//nginx/}
+  fi
+fi
+
 # Ir of one run of a proxy ($1: pylon, floor or nginx) that serves $2 requests
 measure() {
-  local who=$1 n=$2 out="$tmp/cg.$1.$2" port cmd
+  local who=$1 n=$2 out="$tmp/cg.$1.$2" port tls_port="" cmd
   case $who in
-    pylon) port=$gw_port; cmd=("$bin" -c "$tmp/pylon.toml") ;;
-    floor) port=$floor_port
-      cmd=("$floor" --listen "127.0.0.1:$floor_port" --upstream "127.0.0.1:$up_port" --threads 1) ;;
+    pylon) port=$gw_port tls_port=$pylon_tls_port; cmd=("$bin" -c "$tmp/pylon.toml") ;;
+    floor) port=$floor_port tls_port=$floor_tls_port
+      cmd=("$floor" --listen "127.0.0.1:$floor_port" --upstream "127.0.0.1:$up_port" --threads 1)
+      [ -n "${TLS:-}" ] && cmd+=(--tls-listen "127.0.0.1:$floor_tls_port" --cert "$tmp/tls.crt" --key "$tmp/tls.key") ;;
     nginx) port=$nginx_port; cmd=(nginx -c "$tmp/policy.conf") ;;
   esac
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
@@ -200,7 +224,9 @@ measure() {
     sleep 0.1
   done
   if [ "$n" -gt 0 ]; then
-    h2load --h1 -n "$n" -c 4 -m 1 "${header[@]}" "http://127.0.0.1:$port$path" >"$tmp/h2load.$who.$n" 2>&1
+    local target="http://127.0.0.1:$port$path"
+    [ "$scheme" = https ] && target="https://127.0.0.1:$tls_port$path"
+    h2load --h1 -n "$n" -c 4 -m 1 "${header[@]}" "$target" >"$tmp/h2load.$who.$n" 2>&1
     grep -q "$n done" "$tmp/h2load.$who.$n" || { cat "$tmp/h2load.$who.$n" >&2; exit 1; }
     grep -q "status codes: $n 2xx" "$tmp/h2load.$who.$n" ||
       { echo "$who: not every answer was a 2xx" >&2; cat "$tmp/h2load.$who.$n" >&2; exit 1; }
