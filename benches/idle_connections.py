@@ -52,6 +52,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# the load harness beside this file: its errors and its config templating
+from load import BenchError, fill_template
+
 REPO = Path(__file__).resolve().parent.parent
 PEERS = REPO / "benches" / "peers"
 PYLON = Path(os.environ.get("PYLON_BIN") or REPO / "target" / "release" / "pylon")
@@ -76,10 +79,6 @@ CONCURRENCY = 100
 WARMUP = CONCURRENCY
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PHASE_TIMEOUT = 300
-
-
-class BenchError(Exception):
-    pass
 
 
 def log(msg):
@@ -194,24 +193,13 @@ def stop_all():
         svc.stop()
 
 
-def fill(src, dst, **values):
-    text = src.read_text()
-    for key, value in values.items():
-        text = text.replace(f"@@{key}@@", str(value))
-    left = sorted(set(re.findall(r"@@[A-Z_]+@@", text)))
-    if left:
-        raise BenchError(f"{src}: placeholders left unfilled: {', '.join(left)}")
-    dst.write_text(text)
-    return dst
-
-
 def start_upstream(tmp):
     www = tmp / "www"
     www.mkdir()
     for name, size in (("empty", 0), ("1k", 1024), ("1m", 1 << 20)):
         (www / name).write_bytes(b"x" * size)
     (tmp / "upstream-tmp").mkdir()
-    conf = fill(PEERS / "upstream.conf", tmp / "upstream.conf", TMP=tmp, WWW=www,
+    conf = fill_template(PEERS / "upstream.conf", tmp / "upstream.conf", TMP=tmp, WWW=www,
                 PORT=UPSTREAM_PORT, STATUS="")
     svc = Service("upstream", ["nginx", "-p", tmp, "-e", tmp / "upstream-error.log", "-c",
                                conf], tmp)
@@ -327,7 +315,7 @@ def start_nginx(tmp, cert, key):
     realip = ("set_real_ip_from 127.0.0.0/8;\n    real_ip_header X-Forwarded-For;\n"
               "    real_ip_recursive on;")
     (tmp / "nginx-tmp").mkdir(exist_ok=True)
-    conf = fill(PEERS / "nginx.conf", tmp / "nginx.conf", TMP=tmp, NAME="nginx",
+    conf = fill_template(PEERS / "nginx.conf", tmp / "nginx.conf", TMP=tmp, NAME="nginx",
                 PORT=PLAIN_PORT, UPSTREAM_PORT=UPSTREAM_PORT, REALIP=realip,
                 EXTRA_LOCATIONS=extra)
     text = conf.read_text()
