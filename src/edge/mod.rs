@@ -142,8 +142,9 @@ impl Edge {
     /// told at once) or it is complete. What was read is left in `pending`.
     async fn sniff_h2c(&self, stream: &mut Stream, pending: &mut BytesMut, by: Instant) -> Sniffed {
         while pending.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(pending) {
-            let left = by.saturating_duration_since(Instant::now());
-            match pingora_timeout::timeout(left, scratch::read_into(stream, pending)).await {
+            // tokio's timer, like every timeout here: Pingora's fast timer keeps its slot
+            // until the deadline even after the read ended (see `memory`)
+            match tokio::time::timeout_at(by.into(), scratch::read_into(stream, pending)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ if pending.is_empty() => return Sniffed::Gone,
                 // a partial head: the HTTP/1 loop answers it (408)
