@@ -1986,6 +1986,23 @@ mod tests {
         assert!(!format!("{keys:?}").contains(&format!("{:?}", keys.ring.load().current.aes)));
     }
 
+    /// `.cargo/config.toml` links the system's OpenSSL instead of the vendored 3.6, which
+    /// costs an idle TLS connection 9 KiB more: the library in this binary is the one the
+    /// system's `openssl` command reports.
+    #[test]
+    fn the_system_openssl_is_linked() {
+        let out = std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+            .expect("the openssl command (Debian's openssl package) runs");
+        let system = String::from_utf8_lossy(&out.stdout);
+        let linked = openssl::version::version();
+        assert!(
+            system.starts_with(linked),
+            "linked {linked:?}, the system has {system:?}: was OPENSSL_NO_VENDOR unset?"
+        );
+    }
+
     #[test]
     fn listener_settings_apply_the_shared_configuration() {
         let pki = Pki::new();
