@@ -19,8 +19,9 @@ for each gateway, mode and count, a fresh gateway on loopback:
             nginx one (asked for /small: it strips no prefix) or, for WebSockets, the
             silent one
 
-Each run: warm the gateway up (100 connections that make one request and close), read
-its memory ("before"); open COUNT connections that each send one GET (plain HTTP/1.1
+Each run: warm the gateway up (100 connections that make one request and close from
+each client process the run then uses, so that as many requests are in flight at once
+and the upstream pool grows as large as the run leaves it), read its memory ("before"); open COUNT connections that each send one GET (plain HTTP/1.1
 keep-alive, the same over TLS with a self-signed certificate, or a WebSocket upgrade)
 and read the whole answer, then stay idle; after SETTLE seconds read the memory again
 ("open"); close them all, wait AFTER seconds and read it a last time ("after"). The
@@ -69,13 +70,16 @@ TLS_PORT = 18282
 SOURCES = [f"127.0.0.{i}" for i in range(2, 34)]
 # IP_BIND_ADDRESS_NO_PORT: pick the source port at connect(), by the whole 4-tuple
 IP_BIND_ADDRESS_NO_PORT = 24
-# connections being set up at once: enough to be quick, few enough that the gateway's
-# upstream pool (and nginx's) stays small and the same before and after
+# connections each client process sets up at once: enough to be quick, few enough that
+# the gateway's upstream pool (and nginx's) stays small
 CONCURRENCY = 100
-# one round of CONCURRENCY connections before "before": the upstream pool, the lazy
-# statics and the allocator's first pages are then in place. Not more: what the warm-up
-# frees stays in the allocator and is reused by the first measured connections, which
-# would understate the cost of each
+# one round of CONCURRENCY connections from each client process before "before": the
+# upstream pool, the lazy statics and the allocator's first pages are then in place. With
+# one warm-up process for four measured ones, the run found up to four times the requests
+# in flight, and its "after" counted the up to 300 more idle upstream connections the
+# pool then kept (upstream_idle, 60 s) as memory not given back. Not more: what the
+# warm-up frees stays in the allocator and is reused by the first measured connections,
+# which would understate the cost of each (by at most 400 of 19,500 here)
 WARMUP = CONCURRENCY
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PHASE_TIMEOUT = 300
@@ -510,7 +514,9 @@ class Clients:
 
 
 def run_one(svc, mode, count, settle, after, per_process, prefix):
-    warm = Clients(mode, WARMUP, 0, per_process, prefix)
+    processes = -(-count // per_process)
+    warmup = WARMUP * processes
+    warm = Clients(mode, warmup, 0, WARMUP, prefix)
     try:
         warm.opened()
         warm.close()
@@ -518,7 +524,7 @@ def run_one(svc, mode, count, settle, after, per_process, prefix):
         warm.kill()
     before = settled_memory(svc.pid, settle)
     started = time.monotonic()
-    clients = Clients(mode, count, WARMUP, per_process, prefix)
+    clients = Clients(mode, count, warmup, per_process, prefix)
     try:
         # bounded: each connection has 30 s, and a process opens them CONCURRENCY at a time
         opened = clients.opened()
