@@ -21,10 +21,14 @@ for each gateway, mode and count, a fresh gateway on loopback:
 
 Each run: warm the gateway up (100 connections that make one request and close from
 each client process the run then uses, so that as many requests are in flight at once
-and the upstream pool grows as large as the run leaves it), read its memory ("before"); open COUNT connections that each send one GET (plain HTTP/1.1
-keep-alive, the same over TLS with a self-signed certificate, or a WebSocket upgrade)
-and read the whole answer, then stay idle; after SETTLE seconds read the memory again
-("open"); close them all, wait AFTER seconds and read it a last time ("after"). The
+and the upstream pool grows as large as the run leaves it), wait AFTER seconds (or
+SETTLE, if longer) and read its memory ("before"); open COUNT connections that each send
+one GET (plain HTTP/1.1 keep-alive, the same over TLS with a self-signed certificate, or
+a WebSocket upgrade) and read the whole answer, then stay idle; after SETTLE seconds read
+the memory again ("open"); close them all, wait AFTER seconds (default 8) and read it a
+last time ("after"). "after vs fresh" compares it with the gateway's memory as it
+started, before the warm-up: an upper bound of what stays, as it counts what any
+traffic leaves in place (the pool, lazy statics, the allocator's first pages). The
 memory is VmRSS from /proc/PID/status (summed over nginx's master and workers) and the
 anonymous memory from /proc/PID/smaps_rollup; per connection is (open - before) / COUNT.
 
@@ -514,6 +518,7 @@ class Clients:
 
 
 def run_one(svc, mode, count, settle, after, per_process, prefix):
+    fresh = memory_kib(svc.pid)
     processes = -(-count // per_process)
     warmup = WARMUP * processes
     warm = Clients(mode, warmup, 0, WARMUP, prefix)
@@ -522,7 +527,9 @@ def run_one(svc, mode, count, settle, after, per_process, prefix):
         warm.close()
     finally:
         warm.kill()
-    before = settled_memory(svc.pid, settle)
+    # read as long after the warm-up's close as "after" is read after the run's: what the
+    # warm-up's connections leave is then counted the same way as what the run's leave
+    before = settled_memory(svc.pid, max(settle, after))
     started = time.monotonic()
     clients = Clients(mode, count, warmup, per_process, prefix)
     try:
@@ -534,7 +541,7 @@ def run_one(svc, mode, count, settle, after, per_process, prefix):
     finally:
         clients.kill()
     closed = settled_memory(svc.pid, after)
-    return {"before": before, "open": held, "after": closed, "opened": opened,
+    return {"fresh": fresh, "before": before, "open": held, "after": closed, "opened": opened,
             "alive": alive, "seconds": opening}
 
 
@@ -544,17 +551,18 @@ def run_one(svc, mode, count, settle, after, per_process, prefix):
 
 def table(rows):
     out = ["| gateway | mode | connections | RSS before | RSS open | RSS after | "
-           "KiB/conn (RSS) | KiB/conn (anon) | after vs before |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "KiB/conn (RSS) | KiB/conn (anon) | after vs before | after vs fresh |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for gw, mode, count, r in rows:
         n = max(r["alive"], 1)
         per = (r["open"][0] - r["before"][0]) / n
         per_anon = (r["open"][1] - r["before"][1]) / n
         back = (r["after"][0] - r["before"][0]) / r["before"][0] * 100
+        home = (r["after"][0] - r["fresh"][0]) / r["fresh"][0] * 100
         note = "" if r["alive"] == count else f" ({r['alive']} alive)"
         out.append(f"| {gw} | {mode} | {count}{note} | {r['before'][0] / 1024:.1f} MiB | "
                    f"{r['open'][0] / 1024:.1f} MiB | {r['after'][0] / 1024:.1f} MiB | "
-                   f"{per:.1f} | {per_anon:.1f} | {back:+.1f}% |")
+                   f"{per:.1f} | {per_anon:.1f} | {back:+.1f}% | {home:+.1f}% |")
     return "\n".join(out)
 
 
@@ -579,7 +587,7 @@ def main():
     ap.add_argument("--counts", default="3000,20000")
     ap.add_argument("--settle", type=float, default=3.0,
                     help="seconds to wait before reading the memory")
-    ap.add_argument("--after", type=float, default=5.0,
+    ap.add_argument("--after", type=float, default=8.0,
                     help="seconds after the close before the last reading")
     ap.add_argument("--out", help="also write the Markdown here")
     ap.add_argument("--ws-upstream", type=int, help=argparse.SUPPRESS)
