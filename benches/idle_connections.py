@@ -80,8 +80,8 @@ CONCURRENCY = 100
 # one round of CONCURRENCY connections from each client process before "before": the
 # upstream pool, the lazy statics and the allocator's first pages are then in place. With
 # one warm-up process for four measured ones, the run found up to four times the requests
-# in flight, and its "after" counted the up to 300 more idle upstream connections the
-# pool then kept (upstream_idle, 60 s) as memory not given back. Not more: what the
+# in flight, and its "after" also counted the idle upstream connections the pool added
+# then (kept for upstream_idle, 60 s) as memory not given back. Not more: what the
 # warm-up frees stays in the allocator and is reused by the first measured connections,
 # which would understate the cost of each (by at most 400 of 19,500 here)
 WARMUP = CONCURRENCY
