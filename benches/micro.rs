@@ -17,11 +17,11 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 use pingora::http::ResponseHeader;
 
-use pylon::access_log::{format_combined, format_json, Entry};
 use pylon::forwarding::{appended_forwarded_for, new_request_id};
-use pylon::headers::{AllowOrigin, Cors, SecurityHeaders};
 use pylon::limits::{ClientKey, PolicyBuilder};
+use pylon::policy::{AllowOrigin, Cors, SecurityHeaders};
 use pylon::router::Router;
+use pylon::telemetry::access_log::{format_combined, format_json, Entry};
 
 // ---------------------------------------------------------------------------------------------
 // 1. Route lookup

@@ -13,7 +13,7 @@ use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
-use crate::headers::names::X_FORWARDED_FOR;
+use crate::wire::names::X_FORWARDED_FOR;
 
 /// The proxies whose X-Forwarded-For is believed.
 #[derive(Debug, Clone, Default)]

@@ -5,47 +5,60 @@
 //! JSON 502/504 answers and logs every request.
 //!
 //! # Layout
-//! - [`config`]: the TOML file's structs and [`config::load`]; errors name file, line and key.
-//! - [`runtime`]: the compiled form the proxy reads (routes, policies, header values), and
-//!   the state that outlives a reload.
-//! - [`reload`]: the one swap point: the runtime in force, replaced in place on SIGHUP.
-//! - [`router`]: the prefix table (longest match on segment boundaries).
-//! - [`edge`]: the client connection loop in front of Pingora: head timeouts, screening of
-//!   malformed heads with the gateway's own answers, pipelining, the connection cap.
-//! - [`gateway`]: the Pingora `ProxyHttp` phases, which orchestrate the components below.
-//! - [`limits`]: per-client rate limits on pingora-limits and the RateLimit header fields.
-//! - [`headers`]: helmet's security headers and CORS.
-//! - [`policy`]: route policies: methods, client allow/deny lists, body size, header
-//!   transforms.
-//! - [`forwarding`]: client IP through trusted proxies, X-Forwarded-*, request ids.
-//! - [`access_log`]: combined/JSON lines, formatted on the request path, written off it.
-//! - [`error`]: the gateway's own answers and the mapping from failures to them.
-//! - [`upstream`]: a route's instances: balancing, passive ejection, active health checks.
-//! - [`auth`]: named authenticators (JWT, API keys, OAuth2 introspection) that routes reference.
-//! - [`metrics`]: per-thread counters and the Prometheus text at /metrics.
-//! - [`admin`]: the admin listener: /metrics, /healthz, /readyz, /api/status, a status page.
-//! - [`lifecycle`]: signals, draining, in-flight requests and the exit.
-//! - [`memory`]: giving the allocator's freed pages back to the system once clients leave.
-//! - [`server`]: the command line and the wiring into a Pingora server.
-//! - [`tls`]: TLS termination: certificates checked at load, chosen per handshake by SNI.
+//! The modules stand in layers, bottom to top. A module imports from its own layer and the
+//! layers below, never above (`tests/layers.rs` reads every `use crate::` and keeps it so);
+//! when a lower module needs something from above, the type moves down or the value comes
+//! in as a parameter.
+//!
+//! 1. **Ground**, importing nothing of the crate:
+//!    - [`wire`]: HTTP field names and values (interned), and the gateway's own error
+//!      answers ([`wire::GatewayError`]: status, fields, JSON body).
+//!    - [`traffic`]: open client connections and their cap, requests in flight, draining.
+//!    - [`router`]: the prefix table (longest match on segment boundaries).
+//! 2. **File format**: [`config`], the TOML as users write it, one file per section, with
+//!    self-checking values and errors that name the file, line and key. Knows no component.
+//! 3. **Components**, one concern each, each compiled from its own section:
+//!    - [`upstream`]: a route's instances: balancing, passive ejection, health checks,
+//!      timeouts.
+//!    - [`limits`]: per-client rate limits, the shared store, in-flight and route caps.
+//!    - [`auth`]: named authenticators (JWT, API keys, OAuth2 introspection).
+//!    - [`policy`]: what a route applies: methods, client lists, header transforms, CORS and
+//!      the security headers.
+//!    - [`forwarding`]: client IP through trusted proxies, X-Forwarded-*, request ids.
+//!    - [`tls`]: certificates checked at load, ticket keys, the listeners' settings.
+//!    - [`memory`]: giving the allocator's freed pages back once clients leave.
+//! 4. **Telemetry**: [`telemetry`], counting, the access log, and the one place a finished
+//!    request becomes both ([`telemetry::exchange`]).
+//! 5. **Runtime**: [`runtime`], the compiled form a request reads, and [`runtime::Shared`],
+//!    what outlives a reload. It never reads a file and never serves.
+//! 6. **Control**: [`control`], the one swap point ([`control::Current`]) and where
+//!    configuration comes from ([`control::FileSource`]: the file and SIGHUP).
+//! 7. **Planes**, side by side, never importing each other:
+//!    - [`gateway`]: the data plane, Pingora's `ProxyHttp` phases, which orchestrate the
+//!      components.
+//!    - [`admin`]: the admin plane: /metrics, /healthz, /readyz, /api/status, a status page.
+//! 8. **Edge**: [`edge`], the client connection loop in front of Pingora: head timeouts,
+//!    screening of malformed heads with the gateway's own answers, pipelining, the cap.
+//! 9. **Process**: [`server`], the command line and `-t`, the wiring into a Pingora server,
+//!    housekeeping, signals and upgrades; `main.rs` is a thin binary over it.
+//!
+//! Public modules are the ones `benches/` and `tests/` reach; the rest are the crate's own.
 
-pub mod access_log;
-pub mod admin;
+pub(crate) mod admin;
 pub mod auth;
 pub mod config;
-pub mod edge;
-pub mod error;
+pub mod control;
+pub(crate) mod edge;
 pub mod forwarding;
-pub mod gateway;
-pub mod headers;
-pub mod lifecycle;
+pub(crate) mod gateway;
 pub mod limits;
 pub mod memory;
-pub mod metrics;
 pub mod policy;
-pub mod reload;
 pub mod router;
 pub mod runtime;
 pub mod server;
-pub mod tls;
-pub mod upstream;
+pub mod telemetry;
+pub(crate) mod tls;
+pub mod traffic;
+pub(crate) mod upstream;
+pub mod wire;

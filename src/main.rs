@@ -18,8 +18,8 @@ fn main() {
         log::warn!("OpenSSL had allocated before its allocator could be set; it keeps malloc");
     }
     let cli = Cli::parse();
-    let runtime = match server::check(&cli) {
-        Ok(rt) => rt,
+    let (source, runtime) = match server::check(&cli) {
+        Ok(checked) => checked,
         Err(e) => {
             // one line per error: a file with several mistakes lists them all
             for line in e.to_string().lines() {
@@ -36,5 +36,5 @@ fn main() {
         print!("{}", server::summary(&runtime));
         return;
     }
-    std::process::exit(server::run(runtime, &cli));
+    std::process::exit(server::run(source, runtime, &cli));
 }

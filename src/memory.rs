@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use pingora::server::ShutdownWatch;
 use tokio::runtime::Handle;
 
-use crate::edge::Connections;
+use crate::traffic::Connections;
 
 /// Pingora's `fast_timeout_to_tokio_threshold_seconds`: timeouts longer than this many
 /// whole seconds run on tokio's timer, the shorter ones (under a second) on Pingora's.

@@ -27,7 +27,7 @@ use pingora::services::background::BackgroundService;
 use pingora::tls::x509::X509;
 use pingora_ketama::{Bucket, Continuum};
 
-use crate::runtime::Timeouts;
+use crate::config::TimeoutsSection;
 
 /// How requests are spread over instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,7 +301,7 @@ impl Pool {
                 weight: s.weight,
                 tls: s.tls,
                 sni,
-                host: crate::headers::static_value(&s.authority)?,
+                host: crate::wire::static_value(&s.authority)?,
                 authority: Arc::from(s.authority.as_str()),
                 live: live.get(route, &s.identity()),
             });
@@ -734,6 +734,40 @@ impl BackgroundService for HealthChecks {
             .iter()
             .map(|p| tokio::spawn(p.clone().run_health_checks(shutdown.clone())));
         futures::future::join_all(tasks).await;
+    }
+}
+
+/// Upstream timeouts of one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    /// Silence allowed on an upgraded (WebSocket) connection, both ways.
+    pub websocket_idle: Duration,
+    /// How long an idle upstream connection stays in the pool; `None`: until the upstream
+    /// closes it or the pool evicts it (then no timer is armed for each pooled connection).
+    pub upstream_idle: Option<Duration>,
+}
+
+impl Timeouts {
+    pub fn resolve(over: &TimeoutsSection, base: Timeouts) -> Timeouts {
+        let read = over.read.map_or(base.read, |d| d.0);
+        Timeouts {
+            connect: over.connect.map_or(base.connect, |d| d.0),
+            read,
+            // a route that only raises `read` expects writes to get as long
+            write: over.write.map_or(
+                if over.read.is_some() {
+                    read
+                } else {
+                    base.write
+                },
+                |d| d.0,
+            ),
+            websocket_idle: over.websocket_idle.map_or(base.websocket_idle, |d| d.0),
+            upstream_idle: over.upstream_idle.map_or(base.upstream_idle, |d| d.0),
+        }
     }
 }
 

@@ -304,7 +304,7 @@ fn load(path: &Path, text: &str) -> Result<(), String> {
         file.access_log.path = toml::Spanned::new(span, "off".to_string());
     }
     let shared = Shared::from_config(&file).map_err(|e| e.to_string())?;
-    Runtime::from_config(path, &file, None, std::sync::Arc::new(shared))
+    Runtime::from_config(&file, None, std::sync::Arc::new(shared))
         .map(drop)
         .map_err(|e| e.to_string())
 }

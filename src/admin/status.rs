@@ -3,12 +3,12 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::metrics::unix_seconds;
-use crate::reload::Status;
+use crate::control::Status;
 use crate::runtime::{Route, Runtime};
+use crate::telemetry::metrics::unix_seconds;
 
 /// The status document (see the README's "Admin listener" for its fields).
-pub fn render(rt: &Runtime, config: &Status) -> Vec<u8> {
+pub fn render(rt: &Runtime, config: &Status, path: &std::path::Path) -> Vec<u8> {
     let shared = &rt.shared;
     let last_reload = config.last_reload.as_ref().map(|r| {
         json!({
@@ -24,7 +24,7 @@ pub fn render(rt: &Runtime, config: &Status) -> Vec<u8> {
         "started_at": unix_seconds(shared.started),
         "draining": shared.life.is_draining(),
         "config": {
-            "path": rt.config_path.display().to_string(),
+            "path": path.display().to_string(),
             "generation": config.generation,
             "loaded_at": unix_seconds(config.loaded_at),
             "last_reload": last_reload,
@@ -71,7 +71,7 @@ fn policy(p: &crate::limits::Policy) -> Value {
     })
 }
 
-fn counts(c: &crate::metrics::RouteCounters) -> Value {
+fn counts(c: &crate::telemetry::metrics::RouteCounters) -> Value {
     let requests: Map<String, Value> = c
         .requests()
         .map(|(k, n)| (k.to_string(), n.into()))

@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 
-use super::jwt::MAX_TOKEN_LEN;
+/// Tokens longer than this are refused before anything is decoded.
+pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// The token of the one `Authorization: Bearer <token>` header (RFC 6750 §2.1; the scheme
 /// is case-insensitive). Two Authorization headers, another scheme, an empty or an

@@ -12,8 +12,9 @@
 //! challenge given here. Keys are decoded at load; the hot path reads them without a lock
 //! (JWKS key sets are swapped atomically, the introspection cache is sharded).
 //!
-//! Layout: [`config`] parses and compiles the sections, `jwt` verifies tokens, `jwks` holds
-//! key sets and fetches them, `introspection` and `cache` do RFC 7662, `api_key` the keys,
+//! Layout: `types` holds the shared vocabulary, `compile` turns `[auth.NAME]` (its schema is
+//! [`crate::config::AuthSection`]) into an [`Authenticator`], `jwt` verifies tokens (`alg`,
+//! `claims`, and `jwks`, which holds key sets and fetches them), `introspection` and `cache` do RFC 7662, `api_key` the keys,
 //! `credentials` finds credentials in a request and strips them.
 //!
 //! Secrets (HMAC secrets, client secrets, API keys, tokens) never reach a log line or an
@@ -21,107 +22,31 @@
 
 mod api_key;
 mod cache;
-pub mod config;
+mod compile;
 mod credentials;
 mod fetch;
 mod introspection;
-mod jwks;
 mod jwt;
 #[cfg(test)]
 mod testkit;
+mod types;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use toml::Spanned;
 
-pub use config::{AuthError, AuthKind, AuthSection, EnvLookup};
-pub use jwks::JwksRefresher;
+pub use crate::config::{AuthKind, AuthSection};
+pub use jwt::jwks::JwksRefresher;
+pub(crate) use types::{Admitted, Denial};
+pub use types::{AuthError, Clock, EnvLookup, Identity, Rejection};
 
 /// The challenge for a missing or invalid bearer token (RFC 6750 §3).
 const BEARER_CHALLENGE: &str = "Bearer realm=\"pylon\", error=\"invalid_token\"";
-
-/// Who a request was admitted as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The rate-limit key: the subject namespaced by the authenticator, like "users:alice".
-    pub key: String,
-    /// JWT `sub`; introspection `sub`, `username` or `client_id`; the API key's consumer.
-    pub subject: String,
-    /// The name of the authenticator that admitted the request.
-    pub authenticator: Arc<str>,
-    /// Headers to send upstream (`forward_claims`); remove the client's copies of
-    /// [`Authenticator::forwarded_header_names`] before adding these.
-    pub forward: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// Why a request was not admitted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rejection {
-    /// 401 with this `WWW-Authenticate` value: credentials missing or invalid.
-    Unauthorized { challenge: HeaderValue },
-    /// 403 with this `WWW-Authenticate` value: valid, but without the required scopes.
-    Forbidden { challenge: HeaderValue },
-    /// 503: the authenticator cannot decide (no JWKS yet, introspection endpoint down).
-    Unavailable,
-}
-
-/// A method's verdict before the authenticator adds its name and challenges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Denial {
-    Unauthorized,
-    Forbidden,
-    Unavailable,
-}
-
-/// A method's success before the authenticator adds its name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Admitted {
-    pub subject: String,
-    pub forward: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// The time, in Unix milliseconds: the system's, or a fixed one that tests move by hand
-/// (the RFC examples expired in 2011).
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    fixed: Option<Arc<AtomicU64>>,
-}
-
-impl Clock {
-    pub fn system() -> Clock {
-        Clock { fixed: None }
-    }
-
-    /// A clock that stands at `since_epoch` until [`Clock::advance`] moves it.
-    pub fn fixed(since_epoch: Duration) -> Clock {
-        Clock {
-            fixed: Some(Arc::new(AtomicU64::new(since_epoch.as_millis() as u64))),
-        }
-    }
-
-    /// Move a fixed clock forward; no effect on the system clock.
-    pub fn advance(&self, by: Duration) {
-        if let Some(now) = &self.fixed {
-            now.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn now_ms(&self) -> u64 {
-        match &self.fixed {
-            Some(now) => now.load(Ordering::Relaxed),
-            None => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        }
-    }
-}
 
 /// How one authenticator checks credentials.
 pub(crate) enum Method {
@@ -265,7 +190,7 @@ impl Authenticator {
 #[derive(Debug, Default)]
 pub struct Authenticators {
     by_name: BTreeMap<String, Arc<Authenticator>>,
-    remotes: Vec<Arc<jwks::RemoteJwks>>,
+    remotes: Vec<Arc<jwt::jwks::RemoteJwks>>,
 }
 
 impl Authenticators {
@@ -284,14 +209,14 @@ impl Authenticators {
         clock: Clock,
     ) -> Result<Authenticators, AuthError> {
         let mut clients = fetch::Clients::default();
-        let mut cx = config::Context {
+        let mut cx = compile::Context {
             env,
             clock,
             clients: &mut clients,
         };
         let mut out = Authenticators::default();
         for (name, section) in sections {
-            let auth = config::compile(name, section, &mut cx)?;
+            let auth = compile::compile(name, section, &mut cx)?;
             if let Method::Jwt(verifier) = &auth.method {
                 if let Some(remote) = verifier.remote() {
                     out.remotes.push(remote.clone());
@@ -339,6 +264,7 @@ impl Authenticators {
 mod tests {
     use super::testkit::*;
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn the_clock_can_be_fixed_and_moved() {

@@ -10,7 +10,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::error::GatewayError;
+use crate::wire::GatewayError;
 
 /// Header fields one request may carry; more is 431. (Pingora takes 256.)
 pub const MAX_FIELDS: usize = 128;

@@ -25,11 +25,9 @@
 //! as soon as no request is in flight (see [`crate::lifecycle`]), or at `client_idle`.
 
 pub mod head;
-mod reply;
 mod scratch;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,12 +42,13 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use crate::access_log::Entry;
-use crate::error::GatewayError;
+use crate::control::Current;
 use crate::forwarding::new_request_id;
+use crate::gateway::answer::refusal_bytes;
 use crate::gateway::Gateway;
-use crate::metrics::Observation;
-use crate::reload::Current;
+use crate::telemetry::access_log::Entry;
+use crate::telemetry::exchange::Exchange;
+use crate::wire::GatewayError;
 use head::{Framing, HeadLimits, Scan};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -62,42 +61,6 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 /// What a lingering close reads at a time.
 const LINGER_CHUNK: usize = 4096;
-
-/// Open client connections and the ones refused over the cap.
-#[derive(Debug, Default)]
-pub struct Connections {
-    open: AtomicUsize,
-    refused: AtomicU64,
-}
-
-impl Connections {
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-
-    /// Count a new connection until the guard drops, or refuse it when `max` are open.
-    fn admit(self: &Arc<Self>, max: usize) -> Option<Admitted> {
-        if self.open.fetch_add(1, Ordering::Relaxed) >= max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Admitted(self.clone()))
-    }
-}
-
-/// One open connection, counted.
-struct Admitted(Arc<Connections>);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// The listening app: Pylon's connection loop in front of Pingora's proxy.
 pub struct Edge {
@@ -305,7 +268,7 @@ impl Edge {
         let head_only = line.method == "HEAD";
         let tls = stream.get_ssl_digest().is_some();
         let rt = self.current.load();
-        let answer = reply::render(&rt, err, origin, &request_id, head_only, tls);
+        let answer = refusal_bytes(&rt, err, origin, &request_id, head_only, tls);
         let written = tokio::time::timeout(REFUSAL_WRITE, async {
             stream.write_all(&answer).await?;
             stream.flush().await
@@ -315,25 +278,11 @@ impl Edge {
             Ok(Ok(())) if !head_only => err.body().len(),
             _ => 0,
         };
-        let duration = started.elapsed();
-        if let Some(metrics) = &rt.shared.metrics {
-            metrics.observe(&Observation {
-                route: None,
-                status: err.status(),
-                duration,
-                upstream_time: None,
-                answered: Some(err),
-                upstream_error: false,
-                request_bytes: 0,
-                response_bytes: body_bytes as u64,
-            });
-        }
-        let log = &rt.shared.access_log;
-        if !log.is_off() {
-            let client = stream
-                .get_socket_digest()
-                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-            log.log(&Entry {
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        Exchange {
+            entry: Entry {
                 client,
                 time: SystemTime::now(),
                 method: line.method,
@@ -344,12 +293,18 @@ impl Edge {
                 referer: head::field(head, b"referer"),
                 user_agent: head::field(head, b"user-agent"),
                 request_id: Some(request_id.as_bytes()),
-                duration,
+                duration: started.elapsed(),
                 route: None,
                 upstream: None,
                 error: None,
-            });
+            },
+            counters: None,
+            upstream_time: None,
+            answered: Some(err),
+            upstream_error: false,
+            request_bytes: 0,
         }
+        .record(rt.shared.metrics.as_ref(), &rt.shared.access_log);
         linger(stream).await;
     }
 }
@@ -430,7 +385,8 @@ mod tests {
         let text = "[access_log]\npath = \"off\"\n[[routes]]\nprefix = \"/\"\nupstreams = [\"127.0.0.1:9\"]\n";
         let file = crate::config::parse(path, text).unwrap();
         let shared = Arc::new(Shared::from_config(&file).unwrap());
-        let current = Current::new(Runtime::from_config(path, &file, None, shared).unwrap());
+        let rt = Runtime::from_config(&file, None, shared).unwrap();
+        let current = Current::new(rt, crate::control::FileSource::new(path, None));
         let proxy = HttpProxy::new(
             Gateway::new(current.clone()),
             Arc::new(ServerConf::default()),

@@ -14,7 +14,7 @@ use pingora_limits::inflight::{Guard, Inflight};
 use pingora_limits::rate::Rate;
 
 use super::ClientKey;
-use crate::headers::static_value;
+use crate::wire::static_value;
 
 /// The per-client cap on requests in flight.
 pub struct InFlightCap {

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use http::HeaderValue;
 
-use crate::headers::static_value;
+use crate::wire::static_value;
 
 pub mod caps;
 pub mod store;

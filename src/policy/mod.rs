@@ -5,14 +5,18 @@
 //! `request_filter` checks them in this order (see [`crate::gateway`]): path rules,
 //! redirect, preflight, deny/allow, methods, authentication, rate limit, body size.
 
+pub mod cors;
 pub mod ipset;
+pub mod security_headers;
 pub mod transform;
 
 use std::net::IpAddr;
 
 use http::{HeaderValue, Method};
 
+pub use cors::{AllowOrigin, Cors};
 pub use ipset::IpSet;
+pub use security_headers::SecurityHeaders;
 pub use transform::{Op, Transform, Vars};
 
 /// The methods a route takes, and the `Allow` value of its 405.

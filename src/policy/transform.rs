@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use bytes::{BufMut, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::headers::{static_name, static_value};
+use crate::wire::{static_name, static_value};
 
 /// What a transform does to a field, for the check of which fields it may touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

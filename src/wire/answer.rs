@@ -8,7 +8,7 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::headers::values::{ALLOWED_METHODS, JSON, NO_STORE};
+use crate::wire::values::{ALLOWED_METHODS, JSON, NO_STORE};
 
 /// What went wrong, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,141 +17,25 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
-use ring::{hmac, signature};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use http::header::{HeaderMap, HeaderName};
+use ring::hmac;
+use serde::de::{DeserializeSeed, IgnoredAny};
 use serde::Deserialize;
 
+use self::jwks::{KeySet, RemoteJwks};
 use super::cache::{Digest, ShardedCache};
 use super::credentials::bearer;
-use super::jwks::{KeyMaterial, KeySet, RemoteJwks};
+use super::credentials::MAX_TOKEN_LEN;
+
+mod alg;
+mod claims;
+pub(crate) mod jwks;
+
 use super::{Admitted, Clock, Denial};
+pub(crate) use alg::Alg;
+pub(crate) use claims::claim_value;
+use claims::{Claims, ClaimsSeed};
 
-/// The signature algorithms of RFC 7518 §3 (without `none`) and RFC 8037 (EdDSA/Ed25519).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Alg {
-    Hs256,
-    Hs384,
-    Hs512,
-    Rs256,
-    Rs384,
-    Rs512,
-    Ps256,
-    Ps384,
-    Ps512,
-    Es256,
-    Es384,
-    EdDsa,
-}
-
-impl Alg {
-    pub const ALL: [Alg; 12] = [
-        Alg::Hs256,
-        Alg::Hs384,
-        Alg::Hs512,
-        Alg::Rs256,
-        Alg::Rs384,
-        Alg::Rs512,
-        Alg::Ps256,
-        Alg::Ps384,
-        Alg::Ps512,
-        Alg::Es256,
-        Alg::Es384,
-        Alg::EdDsa,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Alg::Hs256 => "HS256",
-            Alg::Hs384 => "HS384",
-            Alg::Hs512 => "HS512",
-            Alg::Rs256 => "RS256",
-            Alg::Rs384 => "RS384",
-            Alg::Rs512 => "RS512",
-            Alg::Ps256 => "PS256",
-            Alg::Ps384 => "PS384",
-            Alg::Ps512 => "PS512",
-            Alg::Es256 => "ES256",
-            Alg::Es384 => "ES384",
-            Alg::EdDsa => "EdDSA",
-        }
-    }
-
-    /// Exact, case-sensitive names, as RFC 7515 §4.1.1 compares them.
-    pub fn from_name(name: &str) -> Option<Alg> {
-        Alg::ALL.into_iter().find(|a| a.name() == name)
-    }
-
-    fn bit(self) -> u16 {
-        1 << self as u16
-    }
-
-    pub fn is_hmac(self) -> bool {
-        matches!(self, Alg::Hs256 | Alg::Hs384 | Alg::Hs512)
-    }
-
-    /// RFC 7518 §3.2: a key as long as the hash output, at least.
-    pub fn min_secret_len(self) -> usize {
-        match self {
-            Alg::Hs384 => 48,
-            Alg::Hs512 => 64,
-            _ => 32,
-        }
-    }
-
-    pub fn hmac_key(self, secret: &[u8]) -> hmac::Key {
-        let algorithm = match self {
-            Alg::Hs384 => hmac::HMAC_SHA384,
-            Alg::Hs512 => hmac::HMAC_SHA512,
-            _ => hmac::HMAC_SHA256,
-        };
-        hmac::Key::new(algorithm, secret)
-    }
-
-    /// The key an algorithm needs, for messages.
-    pub fn key_description(self) -> &'static str {
-        match self {
-            Alg::Hs256 | Alg::Hs384 | Alg::Hs512 => "a shared secret",
-            Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512 => {
-                "an RSA key"
-            }
-            Alg::Es256 => "an EC P-256 key",
-            Alg::Es384 => "an EC P-384 key",
-            Alg::EdDsa => "an Ed25519 key",
-        }
-    }
-
-    /// ring's verification parameters for a public-key algorithm.
-    pub fn verification(self) -> Option<&'static dyn signature::VerificationAlgorithm> {
-        Some(match self {
-            Alg::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-            Alg::Rs384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-            Alg::Rs512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-            Alg::Ps256 => &signature::RSA_PSS_2048_8192_SHA256,
-            Alg::Ps384 => &signature::RSA_PSS_2048_8192_SHA384,
-            Alg::Ps512 => &signature::RSA_PSS_2048_8192_SHA512,
-            Alg::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
-            Alg::Es384 => &signature::ECDSA_P384_SHA384_FIXED,
-            Alg::EdDsa => &signature::ED25519,
-            Alg::Hs256 | Alg::Hs384 | Alg::Hs512 => return None,
-        })
-    }
-
-    pub fn rsa_parameters(self) -> Option<&'static signature::RsaParameters> {
-        Some(match self {
-            Alg::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-            Alg::Rs384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-            Alg::Rs512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-            Alg::Ps256 => &signature::RSA_PSS_2048_8192_SHA256,
-            Alg::Ps384 => &signature::RSA_PSS_2048_8192_SHA384,
-            Alg::Ps512 => &signature::RSA_PSS_2048_8192_SHA512,
-            _ => return None,
-        })
-    }
-}
-
-/// Tokens longer than this are refused before anything is decoded.
-pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Decoded header: generous for `kid`, `typ` and the like; `x5c` chains do not fit.
 const MAX_HEADER: usize = 4 * 1024;
 /// Decoded payload: everything an 8 KiB token can hold.
@@ -492,340 +376,22 @@ struct Header<'a> {
     crit: Option<IgnoredAny>,
 }
 
-/// The claims, read in one pass, compared as they go by.
-struct Claims<'a> {
-    exp: Option<f64>,
-    nbf: Option<f64>,
-    iat: Option<f64>,
-    issuer_ok: bool,
-    audience_ok: bool,
-    sub: Option<Cow<'a, str>>,
-    /// `azp` or `client_id`, the subject of tokens without `sub`.
-    client: Option<Cow<'a, str>>,
-    /// Bit i: required scope i is granted.
-    scopes: u64,
-    forward: Vec<(HeaderName, HeaderValue)>,
-}
-
-struct ClaimsSeed<'v> {
-    verifier: &'v JwtVerifier,
-}
-
-impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
-    type Value = Claims<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Claims<'de>, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ClaimsSeed<'_> {
-    type Value = Claims<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JWT claims object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims<'de>, A::Error> {
-        let v = self.verifier;
-        let mut c = Claims {
-            exp: None,
-            nbf: None,
-            iat: None,
-            issuer_ok: false,
-            audience_ok: false,
-            sub: None,
-            client: None,
-            scopes: 0,
-            forward: Vec::new(),
-        };
-        let mut seen = 0u16;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            let forward_to = v.forward_header(&key);
-            // A repeated registered claim could mean two things: refuse it.
-            let bit = match &*key {
-                "exp" => 1,
-                "nbf" => 2,
-                "iat" => 4,
-                "iss" => 8,
-                "aud" => 16,
-                "sub" => 32,
-                "scope" => 64,
-                "scp" => 128,
-                _ => 0,
-            };
-            if seen & bit != 0 {
-                return Err(de::Error::custom("repeated claim"));
-            }
-            seen |= bit;
-            let mut text: Option<Cow<'de, str>> = None;
-            match &*key {
-                "exp" | "nbf" | "iat" => {
-                    let value = map.next_value::<NumericDate>()?.0;
-                    match &*key {
-                        "exp" => c.exp = Some(value),
-                        "nbf" => c.nbf = Some(value),
-                        _ => c.iat = Some(value),
-                    }
-                    if let Some(h) = forward_to {
-                        push(&mut c.forward, h, &number_text(value));
-                    }
-                }
-                "iss" => {
-                    let iss = map.next_value::<Cow<'de, str>>()?;
-                    c.issuer_ok = v.issuer.as_deref().is_some_and(|want| *want == *iss);
-                    text = Some(iss);
-                }
-                "aud" => {
-                    let each = |aud: &str| v.audience.iter().any(|a| **a == *aud);
-                    let (ok, single) = map.next_value_seed(OneOrMany { each })?;
-                    c.audience_ok = ok;
-                    text = single;
-                }
-                "sub" => {
-                    let sub = map.next_value::<Cow<'de, str>>()?;
-                    if let Some(h) = forward_to {
-                        push(&mut c.forward, h, &sub);
-                    }
-                    c.sub = Some(sub);
-                }
-                "azp" | "client_id" => match map.next_value::<Scalar<'de>>()? {
-                    Scalar::Text(t) => {
-                        if let Some(h) = forward_to {
-                            push(&mut c.forward, h, &t);
-                        }
-                        if c.client.is_none() || &*key == "azp" {
-                            c.client = Some(t);
-                        }
-                    }
-                    other => forward_scalar(&mut c.forward, forward_to, other),
-                },
-                "scope" => {
-                    let granted = map.next_value::<Cow<'de, str>>()?;
-                    c.scopes |= v.scopes_in(&granted);
-                    text = Some(granted);
-                }
-                "scp" => {
-                    let each = |granted: &str| v.scopes_in(granted);
-                    let (mask, single) = map.next_value_seed(OneOrMany { each })?;
-                    c.scopes |= mask;
-                    text = single;
-                }
-                _ if forward_to.is_some() => {
-                    let value = map.next_value::<Scalar<'de>>()?;
-                    forward_scalar(&mut c.forward, forward_to, value);
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            if let (Some(h), Some(t)) = (forward_to, text) {
-                push(&mut c.forward, h, &t);
-            }
-        }
-        Ok(c)
-    }
-}
-
-/// Add a forwarded header, skipping values that are not valid header values.
-fn push(forward: &mut Vec<(HeaderName, HeaderValue)>, name: &HeaderName, text: &str) {
-    if let Some(value) = claim_value(text) {
-        forward.push((name.clone(), value));
-    }
-}
-
-/// A claim as a header value: printable ASCII only, so that upstreams (and the gateway's
-/// own logs) can read it as text; anything else is skipped.
-pub(crate) fn claim_value(text: &str) -> Option<HeaderValue> {
-    if !text
-        .bytes()
-        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
-    {
-        return None;
-    }
-    HeaderValue::from_str(text).ok()
-}
-
-fn forward_scalar(
-    forward: &mut Vec<(HeaderName, HeaderValue)>,
-    name: Option<&HeaderName>,
-    value: Scalar<'_>,
-) {
-    let Some(name) = name else { return };
-    match value {
-        Scalar::Text(t) => push(forward, name, &t),
-        Scalar::Number(n) => push(forward, name, &n),
-        Scalar::Bool(b) => push(forward, name, if b { "true" } else { "false" }),
-        Scalar::Other => {}
-    }
-}
-
-/// An integral NumericDate as digits, anything else as Rust prints it.
-fn number_text(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 9.0e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
-    }
-}
-
-/// Seconds since the epoch, integral or not (RFC 7519 §2).
-struct NumericDate(f64);
-
-impl<'de> Deserialize<'de> for NumericDate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = NumericDate;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a NumericDate")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
-                Ok(NumericDate(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
-                Ok(NumericDate(v as f64))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
-                if v.is_finite() {
-                    Ok(NumericDate(v))
-                } else {
-                    Err(E::custom("not a finite number"))
-                }
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A claim value as forwarding sees it: strings, numbers and booleans make header values.
-pub(crate) enum Scalar<'a> {
-    Text(Cow<'a, str>),
-    Number(String),
-    Bool(bool),
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Scalar<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Scalar<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Text(Cow::Owned(v)))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Bool(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Number(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Number(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Number(number_text(v)))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Other)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A claim that is a string or an array of strings (`aud`, `scp`): `each` judges one string
-/// and the judgements are or-ed together. The value comes back too when it is a single
-/// string, for forwarding.
-struct OneOrMany<F> {
-    each: F,
-}
-
-impl<'de, T, F> DeserializeSeed<'de> for OneOrMany<F>
-where
-    T: Default + std::ops::BitOrAssign,
-    F: Fn(&str) -> T,
-{
-    type Value = (T, Option<Cow<'de, str>>);
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, T, F> Visitor<'de> for OneOrMany<F>
-where
-    T: Default + std::ops::BitOrAssign,
-    F: Fn(&str) -> T,
-{
-    type Value = (T, Option<Cow<'de, str>>);
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string or an array of strings")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(((self.each)(v), Some(Cow::Borrowed(v))))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(((self.each)(v), Some(Cow::Owned(v.to_string()))))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut all = T::default();
-        while let Some(one) = seq.next_element::<Cow<'de, str>>()? {
-            all |= (self.each)(&one);
-        }
-        Ok((all, None))
-    }
-}
-
-impl KeyMaterial {
-    /// Whether this key can verify `alg` at all.
-    pub fn fits(&self, alg: Alg) -> bool {
-        match self {
-            KeyMaterial::Rsa { .. } => alg.rsa_parameters().is_some(),
-            KeyMaterial::P256(_) => alg == Alg::Es256,
-            KeyMaterial::P384(_) => alg == Alg::Es384,
-            KeyMaterial::Ed25519(_) => alg == Alg::EdDsa,
-        }
-    }
-
-    pub fn verify(&self, alg: Alg, message: &[u8], sig: &[u8]) -> bool {
-        match self {
-            KeyMaterial::Rsa { n, e } => alg.rsa_parameters().is_some_and(|params| {
-                signature::RsaPublicKeyComponents { n: &**n, e: &**e }
-                    .verify(params, message, sig)
-                    .is_ok()
-            }),
-            KeyMaterial::P256(point) | KeyMaterial::P384(point) | KeyMaterial::Ed25519(point) => {
-                self.fits(alg)
-                    && alg.verification().is_some_and(|v| {
-                        signature::UnparsedPublicKey::new(v, &**point)
-                            .verify(message, sig)
-                            .is_ok()
-                    })
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::fmt;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use base64::Engine;
+    use http::header::{HeaderName, HeaderValue};
+
+    use crate::auth::cache::Digest;
+
+    use super::claims::number_text;
     use crate::auth::testkit::*;
+    use crate::auth::Clock;
     use crate::auth::{Authenticators, Rejection};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
@@ -977,7 +543,7 @@ mod tests {
     }
 
     fn rsa_set() -> Arc<KeySet> {
-        let material = super::super::jwks::key_from_pem(test_keys().rsa_pem.as_bytes()).unwrap();
+        let material = super::jwks::key_from_pem(test_keys().rsa_pem.as_bytes()).unwrap();
         Arc::new(KeySet::single(material))
     }
 
@@ -1028,7 +594,7 @@ mod tests {
         );
         // other keys (a JWKS refresh): the cached entry does not count
         let other = Arc::new(KeySet::single(
-            super::super::jwks::key_from_pem(test_keys().p256_pem.as_bytes()).unwrap(),
+            super::jwks::key_from_pem(test_keys().p256_pem.as_bytes()).unwrap(),
         ));
         assert!(v.verify_cached(&token, Some(&other)).is_err());
         assert!(v.verify_cached(&token, Some(&set)).is_ok());

@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::error::GatewayError;
-use crate::reload::Status;
-use crate::runtime::Runtime;
+use crate::wire::GatewayError;
 
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -120,7 +118,7 @@ impl RouteCounters {
 /// All counters: a block per route prefix, and one for requests that matched no route.
 pub struct Metrics {
     shards: usize,
-    unmatched: RouteCounters,
+    pub(crate) unmatched: RouteCounters,
     by_prefix: Mutex<HashMap<Arc<str>, Weak<RouteCounters>>>,
     /// Configurations loaded by SIGHUP, and those refused.
     pub reloads: ReloadCounts,
@@ -216,7 +214,7 @@ pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
 }
 
 /// A label value with Prometheus' escaping.
-fn label(out: &mut String, value: &str) {
+pub fn label(out: &mut String, value: &str) {
     for ch in value.chars() {
         match ch {
             '\\' => out.push_str("\\\\"),
@@ -227,30 +225,17 @@ fn label(out: &mut String, value: &str) {
     }
 }
 
-/// The Prometheus text for a runtime, with the history of its config.
-pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
-    let mut out = String::with_capacity(4096 + rt.routes.len() * 2048);
-    let blocks: Vec<(&str, &RouteCounters)> = rt
-        .routes
-        .iter()
-        .filter_map(|r| Some((&*r.prefix, r.counters.as_deref()?)))
-        .chain([("", &metrics.unmatched)])
-        .collect();
-
-    out.push_str("# HELP pylon_build_info Pylon's version.\n# TYPE pylon_build_info gauge\n");
-    let _ = writeln!(
-        out,
-        "pylon_build_info{{version=\"{}\",pingora=\"0.9\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-
+/// The counters' own series (requests, durations, the gateway's answers, bytes), for the
+/// routes given by prefix ("" for requests that matched none). The scrape around them, with
+/// the gauges read from the runtime, is the admin plane's (`crate::admin`).
+pub fn write_series(out: &mut String, blocks: &[(&str, &RouteCounters)]) {
     out.push_str("# HELP pylon_requests_total Requests answered, by route prefix (\"\" when none matched) and status class.\n# TYPE pylon_requests_total counter\n");
-    for &(route, c) in &blocks {
+    for &(route, c) in blocks {
         for (class, name) in CLASSES.iter().enumerate() {
             let n = c.total(STATUS + class);
             if n > 0 {
                 out.push_str("pylon_requests_total{route=\"");
-                label(&mut out, route);
+                label(out, route);
                 let _ = writeln!(out, "\",status=\"{name}\"}} {n}");
             }
         }
@@ -269,7 +254,7 @@ pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for &(route, c) in &blocks {
+        for &(route, c) in blocks {
             let counts: Vec<u64> = (0..=BUCKETS.len()).map(|b| c.total(offset + b)).collect();
             let count: u64 = counts.iter().sum();
             if count == 0 {
@@ -280,47 +265,47 @@ pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
                 cumulative += n;
                 let le = BUCKETS.get(b).map_or("+Inf".to_string(), |v| v.to_string());
                 let _ = write!(out, "{name}_bucket{{route=\"");
-                label(&mut out, route);
+                label(out, route);
                 let _ = writeln!(out, "\",le=\"{le}\"}} {cumulative}");
             }
             let sum = c.total(offset + HISTOGRAM - 1) as f64 / 1e6;
             let _ = write!(out, "{name}_sum{{route=\"");
-            label(&mut out, route);
+            label(out, route);
             let _ = writeln!(out, "\"}} {sum}");
             let _ = write!(out, "{name}_count{{route=\"");
-            label(&mut out, route);
+            label(out, route);
             let _ = writeln!(out, "\"}} {count}");
         }
     }
 
     out.push_str("# HELP pylon_gateway_errors_total Answers the gateway made itself, by route prefix and status code.\n# TYPE pylon_gateway_errors_total counter\n");
-    for &(route, c) in &blocks {
+    for &(route, c) in blocks {
         for (i, code) in ERRORS.iter().enumerate() {
             let n = c.total(GATEWAY_ERRORS + i);
             if n > 0 {
                 out.push_str("pylon_gateway_errors_total{route=\"");
-                label(&mut out, route);
+                label(out, route);
                 let _ = writeln!(out, "\",code=\"{code}\"}} {n}");
             }
         }
     }
 
     out.push_str("# HELP pylon_rate_limited_total Requests refused with 429, by route prefix.\n# TYPE pylon_rate_limited_total counter\n");
-    for &(route, c) in &blocks {
+    for &(route, c) in blocks {
         let n = c.total(GATEWAY_ERRORS + RATE_LIMITED);
         if n > 0 {
             out.push_str("pylon_rate_limited_total{route=\"");
-            label(&mut out, route);
+            label(out, route);
             let _ = writeln!(out, "\"}} {n}");
         }
     }
 
     out.push_str("# HELP pylon_upstream_errors_total Exchanges the upstream failed (refused, reset, timed out, answer cut short), by route prefix.\n# TYPE pylon_upstream_errors_total counter\n");
-    for &(route, c) in &blocks {
+    for &(route, c) in blocks {
         let n = c.total(UPSTREAM_ERRORS);
         if n > 0 {
             out.push_str("pylon_upstream_errors_total{route=\"");
-            label(&mut out, route);
+            label(out, route);
             let _ = writeln!(out, "\"}} {n}");
         }
     }
@@ -338,135 +323,15 @@ pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for &(route, c) in &blocks {
+        for &(route, c) in blocks {
             let n = c.total(offset);
             if n > 0 {
                 let _ = write!(out, "{name}{{route=\"");
-                label(&mut out, route);
+                label(out, route);
                 let _ = writeln!(out, "\"}} {n}");
             }
         }
     }
-
-    out.push_str("# HELP pylon_requests_in_flight Requests received and not yet answered in full.\n# TYPE pylon_requests_in_flight gauge\n");
-    let _ = writeln!(
-        out,
-        "pylon_requests_in_flight {}",
-        rt.shared.life.in_flight().max(0)
-    );
-
-    out.push_str("# HELP pylon_upstream_healthy Whether an upstream instance takes traffic (1) or not (0).\n# TYPE pylon_upstream_healthy gauge\n");
-    for route in &rt.routes {
-        for (i, inst) in route.pool.instances().iter().enumerate() {
-            out.push_str("pylon_upstream_healthy{route=\"");
-            label(&mut out, &route.prefix);
-            out.push_str("\",upstream=\"");
-            label(&mut out, &inst.authority);
-            let _ = writeln!(out, "\"}} {}", u8::from(route.pool.is_available(i)));
-        }
-    }
-
-    out.push_str("# HELP pylon_downstream_connections Open client connections.\n# TYPE pylon_downstream_connections gauge\n");
-    let _ = writeln!(
-        out,
-        "pylon_downstream_connections {}",
-        rt.shared.connections.open()
-    );
-    out.push_str("# HELP pylon_downstream_connections_refused_total Client connections closed at once because server.max_connections were open.\n# TYPE pylon_downstream_connections_refused_total counter\n");
-    let _ = writeln!(
-        out,
-        "pylon_downstream_connections_refused_total {}",
-        rt.shared.connections.refused()
-    );
-
-    out.push_str("# HELP pylon_rate_limit_clients Rate-limit counters held (per policy and client).\n# TYPE pylon_rate_limit_clients gauge\n");
-    let _ = writeln!(out, "pylon_rate_limit_clients {}", rt.shared.limiter.len());
-    out.push_str("# HELP pylon_rate_limit_evicted_total Rate-limit counters dropped to stay within rate_limit.max_clients.\n# TYPE pylon_rate_limit_evicted_total counter\n");
-    let _ = writeln!(
-        out,
-        "pylon_rate_limit_evicted_total {}",
-        rt.shared.limiter.evicted()
-    );
-
-    out.push_str("# HELP pylon_config_reloads_total Config reloads (SIGHUP), by result.\n# TYPE pylon_config_reloads_total counter\n");
-    for (result, n) in [
-        ("success", &metrics.reloads.success),
-        ("failure", &metrics.reloads.failure),
-    ] {
-        let _ = writeln!(
-            out,
-            "pylon_config_reloads_total{{result=\"{result}\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
-    }
-    out.push_str("# HELP pylon_config_generation The config in force: 1 at start, one more per successful reload.\n# TYPE pylon_config_generation gauge\n");
-    let _ = writeln!(out, "pylon_config_generation {}", config.generation);
-    out.push_str("# HELP pylon_config_loaded_timestamp_seconds When the config in force was loaded.\n# TYPE pylon_config_loaded_timestamp_seconds gauge\n");
-    let _ = writeln!(
-        out,
-        "pylon_config_loaded_timestamp_seconds {}",
-        unix_seconds(config.loaded_at)
-    );
-
-    if let Some(store) = &rt.store {
-        out.push_str("# HELP pylon_rate_limit_store_up Whether the shared rate-limit store answers (1) or each gateway counts on its own (0).\n# TYPE pylon_rate_limit_store_up gauge\n");
-        let up = u8::from(store.state() == crate::limits::StoreState::Up);
-        let _ = writeln!(out, "pylon_rate_limit_store_up {up}");
-        out.push_str("# HELP pylon_rate_limit_store_calls_total Script calls made on the shared store (one command each).\n# TYPE pylon_rate_limit_store_calls_total counter\n");
-        let _ = writeln!(out, "pylon_rate_limit_store_calls_total {}", store.calls());
-    }
-
-    out.push_str("# HELP pylon_access_log_dropped_total Access-log lines lost to a full queue.\n# TYPE pylon_access_log_dropped_total counter\n");
-    let _ = writeln!(
-        out,
-        "pylon_access_log_dropped_total {}",
-        rt.shared.access_log.dropped()
-    );
-    process_metrics(&mut out, rt.shared.started);
-    out
-}
-
-/// The standard process series (as Prometheus client libraries write them), from /proc.
-fn process_metrics(out: &mut String, started: std::time::SystemTime) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // the fields after the command name, which is in parentheses and may hold spaces
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    // SAFETY: sysconf only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // SAFETY: as above.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    // utime and stime are fields 14 and 15 of stat, rss field 24 (1-based, with pid and
-    // comm before the ')')
-    if let (Some(user), Some(system)) = (field(11), field(12)) {
-        out.push_str("# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\n");
-        let _ = writeln!(out, "process_cpu_seconds_total {}", (user + system) / ticks);
-    }
-    if let Some(rss) = field(21) {
-        out.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\n");
-        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * page);
-    }
-    if let Some(vsize) = field(20) {
-        out.push_str("# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n# TYPE process_virtual_memory_bytes gauge\n");
-        let _ = writeln!(out, "process_virtual_memory_bytes {vsize}");
-    }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        out.push_str("# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\n");
-        let _ = writeln!(out, "process_open_fds {}", fds.count());
-    }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        out.push_str("# HELP process_max_fds Maximum number of open file descriptors.\n# TYPE process_max_fds gauge\n");
-        let _ = writeln!(out, "process_max_fds {}", limit.rlim_cur);
-    }
-    out.push_str("# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\n");
-    let _ = writeln!(out, "process_start_time_seconds {}", unix_seconds(started));
 }
 
 #[cfg(test)]

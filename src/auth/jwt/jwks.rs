@@ -25,9 +25,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::Deserialize;
 
-use super::fetch::{describe, read_success};
-use super::jwt::Alg;
-use super::Clock;
+use ring::signature;
+
+use super::Alg;
+use crate::auth::fetch::{describe, read_success};
+use crate::auth::Clock;
 
 /// Unknown `kid`s refetch at most this often.
 const REFETCH_INTERVAL_MS: u64 = 10_000;
@@ -507,6 +509,36 @@ impl JwksRefresher {
 impl BackgroundService for JwksRefresher {
     async fn start(&self, shutdown: ShutdownWatch) {
         futures::future::join_all(self.remotes.iter().map(|r| r.run(shutdown.clone()))).await;
+    }
+}
+
+impl KeyMaterial {
+    /// Whether this key can verify `alg` at all.
+    pub fn fits(&self, alg: Alg) -> bool {
+        match self {
+            KeyMaterial::Rsa { .. } => alg.rsa_parameters().is_some(),
+            KeyMaterial::P256(_) => alg == Alg::Es256,
+            KeyMaterial::P384(_) => alg == Alg::Es384,
+            KeyMaterial::Ed25519(_) => alg == Alg::EdDsa,
+        }
+    }
+
+    pub fn verify(&self, alg: Alg, message: &[u8], sig: &[u8]) -> bool {
+        match self {
+            KeyMaterial::Rsa { n, e } => alg.rsa_parameters().is_some_and(|params| {
+                signature::RsaPublicKeyComponents { n: &**n, e: &**e }
+                    .verify(params, message, sig)
+                    .is_ok()
+            }),
+            KeyMaterial::P256(point) | KeyMaterial::P384(point) | KeyMaterial::Ed25519(point) => {
+                self.fits(alg)
+                    && alg.verification().is_some_and(|v| {
+                        signature::UnparsedPublicKey::new(v, &**point)
+                            .verify(message, sig)
+                            .is_ok()
+                    })
+            }
+        }
     }
 }
 

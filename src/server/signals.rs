@@ -18,7 +18,7 @@
 //! - SIGINT: immediate exit.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,81 +28,15 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
-use crate::access_log::AccessLog;
+use crate::telemetry::access_log::AccessLog;
+use crate::traffic::Lifecycle;
 
 /// How long SIGQUIT waits for a new process to listen on the upgrade socket.
 const UPGRADE_WAIT: Duration = Duration::from_secs(15);
-const SHARDS: usize = 16;
-
-/// A counter padded to its own cache line.
-#[derive(Default)]
-#[repr(align(64))]
-struct Padded(AtomicI64);
-
-/// Shared state: whether the process is draining, and how many requests are in flight.
-pub struct Lifecycle {
-    draining: AtomicBool,
-    /// Requests in flight, split so that worker threads do not share a counter.
-    in_flight: [Padded; SHARDS],
-}
-
-impl Default for Lifecycle {
-    fn default() -> Self {
-        Lifecycle {
-            draining: AtomicBool::new(false),
-            in_flight: Default::default(),
-        }
-    }
-}
-
-thread_local! {
-    static SHARD: usize = {
-        use std::hash::{BuildHasher, RandomState};
-        RandomState::new().hash_one(std::thread::current().id()) as usize % SHARDS
-    };
-}
-
-impl Lifecycle {
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    /// Requests currently in flight.
-    pub fn in_flight(&self) -> i64 {
-        self.in_flight
-            .iter()
-            .map(|c| c.0.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Count a request in flight until the returned guard drops.
-    pub fn request(self: &Arc<Self>) -> InFlight {
-        let shard = SHARD.with(|s| *s);
-        self.in_flight[shard].0.fetch_add(1, Ordering::Relaxed);
-        InFlight { life: self.clone() }
-    }
-}
-
-/// A request in flight; counted down when dropped, on whichever thread that happens.
-pub struct InFlight {
-    life: Arc<Lifecycle>,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let shard = SHARD.with(|s| *s);
-        self.life.in_flight[shard].0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Pylon's answer to Pingora's signal handling (see the module docs).
 pub struct Signals {
     /// The runtime in force: `server.grace_period` is read from it when SIGTERM comes.
-    pub current: Arc<crate::reload::Current>,
+    pub current: Arc<crate::control::Current>,
     pub upgrade_sock: String,
     /// This binary's path, taken at start (an install may replace the file later).
     pub exe: Option<PathBuf>,
@@ -171,7 +105,7 @@ impl Signals {
             log::error!("SIGUSR2: this binary's path is unknown");
             return false;
         };
-        let config = self.current.peek().config_path.clone();
+        let config = self.current.source().path().to_path_buf();
         log::info!(
             "SIGUSR2: starting {} -u -d -c {}",
             exe.display(),
@@ -340,16 +274,6 @@ pub fn reopen_error_log(path: &std::path::Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn in_flight_counts_up_and_down_across_threads() {
-        let life = Arc::new(Lifecycle::default());
-        let guards: Vec<InFlight> = (0..10).map(|_| life.request()).collect();
-        assert_eq!(life.in_flight(), 10);
-        // dropped on another thread: the total still comes back to zero
-        std::thread::spawn(move || drop(guards)).join().unwrap();
-        assert_eq!(life.in_flight(), 0);
-    }
 
     #[test]
     fn a_listening_unix_socket_is_seen() {

@@ -24,9 +24,15 @@ use tokio::sync::watch;
 use crate::config::ConfigError;
 use crate::runtime::Runtime;
 
+mod source;
+
+pub use source::FileSource;
+
 /// The runtime in force, and the history of reloads.
 pub struct Current {
     runtime: ArcSwap<Runtime>,
+    /// Where the configuration comes from, for reloads.
+    source: FileSource,
     status: Mutex<Status>,
     /// The generation in force, for background work that follows the runtime (health
     /// checks, JWKS refreshes): they restart on the new one.
@@ -55,11 +61,12 @@ pub struct Attempt {
 
 impl Current {
     /// The runtime loaded at start (generation 1), made active.
-    pub fn new(rt: Runtime) -> Arc<Current> {
+    pub fn new(rt: Runtime, source: FileSource) -> Arc<Current> {
         rt.activate(None);
         let (generation, _) = watch::channel(1);
         Arc::new(Current {
             runtime: ArcSwap::from_pointee(rt),
+            source,
             status: Mutex::new(Status {
                 generation: 1,
                 loaded_at: SystemTime::now(),
@@ -87,6 +94,11 @@ impl Current {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// Where the configuration comes from.
+    pub fn source(&self) -> &FileSource {
+        &self.source
+    }
+
     /// Follow the generation in force.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -96,7 +108,7 @@ impl Current {
     pub fn reload(&self) -> Result<u64, ConfigError> {
         let started = Instant::now();
         let old = self.load();
-        let result = old.recompile();
+        let result = self.source.recompile(old.shared.clone());
         let at = SystemTime::now();
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let counts = old.shared.metrics.as_ref().map(|m| &m.reloads);
@@ -106,7 +118,7 @@ impl Current {
                 for key in &not_applied {
                     log::warn!(
                         "reload: {key} changed in {}, but only an upgrade (pylon -u) can apply it; it keeps its old value",
-                        old.config_path.display()
+                        self.source.path().display()
                     );
                 }
                 new.activate(Some(&old));
@@ -124,7 +136,7 @@ impl Current {
                 self.generation.send_replace(status.generation);
                 log::info!(
                     "reload: {} loaded as generation {} in {:?}",
-                    old.config_path.display(),
+                    self.source.path().display(),
                     status.generation,
                     started.elapsed()
                 );

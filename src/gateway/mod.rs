@@ -1,0 +1,176 @@
+//! The Pingora `ProxyHttp` implementation: each phase orchestrates, the components decide.
+//!
+//! - `request_filter`: who the client is, the request id, then the early answers, in this
+//!   order: 400 for a path with dot segments (path rules), 308 to https when asked, 204 for
+//!   a CORS preflight, 403 from the route's deny/allow lists, 405 for a method it does not
+//!   take, 401/403/503 from its authenticators, 429 when over the limit, 413 for a body
+//!   over `max_body`, 404 when no route matches. Refusals by the lists and methods are
+//!   still counted by the limiter.
+//! - `request_body_filter`: a body without a length is counted against `max_body`.
+//! - `upstream_peer`: an instance from the route's pool, with the route's timeouts.
+//! - `fail_to_connect`, `error_while_proxy`: passive health, and whether to retry elsewhere.
+//! - `upstream_request_filter`: strip the prefix, set Host, X-Forwarded-*, X-Request-Id,
+//!   forwarded claims, then the route's `request_headers`.
+//! - `response_filter`: the route's `response_headers` on the upstream's headers, those
+//!   over the security defaults, CORS and RateLimit headers, X-Request-Id.
+//! - `fail_to_proxy`: the one place a failure becomes a 4xx/5xx answer (see [`crate::wire::GatewayError`]).
+//! - `logging`: metrics, and the access line handed to the background writer.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self};
+use http::Version;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+
+use crate::control::Current;
+use crate::policy::Transform;
+use crate::telemetry::access_log::Entry;
+use crate::telemetry::exchange::Exchange;
+
+mod admit;
+pub(crate) mod answer;
+mod ctx;
+mod forward;
+mod peer;
+mod respond;
+
+use answer::*;
+use ctx::*;
+pub use ctx::{RequestCtx, RequestState};
+use forward::*;
+
+/// The gateway service: the runtime in force, which each request loads once.
+pub struct Gateway {
+    current: Arc<Current>,
+}
+
+impl Gateway {
+    pub fn new(current: Arc<Current>) -> Gateway {
+        Gateway { current }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.current.load())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let (rt, ctx) = ctx.parts();
+        self.keepalive(rt, session);
+        self.identify(session, rt, ctx);
+        let early = match self.screen(session, rt, ctx) {
+            Early::Continue => self.admit(session, rt, ctx, None).await,
+            Early::RefuseCounted(err) => self.admit(session, rt, ctx, Some(err)).await,
+            early => early,
+        };
+        match early {
+            Early::Continue => Ok(false),
+            Early::Preflight => {
+                self.answer_preflight(session, rt, ctx).await?;
+                Ok(true)
+            }
+            Early::RedirectToHttps(port) => {
+                self.answer_redirect(session, rt, ctx, port).await?;
+                Ok(true)
+            }
+            // `admit` has counted a `RefuseCounted` by now
+            Early::Refuse(err) | Early::RefuseCounted(err) => {
+                self.answer(session, rt, ctx, err).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (rt, ctx) = ctx.parts();
+        self.choose_peer(session, rt, ctx)
+    }
+
+    /// Connecting failed: the request has not been sent, so another instance may take it.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        let (rt, ctx) = ctx.parts();
+        self.connect_failed(rt, ctx, e)
+    }
+
+    /// Proxying failed after connecting. A stale pooled connection is retried as Pingora
+    /// would; otherwise another instance is tried only when replaying the request is safe:
+    /// an idempotent method, a body still fully buffered, nothing sent to the client yet.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let (rt, ctx) = ctx.parts();
+        self.proxy_failed(peer, session, rt, ctx, e, client_reused)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.state.count_body(body.as_ref())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (rt, ctx) = ctx.parts();
+        self.upstream_request(session, upstream, rt, ctx)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (rt, ctx) = ctx.parts();
+        self.upstream_response(session, resp, rt, ctx)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (rt, ctx) = ctx.parts();
+        self.answer_failure(session, e, rt, ctx).await
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let (rt, ctx) = ctx.parts();
+        let error = e.map(|e| format!("{} {}", e.esource().as_str(), e.etype().as_str()));
+        finish(session, e, error.as_deref(), rt, ctx)
+            .record(rt.shared.metrics.as_ref(), &rt.shared.access_log);
+    }
+}

@@ -1,0 +1,139 @@
+//! The command line, the start-up checks and what `-t` prints.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::control::FileSource;
+use crate::runtime::Runtime;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// Load the configuration and check it, as `-t` does: where it comes from, and the
+/// runtime compiled from it.
+pub fn check(cli: &Cli) -> Result<(FileSource, Runtime), StartError> {
+    let source = FileSource::from_env(&cli.conf);
+    let rt = source.first()?;
+    Ok((source, rt))
+}
+
+/// What `-t` prints when the file is valid: what was loaded, one line per thing.
+pub fn summary(rt: &Runtime) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let list = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out, "listen: {} (http)", list(&rt.listen));
+    if let Some(tls) = &rt.tls {
+        let names: Vec<&str> = tls
+            .store
+            .certificates()
+            .iter()
+            .flat_map(|c| c.names().iter().map(String::as_str))
+            .collect();
+        let _ = writeln!(
+            out,
+            "listen: {} (https, TLS {}+, certificates for {})",
+            list(&tls.listen),
+            tls.min_version,
+            names.join(", ")
+        );
+    }
+    if let Some(admin) = &rt.admin {
+        let guard = if admin.has_token() { ", token" } else { "" };
+        let _ = writeln!(out, "admin: {}{guard}", admin.listen);
+    }
+    let limit = |p: Option<&crate::limits::Policy>| {
+        p.map_or("none".to_string(), |p| {
+            format!(
+                "\"{}\" {} per {} s",
+                p.name(),
+                p.requests(),
+                p.window().as_secs()
+            )
+        })
+    };
+    let _ = writeln!(out, "rate limit: {}", limit(rt.default_limit.as_ref()));
+    if let Some(store) = &rt.store {
+        let _ = writeln!(
+            out,
+            "rate limit store: {} (sync {:?})",
+            store.url(),
+            store.sync()
+        );
+    }
+    let auth: Vec<String> = rt
+        .auth
+        .names()
+        .filter_map(|n| rt.auth.get(n))
+        .map(|a| format!("{} ({})", a.name(), a.kind()))
+        .collect();
+    if !auth.is_empty() {
+        let _ = writeln!(out, "auth: {}", auth.join(", "));
+    }
+    let _ = writeln!(out, "routes: {}", rt.routes.len());
+    for r in &rt.routes {
+        let upstreams: Vec<String> = r.pool.instances().iter().map(|i| i.url()).collect();
+        let names: Vec<&str> = r.auth.iter().map(|a| a.name()).collect();
+        let _ = writeln!(
+            out,
+            "  {} -> {} ({}); auth: {}; rate limit: {}",
+            r.prefix,
+            upstreams.join(", "),
+            r.pool.balance_name(),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            },
+            limit(r.limit.as_ref())
+        );
+    }
+    out
+}
+
+/// Bind each listen address once and let it go, so that a port in use or a missing
+/// address is reported before the server starts (and before it daemonizes). Pingora would
+/// otherwise fail the listener inside a service thread and leave the process up without it.
+pub fn check_listeners(listen: &[SocketAddr]) -> Result<(), StartError> {
+    for &addr in listen.iter() {
+        TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
+    }
+    Ok(())
+}
+
+/// Pylon, an API gateway on Pingora.
+#[derive(Debug, Parser)]
+#[command(name = "pylon", version, about)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(short = 'c', long = "conf", default_value = "/etc/pylon/pylon.toml")]
+    pub conf: PathBuf,
+    /// Check the configuration and exit: 0 when it is valid, 1 otherwise.
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Run in the background.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Take over the listening sockets of a running instance (zero-downtime upgrade).
+    #[arg(short = 'u', long = "upgrade")]
+    pub upgrade: bool,
+}

@@ -1,0 +1,8 @@
+//! Telemetry: what the gateway tells about the requests it served. Counting
+//! ([`metrics`]), the access log ([`access_log`]), and [`exchange`], the one place where a
+//! finished request, refused at the edge or proxied, becomes its metrics observation and
+//! its log line.
+
+pub mod access_log;
+pub mod exchange;
+pub mod metrics;
