@@ -18,14 +18,14 @@
 //! 2. **File format**: [`config`], the TOML as users write it, one file per section, with
 //!    self-checking values and errors that name the file, line and key. Knows no component.
 //! 3. **Components**, one concern each, each compiled from its own section:
-//!    - [`upstream`]: a route's instances: balancing, passive ejection, health checks,
+//!    - `upstream`: a route's instances: balancing, passive ejection, health checks,
 //!      timeouts.
 //!    - [`limits`]: per-client rate limits, the shared store, in-flight and route caps.
 //!    - [`auth`]: named authenticators (JWT, API keys, OAuth2 introspection).
 //!    - [`policy`]: what a route applies: methods, client lists, header transforms, CORS and
 //!      the security headers.
 //!    - [`forwarding`]: client IP through trusted proxies, X-Forwarded-*, request ids.
-//!    - [`tls`]: certificates checked at load, ticket keys, the listeners' settings.
+//!    - `tls`: certificates checked at load, ticket keys, the listeners' settings.
 //!    - [`memory`]: giving the allocator's freed pages back once clients leave.
 //! 4. **Telemetry**: [`telemetry`], counting, the access log, and the one place a finished
 //!    request becomes both ([`telemetry::exchange`]).
@@ -34,10 +34,10 @@
 //! 6. **Control**: [`control`], the one swap point ([`control::Current`]) and where
 //!    configuration comes from ([`control::FileSource`]: the file and SIGHUP).
 //! 7. **Planes**, side by side, never importing each other:
-//!    - [`gateway`]: the data plane, Pingora's `ProxyHttp` phases, which orchestrate the
+//!    - `gateway`: the data plane, Pingora's `ProxyHttp` phases, which orchestrate the
 //!      components.
-//!    - [`admin`]: the admin plane: /metrics, /healthz, /readyz, /api/status, a status page.
-//! 8. **Edge**: [`edge`], the client connection loop in front of Pingora: head timeouts,
+//!    - `admin`: the admin plane: /metrics, /healthz, /readyz, /api/status, a status page.
+//! 8. **Edge**: `edge`, the client connection loop in front of Pingora: head timeouts,
 //!    screening of malformed heads with the gateway's own answers, pipelining, the cap.
 //! 9. **Process**: [`server`], the command line and `-t`, the wiring into a Pingora server,
 //!    housekeeping, signals and upgrades; `main.rs` is a thin binary over it.

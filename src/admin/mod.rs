@@ -3,7 +3,7 @@
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 while it serves; 503 from the moment it starts draining (SIGTERM,
 //!   or SIGQUIT handing over to a new process), so that a load balancer stops first.
-//! - `GET /metrics`: Prometheus text (see [`crate::metrics`]).
+//! - `GET /metrics`: Prometheus text ([`prometheus`], around the counters of [`crate::telemetry::metrics`]).
 //! - `GET /api/status`: the loaded config, listeners, routes and instances as JSON
 //!   ([`status`]); never a secret.
 //! - `GET /`: a status page for a person, which refreshes itself from /api/status; it and

@@ -87,6 +87,6 @@ pub struct Identity {
     /// The name of the authenticator that admitted the request.
     pub authenticator: Arc<str>,
     /// Headers to send upstream (`forward_claims`); remove the client's copies of
-    /// [`Authenticator::forwarded_header_names`] before adding these.
+    /// [`crate::auth::Authenticator::forwarded_header_names`] before adding these.
     pub forward: Vec<(HeaderName, HeaderValue)>,
 }

@@ -22,7 +22,7 @@
 //!
 //! Once shutdown begins no new request is read; a connection already idle is not woken
 //! (that would cost every request a shared waiter) but ends with the process, which exits
-//! as soon as no request is in flight (see [`crate::lifecycle`]), or at `client_idle`.
+//! as soon as no request is in flight (see [`crate::server::signals`]), or at `client_idle`.
 
 pub mod head;
 mod scratch;

@@ -20,7 +20,7 @@ use super::*;
 
 impl Gateway {
     /// Bound how long an idle client connection waits for its next request, and close
-    /// connections while draining (see [`crate::lifecycle`]).
+    /// connections while draining (see [`crate::server::signals`]).
     pub(super) fn keepalive(&self, rt: &Runtime, session: &mut Session) {
         if rt.shared.life.is_draining() {
             session.set_keepalive(None);

@@ -2,7 +2,7 @@
 //! body size limit and header transforms. A route that sets none of them pays nothing for
 //! them: each is an `Option` on the route, checked only when set.
 //!
-//! `request_filter` checks them in this order (see [`crate::gateway`]): path rules,
+//! `request_filter` checks them in this order (see the gateway): path rules,
 //! redirect, preflight, deny/allow, methods, authentication, rate limit, body size.
 
 pub mod cors;

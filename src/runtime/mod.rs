@@ -1,7 +1,7 @@
 //! The compiled form of the configuration: everything a request needs, decided at start.
 //!
 //! [`Runtime::from_config`] turns the file's structs into a route table, limiter policies and
-//! ready-made header values. It is never deserialised; the phases in [`crate::gateway`] only
+//! ready-made header values. It is never deserialised; the phases in the gateway only
 //! look things up in it.
 
 use std::net::SocketAddr;

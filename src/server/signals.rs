@@ -1,6 +1,6 @@
 //! How a running gateway hands over and ends: signals, draining, and the exit.
 //!
-//! - SIGHUP: reload the config in place and reopen the log files (see [`crate::reload`]).
+//! - SIGHUP: reload the config in place and reopen the log files (see [`crate::control`]).
 //! - SIGUSR2 (a binary upgrade started by the running process): it starts its own binary,
 //!   from the path it was started by, as `pylon -u -d -c CONFIG`, and once that process
 //!   waits for the sockets goes on as for SIGQUIT. The new process is this one's child, so

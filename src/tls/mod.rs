@@ -14,6 +14,9 @@
 //! [`TlsAccept`] callback. Tests run real handshakes through the same configuration function
 //! and Pingora's accept path.
 //!
+//! [`TlsSettings`]: pingora::listeners::tls::TlsSettings
+//! [`TlsAccept`]: pingora::listeners::TlsAccept
+//!
 //! [`TicketKeys`] seal and open the session tickets of every listener of the process with
 //! the gateway's own keys, rotated every [`TICKET_KEY_ROTATION`]: Pingora builds one OpenSSL
 //! context per listener, and OpenSSL's default (a random key per context, never rotated)

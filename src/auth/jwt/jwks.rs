@@ -493,7 +493,7 @@ impl RemoteJwks {
 }
 
 /// The background service that keeps every `jwks_url` fetched; from
-/// [`super::Authenticators::refresher`]. With no JWKS URL it returns at once.
+/// [`crate::auth::Authenticators::refresher`]. With no JWKS URL it returns at once.
 #[derive(Debug, Clone)]
 pub struct JwksRefresher {
     remotes: Vec<Arc<RemoteJwks>>,
