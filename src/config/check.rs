@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::*;
+use super::error::Located;
+use super::routes::BalanceKind;
+use super::routes::RouteSection;
+use super::values::Origin;
+use super::FileConfig;
 
 /// The errors of each top-level section, each `[[routes]]` entry and each `[auth.NAME]`
 /// deserialized apart (spans stay those of the whole text): (span, key, message).

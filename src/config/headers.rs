@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::*;
+use super::default_true;
+use super::values::HeaderText;
+use super::values::MaxAge;
+use super::values::Origin;
+use super::values::Token;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,7 +9,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::*;
+use super::values::parse_duration;
+use super::values::Count;
+use super::values::Timeout;
+use super::values::Window;
 
 /// `requests` per `window`, counted per client.
 #[derive(Debug, Clone, Copy, Deserialize)]

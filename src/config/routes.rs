@@ -10,7 +10,20 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::*;
+use super::default_true;
+use super::files::read_capped;
+use super::files::MAX_SIDE_FILE;
+use super::rate_limit::RateLimitPolicy;
+use super::rate_limit::RouteRateLimit;
+use super::server::TimeoutsSection;
+use super::values::parse_duration;
+use super::values::BodySize;
+use super::values::Cidr;
+use super::values::Count;
+use super::values::Prefix;
+use super::values::Timeout;
+use super::values::Token;
+use super::values::Upstreams;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,13 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::*;
+use super::values::BodySize;
+use super::values::Cidr;
+use super::values::DurationValue;
+use super::values::IdleTimeout;
+use super::values::Listen;
+use super::values::Threads;
+use super::values::Timeout;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,8 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::*;
+use super::default_true;
+use super::values::Listen;
 
 /// `[tls]`: TLS listeners and their certificates.
 #[derive(Debug, Deserialize)]

@@ -15,7 +15,12 @@ use crate::runtime::{Route, Runtime};
 use crate::wire::names::X_REQUEST_ID;
 use crate::wire::GatewayError;
 
-use super::*;
+use super::answer::AUTH_RETRY_AFTER;
+use super::ctx::policy;
+use super::ctx::route;
+use super::ctx::Early;
+use super::ctx::RequestState;
+use super::Gateway;
 
 impl Gateway {
     /// The client's address (through trusted proxies) and the request id.

@@ -16,7 +16,13 @@ use crate::wire::values::CLOSE;
 use crate::wire::GatewayError;
 use pingora::protocols::http::date::get_cached_date;
 
-use super::*;
+use super::ctx::policy;
+use super::ctx::route;
+use super::ctx::RequestState;
+use super::forward::strip_port;
+use super::forward::stripped_target;
+use super::Gateway;
+use pingora::proxy::FailToProxy;
 
 impl Gateway {
     /// The headers every response gets besides the security defaults (which responses

@@ -16,7 +16,16 @@ use crate::traffic::InFlight;
 use crate::upstream::Tried;
 use crate::wire::GatewayError;
 
-use super::*;
+use super::Gateway;
+use crate::telemetry::access_log::Entry;
+use crate::telemetry::exchange::Exchange;
+use bytes::Bytes;
+use http::header;
+use http::Version;
+use pingora::Error;
+use pingora::ErrorType;
+use pingora::Result;
+use std::time::SystemTime;
 
 impl Gateway {
     /// Bound how long an idle client connection waits for its next request, and close

@@ -16,7 +16,13 @@ use crate::wire::names::{
     X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
 
-use super::*;
+use super::answer::take_request_parts;
+use super::ctx::route;
+use super::ctx::RequestState;
+use super::Gateway;
+use crate::policy::Transform;
+use pingora::Result;
+use std::time::Instant;
 
 impl Gateway {
     /// X-Forwarded-For/-Proto/-Host and X-Request-Id for the upstream.

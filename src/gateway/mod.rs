@@ -17,21 +17,15 @@
 //! - `logging`: metrics, and the access line handed to the background writer.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{self};
-use http::Version;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, Result};
 
 use crate::control::Current;
-use crate::policy::Transform;
-use crate::telemetry::access_log::Entry;
-use crate::telemetry::exchange::Exchange;
 
 mod admit;
 pub(crate) mod answer;
@@ -40,10 +34,8 @@ mod forward;
 mod peer;
 mod respond;
 
-use answer::*;
+pub use ctx::RequestCtx;
 use ctx::*;
-pub use ctx::{RequestCtx, RequestState};
-use forward::*;
 
 /// The gateway service: the runtime in force, which each request loads once.
 pub struct Gateway {

@@ -8,7 +8,9 @@ use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 use crate::runtime::Runtime;
 use crate::upstream::SelectInput;
 
-use super::*;
+use super::ctx::route;
+use super::ctx::RequestState;
+use super::Gateway;
 
 impl Gateway {
     /// An instance from the route's pool, with the route's timeouts (`upstream_peer`).

@@ -9,7 +9,11 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::runtime::Runtime;
 
-use super::*;
+use super::answer::with_plain_headers;
+use super::ctx::route;
+use super::ctx::RequestState;
+use super::forward::vars;
+use super::Gateway;
 
 /// Informational answers relayed for one request; one more is a 502.
 const MAX_INFORMATIONAL: u8 = 16;

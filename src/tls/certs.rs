@@ -18,7 +18,7 @@ use pingora::tls::ssl::{SslRef, SslVersion};
 use pingora::tls::x509::{X509VerifyResult, X509};
 use serde::Deserialize;
 
-use super::*;
+use super::error::TlsError;
 
 /// One `[[tls.certificates]]` entry: a PEM certificate chain (leaf first) and its PEM key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

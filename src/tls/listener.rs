@@ -16,7 +16,9 @@ use pingora::tls::ssl::{
     SslSessionCacheMode, SslVersion,
 };
 
-use super::*;
+use super::certs::CertStore;
+use super::error::TlsError;
+use super::tickets::TicketKeys;
 
 /// Pingora's per-handshake hook: picks the certificate for the client's server name from
 /// the certificates in force (a reload swaps them).

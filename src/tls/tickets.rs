@@ -21,7 +21,7 @@ use pingora::server::ShutdownWatch;
 use pingora::tls::error::ErrorStack;
 use pingora::tls::ssl::{SslContext, SslContextBuilder, SslRef};
 
-use super::*;
+use super::error::TlsError;
 
 /// How long a ticket key seals new tickets; it then opens tickets for one more period, so
 /// a ticket resumes for at least this long and never after twice this long. Also the
