@@ -52,6 +52,11 @@ pub struct ServerSection {
     /// Idle upstream connections kept for reuse, across all upstreams.
     #[serde(default = "default_upstream_keepalive")]
     pub upstream_keepalive: KeepaliveCount,
+    /// Requests one client connection carries before the gateway closes it (nginx's
+    /// `keepalive_requests`): HTTP/1.1's last answer says `Connection: close`, HTTP/2 sends
+    /// GOAWAY and lets the open streams finish.
+    #[serde(default = "default_keepalive_requests")]
+    pub keepalive_requests: KeepaliveRequests,
 }
 
 pub(super) fn default_upstream_keepalive() -> KeepaliveCount {
@@ -74,6 +79,26 @@ impl<'de> Deserialize<'de> for KeepaliveCount {
     }
 }
 
+pub(super) fn default_keepalive_requests() -> KeepaliveRequests {
+    KeepaliveRequests(1000)
+}
+
+/// Requests per client connection: 1 to 4,294,967,295.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveRequests(pub u32);
+
+impl<'de> Deserialize<'de> for KeepaliveRequests {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match u32::try_from(n) {
+            Ok(n) if n >= 1 => Ok(KeepaliveRequests(n)),
+            _ => Err(de::Error::custom(format!(
+                "keepalive_requests must be between 1 and 4294967295, not {n}"
+            ))),
+        }
+    }
+}
+
 impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
@@ -89,6 +114,7 @@ impl Default for ServerSection {
             error_log: None,
             h2c: false,
             upstream_keepalive: default_upstream_keepalive(),
+            keepalive_requests: default_keepalive_requests(),
         }
     }
 }

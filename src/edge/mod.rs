@@ -24,6 +24,7 @@
 //! (that would cost every request a shared waiter) but ends with the process, which exits
 //! as soon as no request is in flight (see [`crate::server::signals`]), or at `client_idle`.
 
+mod h2;
 pub mod head;
 mod scratch;
 
@@ -177,7 +178,11 @@ impl Edge {
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {
-                    session.set_keepalive(Some(self.current.peek().client.idle.as_secs().max(1)))
+                    let rt = self.current.peek();
+                    session.set_keepalive(Some(rt.client.idle.as_secs().max(1)));
+                    // the connection's first request: `keepalive_requests - 1` more may
+                    // follow, and the last answer says `Connection: close`
+                    session.set_keepalive_reuses_remaining(Some(rt.keepalive_requests - 1));
                 }
             }
             if *shutdown.borrow() {
@@ -349,7 +354,8 @@ impl ServerApp for Edge {
         let mut pending = BytesMut::new();
         if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                return self.proxy.process_new(stream, shutdown).await;
+                self.serve_h2(stream, shutdown).await;
+                return None;
             }
         } else if h2c {
             let by = accepted + header_timeout;
@@ -360,7 +366,8 @@ impl ServerApp for Edge {
                     // give the preface back for Pingora's h2 handshake
                     let mut plain = stream.into_any().downcast::<L4Stream>().ok()?;
                     plain.rewind(&pending);
-                    return self.proxy.process_new(plain, shutdown).await;
+                    self.serve_h2(plain, shutdown).await;
+                    return None;
                 }
             }
         }

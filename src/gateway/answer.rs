@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
@@ -166,12 +166,6 @@ pub(super) fn with_plain_headers(
     let mut parts = http::response::Parts::from(std::mem::replace(resp, placeholder));
     f(&mut parts);
     *resp = ResponseHeader::from(parts);
-}
-
-/// The request counterpart of [`with_plain_headers`]; the caller sets the target again.
-pub(super) fn take_request_parts(req: &mut RequestHeader) -> http::request::Parts {
-    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
-    http::request::Parts::from(std::mem::replace(req, placeholder))
 }
 
 /// Empty response parts with room for `headers` headers.

@@ -16,7 +16,6 @@ use crate::wire::names::{
     X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
 
-use super::answer::take_request_parts;
 use super::ctx::route;
 use super::ctx::RequestState;
 use super::Gateway;
@@ -193,6 +192,13 @@ impl Gateway {
         }
         upstream.set_raw_path(&target)
     }
+}
+
+/// The request counterpart of [`super::answer::with_plain_headers`]: its parts as a plain
+/// `http` map; the caller sets the target again.
+pub(super) fn take_request_parts(req: &mut RequestHeader) -> http::request::Parts {
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    http::request::Parts::from(std::mem::replace(req, placeholder))
 }
 
 #[cfg(test)]

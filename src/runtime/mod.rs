@@ -67,6 +67,8 @@ pub struct Runtime {
     pub h2c: bool,
     /// Idle upstream connections kept for reuse.
     pub upstream_keepalive: usize,
+    /// Requests one client connection carries before it is closed.
+    pub keepalive_requests: u32,
     /// TLS listeners and their certificates; `None` without `[tls]`.
     pub tls: Option<TlsListeners>,
     pub auth: Authenticators,
@@ -222,6 +224,7 @@ impl Runtime {
                 .map(|l| l.0.port()),
             h2c: file.server.h2c,
             upstream_keepalive: file.server.upstream_keepalive.0,
+            keepalive_requests: file.server.keepalive_requests.0,
             tls,
             auth,
             trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),
