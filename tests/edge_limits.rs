@@ -2,6 +2,8 @@
 //! and every connection carries at most `server.keepalive_requests` requests. HTTP/2 is
 //! spoken frame by frame on a raw socket, so that the test sees the GOAWAY itself.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -187,10 +189,7 @@ fn an_h2c_connection_idle_after_its_requests_ends_with_goaway_naming_the_last_st
     h2.get(1, "/a/one");
     h2.get(3, "/a/two");
     let (frames, _) = h2.until_closed(Duration::from_secs(8));
-    assert!(
-        answered(&frames, 1) && answered(&frames, 3),
-        "{frames:?}"
-    );
+    assert!(answered(&frames, 1) && answered(&frames, 3), "{frames:?}");
     let goaway = goaways(&frames);
     let last = goaway.last().copied().expect("a GOAWAY");
     assert_eq!(last, (3, 0), "the final GOAWAY names stream 3, NO_ERROR");
@@ -240,7 +239,9 @@ fn an_http1_connection_closes_after_keepalive_requests_answers() {
     for resp in &seen[..2] {
         assert_eq!(resp.status, 200);
         assert_ne!(
-            resp.header("connection").map(str::to_ascii_lowercase).as_deref(),
+            resp.header("connection")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
             Some("close"),
             "only the last answer closes"
         );
@@ -250,7 +251,12 @@ fn an_http1_connection_closes_after_keepalive_requests_answers() {
     // and the gateway closes the connection
     let mut rest = Vec::new();
     let n = socket.read_to_end(&mut rest).unwrap_or(0);
-    assert_eq!(n, 0, "nothing after the last answer: {:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(
+        n,
+        0,
+        "nothing after the last answer: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
     assert_eq!(up.seen().len(), 3);
 }
 

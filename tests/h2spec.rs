@@ -4,6 +4,8 @@
 //! Every case passes, but one: over h2c, 3.5/2 (an invalid connection preface) is answered
 //! as HTTP/1.1 400, which is right for a port that serves both protocols.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -22,9 +24,17 @@ fn failures(addr: SocketAddr, tls: bool, bin: &Path) -> (Vec<String>, String) {
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("report.xml");
     let mut cmd = Command::new(bin);
-    cmd.args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-S", "-o", "3"])
-        .arg("-j")
-        .arg(&junit);
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &addr.port().to_string(),
+        "-S",
+        "-o",
+        "3",
+    ])
+    .arg("-j")
+    .arg(&junit);
     if tls {
         cmd.args(["-t", "-k"]);
     }
@@ -71,7 +81,9 @@ fn attribute(tag: &str, name: &str) -> String {
 #[test]
 fn h2spec_passes_over_tls_and_over_h2c_but_the_invalid_preface_case() {
     let Some(bin) = h2spec() else {
-        eprintln!("SKIPPED: ../shared/tools/h2spec/h2spec is missing (see ../shared/tools/README.md)");
+        eprintln!(
+            "SKIPPED: ../shared/tools/h2spec/h2spec is missing (see ../shared/tools/README.md)"
+        );
         return;
     };
     let up = Upstream::echo();
@@ -94,7 +106,10 @@ fn h2spec_passes_over_tls_and_over_h2c_but_the_invalid_preface_case() {
 
     let (failed, report) = failures(tls_addr, true, &bin);
     eprintln!("h2spec over TLS: {}", summary(&report));
-    assert!(failed.is_empty(), "over TLS, h2spec failed {failed:?}:\n{report}");
+    assert!(
+        failed.is_empty(),
+        "over TLS, h2spec failed {failed:?}:\n{report}"
+    );
     assert!(report.contains("passed"), "{report}");
 
     let (failed, report) = failures(gw.addr, false, &bin);

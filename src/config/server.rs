@@ -242,6 +242,10 @@ pub struct TopTimeoutsSection {
     pub client_header: Option<Timeout>,
     /// A keep-alive connection with no request in flight is closed after this ("60s").
     pub client_idle: Option<Timeout>,
+    /// After a refusal that leaves the client's body unread (413, or the edge's own 4xx),
+    /// the rest is read and dropped for at most this long in all ("30s"), so that a
+    /// client that sends its whole body before reading gets the answer.
+    pub lingering: Option<Timeout>,
 }
 
 impl TopTimeoutsSection {

@@ -47,6 +47,7 @@ use crate::control::Current;
 use crate::forwarding::new_request_id;
 use crate::gateway::answer::refusal_bytes;
 use crate::gateway::Gateway;
+use crate::runtime::LINGERING_QUIET;
 use crate::telemetry::access_log::Entry;
 use crate::telemetry::exchange::Exchange;
 use crate::wire::GatewayError;
@@ -57,9 +58,6 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const REFUSAL_WRITE: Duration = Duration::from_secs(5);
 /// How much of a refused target the access log keeps.
 const LOGGED_TARGET: usize = 2048;
-/// How long, and how much, a refused client's remaining input is read and dropped.
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1 << 20;
 /// What a lingering close reads at a time.
 const LINGER_CHUNK: usize = 4096;
 
@@ -310,27 +308,30 @@ impl Edge {
             request_bytes: 0,
         }
         .record(rt.shared.metrics.as_ref(), &rt.shared.access_log);
-        linger(stream).await;
+        let lingering = rt.client.lingering;
+        drop(rt);
+        linger(stream, lingering).await;
     }
 }
 
 /// Close a refused connection without losing the answer: closing with unread input makes
 /// the kernel send a reset, which can destroy the answer before the client reads it. So
-/// the write side closes first and what the client still sends is read and dropped, for a
-/// bounded time and amount (nginx's lingering close).
-async fn linger(mut stream: Stream) {
+/// the write side closes first and what the client still sends is read and dropped (nginx's
+/// lingering close): for at most `lingering` in all, and until nothing arrives for
+/// [`LINGERING_QUIET`].
+async fn linger(mut stream: Stream, lingering: Duration) {
     if tokio::time::timeout(REFUSAL_WRITE, stream.shutdown())
         .await
         .is_err()
     {
         return;
     }
-    let until = Instant::now() + LINGER;
+    let until = Instant::now() + lingering;
     let mut sink = vec![0u8; LINGER_CHUNK];
-    let mut drained = 0;
-    while drained < LINGER_BYTES {
-        match tokio::time::timeout_at(until.into(), stream.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => drained += n,
+    loop {
+        let quiet = Instant::now() + LINGERING_QUIET;
+        match tokio::time::timeout_at(until.min(quiet).into(), stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }
     }

@@ -10,7 +10,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use crate::limits::caps::IN_FLIGHT_EXHAUSTED;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, LINGERING_QUIET};
 use crate::wire::names::{RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
 use crate::wire::values::CLOSE;
 use crate::wire::GatewayError;
@@ -65,8 +65,9 @@ impl Gateway {
         {
             headers.insert(header::ALLOW, methods.allow.clone());
         }
-        if err == GatewayError::PayloadTooLarge {
-            // the body is not read: the connection cannot carry another request
+        let lingers = err == GatewayError::PayloadTooLarge;
+        if lingers {
+            // the body is still on its way and the connection closes after the answer
             session.set_keepalive(None);
         }
         self.decorate(headers, rt, ctx);
@@ -79,6 +80,10 @@ impl Gateway {
             session
                 .write_response_body(Some(Bytes::from_static(body)), true)
                 .await?;
+        }
+        if lingers {
+            ctx.answered_in = Some(ctx.started.elapsed());
+            linger_on_body(session, rt).await;
         }
         Ok(())
     }
@@ -178,6 +183,18 @@ pub(super) fn response_parts(status: u16, headers: usize) -> http::response::Par
     parts
 }
 
+/// After a 413, read and drop what the client still sends of its body (nginx's lingering
+/// close), so that closing the connection does not reset it before the client reads the
+/// answer: Python's http.client, `requests` and most SDKs send the whole body first. For
+/// at most `timeouts.lingering` in all, and until nothing arrives for [`LINGERING_QUIET`].
+async fn linger_on_body(session: &mut Session, rt: &Runtime) {
+    session.set_total_drain_timeout(Some(rt.client.lingering));
+    session.set_read_timeout(Some(LINGERING_QUIET));
+    if let Err(e) = session.drain_request_body().await {
+        log::debug!("lingering after a 413 ended: {e}");
+    }
+}
+
 /// The fields every one of the gateway's own error answers starts from: the security
 /// headers, then the error's own (`Retry-After`, `Allow`...).
 pub(crate) fn error_headers(rt: &Runtime, err: GatewayError, tls: bool) -> HeaderMap {
@@ -250,17 +267,19 @@ impl Gateway {
             };
         };
         // once the upstream's final header went out, the status is decided: just end the
-        // stream (after 1xx answers a final one can still follow)
+        // stream. After 1xx answers a final one can still follow, but not after a 101: the
+        // connection is the upgraded protocol's bytes from then on, and a failure on either
+        // side only closes it
         if let Some(sent) = session
             .response_written()
-            .filter(|r| !r.status.is_informational())
+            .filter(|r| !r.status.is_informational() || r.status == StatusCode::SWITCHING_PROTOCOLS)
         {
             return FailToProxy {
                 error_code: sent.status.as_u16(),
                 can_reuse_downstream: false,
             };
         }
-        // Pingora closes the client connection after a proxy failure: say so in the answer
+        // Pingora closes the client connection after a proxy failure: say so
         session.set_keepalive(None);
         if let Err(write_error) = self.answer(session, rt, ctx, err).await {
             log::debug!("could not send the error answer: {write_error}");

@@ -108,6 +108,9 @@ pub struct RequestState {
     pub(crate) answered: Option<GatewayError>,
     /// Informational (1xx) answers relayed so far.
     pub(crate) informational: u8,
+    /// Set when the answer went out before the request's end (a 413 then lingers over the
+    /// rest of the body): the time the log and the metrics report.
+    pub(crate) answered_in: Option<std::time::Duration>,
     /// A body without a length: the route's limit, and what came of it so far.
     pub(crate) body_limit: Option<u64>,
     pub(crate) body_read: u64,
@@ -154,6 +157,7 @@ impl RequestCtx {
             challenge: None,
             answered: None,
             informational: 0,
+            answered_in: None,
             body_limit: None,
             body_read: 0,
             _in_flight: rt.shared.life.request(),
@@ -185,7 +189,7 @@ pub(super) fn finish<'a>(
         .map(|r| r.status.as_u16())
         .or(ctx.answered.map(GatewayError::status))
         .unwrap_or(0);
-    let duration = ctx.started.elapsed();
+    let duration = ctx.answered_in.unwrap_or_else(|| ctx.started.elapsed());
     // the upstream failed the exchange (before or after its answer began); a client's
     // fault never counts here
     let upstream_error = e.is_some_and(|e| {

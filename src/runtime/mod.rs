@@ -24,7 +24,7 @@ mod shared;
 pub use route::Route;
 use route::{compile_policies, compile_pool};
 use settings::compile_tls;
-pub use settings::{AdminSettings, ClientTimeouts, Pinned, TlsListeners};
+pub use settings::{AdminSettings, ClientTimeouts, Pinned, TlsListeners, LINGERING_QUIET};
 pub use shared::Shared;
 use shared::{max_clients, threads};
 
@@ -34,6 +34,8 @@ const DEFAULT_WEBSOCKET_IDLE: Duration = Duration::from_secs(3600);
 const DEFAULT_UPSTREAM_IDLE: Option<Duration> = Some(Duration::from_secs(60));
 const DEFAULT_CLIENT_HEADER: Duration = Duration::from_secs(10);
 const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(60);
+/// nginx's `lingering_time`.
+const DEFAULT_LINGERING: Duration = Duration::from_secs(30);
 
 /// Everything the gateway needs at run time.
 pub struct Runtime {

@@ -14,7 +14,7 @@ use crate::config::{
 };
 use crate::tls::{CertStore, CertificateSpec};
 
-use super::{DEFAULT_CLIENT_HEADER, DEFAULT_CLIENT_IDLE};
+use super::{DEFAULT_CLIENT_HEADER, DEFAULT_CLIENT_IDLE, DEFAULT_LINGERING};
 
 impl std::fmt::Debug for AdminSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,6 +102,10 @@ fn token_from_env(var: &Spanned<String>) -> Result<Arc<[u8]>, LocatedError> {
     Ok(Arc::from(bytes))
 }
 
+/// After a refusal, the lingering read of the client's unread input ends once nothing has
+/// arrived for this long (nginx's `lingering_timeout`).
+pub const LINGERING_QUIET: Duration = Duration::from_secs(5);
+
 /// The client side's timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTimeouts {
@@ -109,6 +113,8 @@ pub struct ClientTimeouts {
     pub header: Duration,
     /// A keep-alive connection waits this long for its next request.
     pub idle: Duration,
+    /// A refused request's unread body is read and dropped for at most this long.
+    pub lingering: Duration,
 }
 
 impl ClientTimeouts {
@@ -135,6 +141,7 @@ impl ClientTimeouts {
                 .client_header
                 .map_or(DEFAULT_CLIENT_HEADER, |t| t.0),
             idle,
+            lingering: timeouts.lingering.map_or(DEFAULT_LINGERING, |t| t.0),
         })
     }
 }
