@@ -28,6 +28,17 @@ impl TrustedProxies {
         }
     }
 
+    /// The networks, as configured.
+    pub fn nets(&self) -> &[IpNet] {
+        &self.nets
+    }
+
+    /// The networks that hold every address (`0.0.0.0/0`, `::/0`): behind them every
+    /// client may set its own address.
+    pub fn everyone(&self) -> impl Iterator<Item = &IpNet> {
+        self.nets.iter().filter(|n| n.prefix_len() == 0)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         // a handful of networks: a scan beats any index
         self.nets.iter().any(|n| n.contains(&ip))

@@ -290,3 +290,60 @@ fn malformed_requests_get_400_and_the_gateway_keeps_serving() {
     assert_eq!(client().get(gw.url("/u")).send().unwrap().status(), 200);
     assert_eq!(up.hits(), 1, "no malformed request reached the upstream");
 }
+
+#[test]
+fn check_lists_the_trusted_proxies_and_warns_when_they_hold_everyone() {
+    let (code, out, err) = run_pylon(
+        &["-t"],
+        Some(&format!(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"0.0.0.0/0\", \"::/0\"]\n[access_log]\npath = \"off\"\n{OK_ROUTE}"
+        )),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l == "trusted proxies: 10.0.0.0/8, 0.0.0.0/0, ::/0"),
+        "{out}"
+    );
+    for net in ["0.0.0.0/0", "::/0"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("WARN") && l.contains(&format!("trusted_proxies holds {net}"))),
+            "no warning for {net}: {err}"
+        );
+    }
+    assert!(!err.contains("10.0.0.0/8"), "{err}");
+    let (_, out, _) = run_pylon(
+        &["-t"],
+        Some(&format!("[access_log]\npath = \"off\"\n{OK_ROUTE}")),
+    );
+    assert!(out.lines().any(|l| l == "trusted proxies: none"), "{out}");
+}
+
+#[test]
+fn check_writes_nothing_not_even_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (code, _, err) = run_pylon(
+        &["-t"],
+        Some(&format!(
+            "[access_log]\npath = \"{}\"\n{OK_ROUTE}",
+            log.display()
+        )),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!log.exists(), "-t created {}", log.display());
+    // a directory that is not there still fails the check
+    let (code, _, err) = run_pylon(
+        &["-t"],
+        Some(&format!(
+            "[access_log]\npath = \"{}/no/such/dir/access.log\"\n{OK_ROUTE}",
+            dir.path().display()
+        )),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("key `access_log.path`") && err.contains("cannot be opened for writing"),
+        "{err}"
+    );
+}

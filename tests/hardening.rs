@@ -820,3 +820,68 @@ fn with_h2c_on_a_request_shorter_than_the_preface_is_answered_at_once() {
     assert_eq!(r.expect("no answer").status, 200);
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
+
+#[test]
+fn a_method_that_is_not_upper_case_gets_the_gateways_400_and_goes_nowhere() {
+    let up = Upstream::echo();
+    let gw = Gateway::start("", &route("/a", up.addr, ""));
+    for method in ["get", "Get", "helloGET"] {
+        let r = raw_request(
+            gw.addr,
+            format!("{method} /a/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{method}");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(),
+            error_body(400, "Bad request."),
+            "{method}"
+        );
+    }
+    assert_eq!(up.hits(), 0);
+    // an upper-case extension method is forwarded
+    let r = raw_request(
+        gw.addr,
+        b"PROPFIND /a/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().method, "PROPFIND");
+}
+
+#[test]
+fn header_names_with_underscores_are_dropped_unless_the_route_keeps_them() {
+    let up = Upstream::echo();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{}{}",
+            route("/drop", up.addr, ""),
+            route("/keep", up.addr, "underscores_in_headers = true")
+        ),
+    );
+    let send = |path: &str| {
+        raw_request(
+            gw.addr,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\nX_Api_Key: k\r\nX-Fine: 1\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    assert_eq!(send("/drop/x").status, 200);
+    let seen = up.last();
+    assert!(
+        !seen.headers.iter().any(|(k, _)| k.contains('_')),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.header("x-fine"), Some("1"));
+    assert_eq!(send("/keep/x").status, 200);
+    let seen = up.last();
+    assert_eq!(
+        seen.header("content_length"),
+        Some("5"),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.header("x_api_key"), Some("k"));
+}

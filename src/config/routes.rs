@@ -71,6 +71,11 @@ pub struct RouteSection {
     /// Proxy TRACE requests (otherwise 405: TRACE echoes credentials back).
     #[serde(default)]
     pub allow_trace: bool,
+    /// Forward request header fields whose names hold `_` (nginx's
+    /// `underscores_in_headers`); by default they are dropped, since CGI and WSGI stacks
+    /// read `_` as `-` (`Content_Length` would become `Content-Length`).
+    #[serde(default)]
+    pub underscores_in_headers: bool,
     /// This route's request body limit; absent: `[limits] max_body`.
     #[serde(default)]
     pub max_body: Option<BodySize>,

@@ -53,7 +53,7 @@ impl Gateway {
     pub(super) fn screen(&self, session: &Session, rt: &Runtime, ctx: &mut RequestState) -> Early {
         let req = session.req_header();
         let path = req.uri.path();
-        if unsafe_path(path) {
+        if unsafe_path(path) || !upper_case_method(&req.method) {
             return Early::Refuse(GatewayError::BadRequest);
         }
         if let (Some(port), false) = (rt.redirect_http, ctx.tls) {
@@ -217,9 +217,37 @@ pub(super) fn unsafe_path(path: &str) -> bool {
         .any(|segment| segment == b"." || segment == b"..")
 }
 
+/// nginx's rule for a method: upper-case letters, `_` and `-`. Upstreams disagree about
+/// the rest (`get`, or `helloGET` left over when a body's length header was misspelt):
+/// aiohttp and gunicorn answer 400, tornado 405, uvicorn, hypercorn and twisted accept them;
+/// the gateway refuses them with its own 400 instead of forwarding them. No route can take
+/// one: `methods` takes upper-case names only.
+pub(super) fn upper_case_method(method: &Method) -> bool {
+    method
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn methods_must_be_upper_case_tokens() {
+        for good in ["GET", "POST", "PROPFIND", "M-SEARCH", "VERSION_CONTROL"] {
+            assert!(
+                upper_case_method(&Method::from_bytes(good.as_bytes()).unwrap()),
+                "{good}"
+            );
+        }
+        for bad in ["get", "Get", "helloGET", "GET1", "PATCH!"] {
+            assert!(
+                !upper_case_method(&Method::from_bytes(bad.as_bytes()).unwrap()),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn dot_segments_are_spotted_plain_and_encoded() {

@@ -179,6 +179,7 @@ impl Runtime {
                 preserve_host: r.preserve_host,
                 http2: r.http2,
                 allow_trace: r.allow_trace,
+                underscores_in_headers: r.underscores_in_headers,
                 timeouts: Timeouts::resolve(&r.timeouts, base),
                 limit,
                 auth: chain,
@@ -197,6 +198,12 @@ impl Runtime {
                 .map(|(i, r)| (r.prefix.to_string(), i)),
         );
 
+        let trusted_proxies = TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0));
+        for net in trusted_proxies.everyone() {
+            log::warn!(
+                "server.trusted_proxies holds {net}: every client is then a trusted proxy and may set its own address in X-Forwarded-For"
+            );
+        }
         let tls = compile_tls(file.tls.as_ref()).map_err(locate)?;
         let admin = AdminSettings::from_config(file.admin.as_ref(), file.metrics.as_ref())
             .map_err(locate)?;
@@ -229,7 +236,7 @@ impl Runtime {
             keepalive_requests: file.server.keepalive_requests.0,
             tls,
             auth,
-            trusted_proxies: TrustedProxies::new(file.server.trusted_proxies.iter().map(|c| c.0)),
+            trusted_proxies,
             security,
             cors: Cors::from_config(&file.cors).map_err(env_error)?,
             access_log: (

@@ -27,6 +27,8 @@ pub struct Route {
     pub http2: bool,
     /// TRACE is proxied (otherwise 405).
     pub allow_trace: bool,
+    /// Forward header fields with `_` in their names (otherwise dropped).
+    pub underscores_in_headers: bool,
     pub timeouts: Timeouts,
     /// `None`: not limited.
     pub limit: Option<Policy>,

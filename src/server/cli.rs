@@ -71,6 +71,21 @@ pub fn summary(rt: &Runtime) -> String {
             )
         })
     };
+    let proxies: Vec<String> = rt
+        .trusted_proxies
+        .nets()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let _ = writeln!(
+        out,
+        "trusted proxies: {}",
+        if proxies.is_empty() {
+            "none".to_string()
+        } else {
+            proxies.join(", ")
+        }
+    );
     let _ = writeln!(out, "rate limit: {}", limit(rt.default_limit.as_ref()));
     if let Some(store) = &rt.store {
         let _ = writeln!(

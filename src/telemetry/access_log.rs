@@ -41,7 +41,34 @@ impl Target {
         }
     }
 
-    /// Open the destination; used by `-t` too, so an unwritable path fails the check.
+    /// Whether the destination can be written, without creating it: `-t` runs this too,
+    /// and a check must not write. An existing file must open for appending; a new one
+    /// needs a directory this process may create files in.
+    fn check(&self) -> io::Result<()> {
+        let Target::File(path) = self else {
+            return Ok(());
+        };
+        match OpenOptions::new().append(true).open(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+                if !std::fs::metadata(dir)?.is_dir() {
+                    return Err(io::Error::from(io::ErrorKind::NotADirectory));
+                }
+                let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                // SAFETY: access(2) reads the NUL-terminated path it is given.
+                if unsafe { libc::access(dir.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Open the destination, creating a file that is not there yet.
     fn open(&self) -> io::Result<Option<Box<dyn Write + Send>>> {
         Ok(match self {
             Target::Off => None,
@@ -93,8 +120,9 @@ impl AccessLog {
     /// Check the destination can be opened; lines queue until [`Self::start_writer`].
     pub fn new(section: &AccessLogSection) -> io::Result<AccessLog> {
         let target = Target::from_config(section);
-        // opened here to fail early; the writer reopens it after a possible daemon fork
-        drop(target.open()?);
+        // checked here to fail early; the writer opens (and creates) it once it starts,
+        // after a possible daemon fork
+        target.check()?;
         let (sender, receiver) = match target {
             Target::Off => (None, None),
             _ => {

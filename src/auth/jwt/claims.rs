@@ -186,7 +186,8 @@ pub(super) fn number_text(n: f64) -> String {
     }
 }
 
-/// Seconds since the epoch, integral or not (RFC 7519 §2).
+/// Seconds since the epoch (RFC 7519 §2), whole: see [`super::MAX_TIME_CLAIM_SPAN_S`] for the
+/// range a verifier takes.
 pub(super) struct NumericDate(f64);
 
 impl<'de> Deserialize<'de> for NumericDate {
@@ -204,10 +205,11 @@ impl<'de> Deserialize<'de> for NumericDate {
                 Ok(NumericDate(v as f64))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
-                if v.is_finite() {
+                // whole seconds only: `1e300` or `1700000000.5` is refused
+                if v.is_finite() && v.fract() == 0.0 {
                     Ok(NumericDate(v))
                 } else {
-                    Err(E::custom("not a finite number"))
+                    Err(E::custom("not a whole number of seconds"))
                 }
             }
         }

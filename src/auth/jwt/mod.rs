@@ -36,6 +36,9 @@ pub(crate) use alg::Alg;
 pub(crate) use claims::claim_value;
 use claims::{Claims, ClaimsSeed};
 
+/// `exp`, `nbf` and `iat` must lie within this many seconds of now (ten years either way):
+/// a token that claims to expire later, or was issued earlier, is refused.
+pub(crate) const MAX_TIME_CLAIM_SPAN_S: f64 = 10.0 * 365.25 * 86_400.0;
 /// Decoded header: generous for `kid`, `typ` and the like; `x5c` chains do not fit.
 const MAX_HEADER: usize = 4 * 1024;
 /// Decoded payload: everything an 8 KiB token can hold.
@@ -288,6 +291,15 @@ impl JwtVerifier {
     fn check(&self, claims: Claims<'_>) -> Result<(Admitted, f64), Failure> {
         let now = self.clock.now_ms() as f64;
         let exp = claims.exp.ok_or(INVALID)?;
+        // a time claim far from now is refused outright: `"exp": 1e300` would never expire
+        let sane = |t: f64| (t * 1000.0 - now).abs() <= MAX_TIME_CLAIM_SPAN_S * 1000.0;
+        if ![Some(exp), claims.nbf, claims.iat]
+            .into_iter()
+            .flatten()
+            .all(sane)
+        {
+            return Err(INVALID);
+        }
         if now >= exp * 1000.0 + self.leeway_ms {
             return Err(INVALID);
         }
@@ -741,7 +753,8 @@ mod tests {
             unauthorized(f.rs(&at(60, &iat(31))).await),
             "issued in the future"
         );
-        // fractional dates are NumericDates too
+        // whole seconds only: RFC 7519 allows fractions, but no issuer needs them and a
+        // float is how `1e300` gets in
         let frac = sign(
             "RS256",
             &keys.rsa,
@@ -751,7 +764,32 @@ mod tests {
                 f.now + 10
             ),
         );
-        assert!(f.rs(&frac).await.is_ok());
+        assert!(unauthorized(f.rs(&frac).await), "a fraction of a second");
+        let forever = sign(
+            "RS256",
+            &keys.rsa,
+            None,
+            "{\"iss\":\"https://idp.example/\",\"aud\":\"pylon\",\"exp\":1e300}",
+        );
+        assert!(
+            unauthorized(f.rs(&forever).await),
+            "exp 1e300 never expires"
+        );
+        let years = |y: f64| (y * 365.25 * 86_400.0) as i64;
+        assert!(f.rs(&at(years(9.9), "")).await.is_ok(), "nine years ahead");
+        assert!(
+            unauthorized(f.rs(&at(years(10.1), "")).await),
+            "more than ten years ahead"
+        );
+        assert!(f.rs(&at(60, &iat(-years(9.9)))).await.is_ok());
+        assert!(
+            unauthorized(f.rs(&at(60, &iat(-years(10.1)))).await),
+            "issued more than ten years ago"
+        );
+        assert!(
+            unauthorized(f.rs(&at(60, &nbf(-years(10.1)))).await),
+            "valid since more than ten years"
+        );
         // exp is required, and must be a number
         let none = sign(
             "RS256",
