@@ -885,3 +885,41 @@ fn header_names_with_underscores_are_dropped_unless_the_route_keeps_them() {
     );
     assert_eq!(seen.header("x_api_key"), Some("k"));
 }
+
+#[test]
+fn a_client_that_breaks_off_its_upload_fills_no_error_log() {
+    let up = Upstream::echo();
+    let admin = closed_port();
+    let gw = Gateway::start(
+        "",
+        &format!("[admin]\nlisten = \"{admin}\"\n{}", route("/a", up.addr, "")),
+    );
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(b"POST /a/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nsome")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let socket = socket2::SockRef::from(&s);
+        socket.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stderr = gw.stderr();
+    assert!(
+        !stderr.lines().any(|l| l.contains("ERROR")),
+        "client faults logged as errors:\n{stderr}"
+    );
+    // the exchanges are still logged, as what the client got (nothing)
+    let lines = gw.access_log_lines(5);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    // and counted
+    let text = metrics_text(admin);
+    assert!(
+        text.contains("pylon_client_errors_total{route=\"/a\"} 5"),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("errors_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

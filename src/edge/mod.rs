@@ -305,6 +305,7 @@ impl Edge {
             upstream_time: None,
             answered: Some(err),
             upstream_error: false,
+            client_error: false,
             request_bytes: 0,
         }
         .record(rt.shared.metrics.as_ref(), &rt.shared.access_log);

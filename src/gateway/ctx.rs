@@ -23,8 +23,8 @@ use bytes::Bytes;
 use http::header;
 use http::Version;
 use pingora::Error;
-use pingora::ErrorType;
 use pingora::Result;
+use pingora::{ErrorSource, ErrorType};
 use std::time::SystemTime;
 
 impl Gateway {
@@ -223,6 +223,7 @@ pub(super) fn finish<'a>(
         upstream_time: ctx.upstream_time,
         answered: ctx.answered,
         upstream_error,
+        client_error: e.is_some_and(client_fault),
         request_bytes: session.body_bytes_read() as u64,
     }
 }
@@ -244,6 +245,12 @@ impl RequestState {
         }
         Ok(())
     }
+}
+
+/// Whether the client's side failed the exchange (a close, a reset, a timeout reading
+/// from it, a malformed body), rather than the gateway or an upstream.
+pub(super) fn client_fault(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream
 }
 
 pub(super) fn version_str(v: Version) -> &'static str {

@@ -159,6 +159,20 @@ impl ProxyHttp for Gateway {
         self.answer_failure(session, e, rt, ctx).await
     }
 
+    /// A failure the client caused (it closed, reset or stalled its side) is the client's
+    /// business, not the operator's: at debug level, so that no client fills the error log
+    /// at will. ERROR stays for the gateway's and the upstreams' faults.
+    fn suppress_error_log(&self, session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        let client = client_fault(e);
+        if client {
+            log::debug!(
+                "client failed the exchange: {e}, {}",
+                session.request_summary()
+            );
+        }
+        client
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let (rt, ctx) = ctx.parts();
         let error = e.map(|e| format!("{} {}", e.esource().as_str(), e.etype().as_str()));

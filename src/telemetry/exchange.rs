@@ -21,6 +21,8 @@ pub struct Exchange<'a> {
     pub answered: Option<GatewayError>,
     /// The upstream failed the exchange: refused, reset, timed out, cut its answer short.
     pub upstream_error: bool,
+    /// The client failed the exchange.
+    pub client_error: bool,
     /// Body bytes read from the client.
     pub request_bytes: u64,
 }
@@ -36,6 +38,7 @@ impl Exchange<'_> {
                 upstream_time: self.upstream_time,
                 answered: self.answered,
                 upstream_error: self.upstream_error,
+                client_error: self.client_error,
                 request_bytes: self.request_bytes,
                 response_bytes: self.entry.body_bytes as u64,
             });

@@ -32,7 +32,8 @@ const REQUEST_TIME: usize = STATUS + 6;
 const UPSTREAM_TIME: usize = REQUEST_TIME + HISTOGRAM;
 const GATEWAY_ERRORS: usize = UPSTREAM_TIME + HISTOGRAM;
 const UPSTREAM_ERRORS: usize = GATEWAY_ERRORS + ERRORS.len();
-const REQUEST_BYTES: usize = UPSTREAM_ERRORS + 1;
+const CLIENT_ERRORS: usize = UPSTREAM_ERRORS + 1;
+const REQUEST_BYTES: usize = CLIENT_ERRORS + 1;
 const RESPONSE_BYTES: usize = REQUEST_BYTES + 1;
 const PER_ROUTE: usize = RESPONSE_BYTES + 1;
 /// Status classes in the order of the counters.
@@ -54,6 +55,8 @@ pub struct Observation<'a> {
     pub answered: Option<GatewayError>,
     /// The upstream failed the exchange: refused, reset, timed out, cut its answer short.
     pub upstream_error: bool,
+    /// The client failed the exchange: closed, reset or stalled its side.
+    pub client_error: bool,
     /// Body bytes read from the client and sent to it.
     pub request_bytes: u64,
     pub response_bytes: u64,
@@ -179,6 +182,9 @@ impl Metrics {
             if let Some(i) = ERRORS.iter().position(|&code| code == err.status()) {
                 c[GATEWAY_ERRORS + i].fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if o.client_error {
+            c[CLIENT_ERRORS].fetch_add(1, Ordering::Relaxed);
         }
         if o.upstream_error {
             c[UPSTREAM_ERRORS].fetch_add(1, Ordering::Relaxed);
@@ -310,6 +316,16 @@ pub fn write_series(out: &mut String, blocks: &[(&str, &RouteCounters)]) {
         }
     }
 
+    out.push_str("# HELP pylon_client_errors_total Exchanges the client failed (closed, reset or stalled its side), by route prefix; logged at debug level, never as errors.\n# TYPE pylon_client_errors_total counter\n");
+    for &(route, c) in blocks {
+        let n = c.total(CLIENT_ERRORS);
+        if n > 0 {
+            out.push_str("pylon_client_errors_total{route=\"");
+            label(out, route);
+            let _ = writeln!(out, "\"}} {n}");
+        }
+    }
+
     for (name, help, offset) in [
         (
             "pylon_request_bytes_total",
@@ -349,6 +365,7 @@ mod tests {
             upstream_time: Some(Duration::from_millis(2)),
             answered: None,
             upstream_error: status == 503,
+            client_error: false,
             request_bytes: 0,
             response_bytes: 0,
         };
@@ -387,6 +404,7 @@ mod tests {
             upstream_time: None,
             answered: None,
             upstream_error: false,
+            client_error: false,
             request_bytes: 0,
             response_bytes: 0,
         });
@@ -416,6 +434,7 @@ mod tests {
                             upstream_time: None,
                             answered: None,
                             upstream_error: false,
+                            client_error: false,
                             request_bytes: 0,
                             response_bytes: 0,
                         });
