@@ -892,7 +892,10 @@ fn a_client_that_breaks_off_its_upload_fills_no_error_log() {
     let admin = closed_port();
     let gw = Gateway::start(
         "",
-        &format!("[admin]\nlisten = \"{admin}\"\n{}", route("/a", up.addr, "")),
+        &format!(
+            "[admin]\nlisten = \"{admin}\"\n{}",
+            route("/a", up.addr, "")
+        ),
     );
     for _ in 0..5 {
         let mut s = TcpStream::connect(gw.addr).unwrap();

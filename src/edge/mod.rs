@@ -356,7 +356,9 @@ impl ServerApp for Edge {
         let mut pending = BytesMut::new();
         if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                self.serve_h2(stream, shutdown).await;
+                // boxed: the HTTP/2 loop's state would otherwise size the future of every
+                // connection, HTTP/1 ones included
+                Box::pin(self.serve_h2(stream, shutdown)).await;
                 return None;
             }
         } else if h2c {
@@ -368,7 +370,7 @@ impl ServerApp for Edge {
                     // give the preface back for Pingora's h2 handshake
                     let mut plain = stream.into_any().downcast::<L4Stream>().ok()?;
                     plain.rewind(&pending);
-                    self.serve_h2(plain, shutdown).await;
+                    Box::pin(self.serve_h2(plain, shutdown)).await;
                     return None;
                 }
             }
