@@ -926,3 +926,30 @@ fn a_client_that_breaks_off_its_upload_fills_no_error_log() {
             .join("\n")
     );
 }
+
+#[test]
+fn a_request_pipelined_right_after_a_chunked_body_is_answered_too() {
+    let up = Upstream::echo();
+    let gw = Gateway::start("", &route("/a", up.addr, ""));
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // both written at once
+    s.write_all(
+        b"POST /a/first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+          GET /a/second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        2,
+        "both answered: {text}"
+    );
+    let seen = up.seen();
+    let targets: Vec<&str> = seen.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, ["/first", "/second"]);
+    assert_eq!(seen[0].body, b"hello");
+    assert!(seen[1].body.is_empty());
+}

@@ -42,8 +42,11 @@ pub enum Framing {
     None,
     /// `Content-Length` bytes.
     Length(u64),
-    /// Chunked, or a connection that changes protocol: only the proxy can tell where it
-    /// ends, so it gets every byte that follows.
+    /// Chunked: where it ends is known once its last chunk has arrived (see
+    /// [`chunked_len`]); until then the proxy gets every byte that follows.
+    Chunked,
+    /// A connection that changes protocol: only the proxy can tell where it ends, so it
+    /// gets every byte that follows.
     Open,
 }
 
@@ -295,8 +298,10 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
         (None, None) if http11 => return Err(BadRequest),
         _ => {}
     }
-    let framing = if chunked || upgrade {
+    let framing = if upgrade {
         Framing::Open
+    } else if chunked {
+        Framing::Chunked
     } else {
         match length {
             None | Some(0) => Framing::None,
@@ -305,6 +310,67 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
     };
     let rewritten = absolute.map(|authority| with_host(head, start, line_len, authority));
     Ok(Screened { framing, rewritten })
+}
+
+/// The length of the chunked body at the start of `buf`, through its last chunk, trailers
+/// and final CRLF, when all of it is there; `None` while it is not, or when it is written
+/// in any but the plainest form (then the proxy gets every byte that follows, and its own
+/// parser decides). With it, a request pipelined right behind a chunked body stays with the
+/// edge and is served next, instead of reaching the proxy as bytes read past the body
+/// (which closes the connection and loses the request).
+///
+/// Strict by design, so that this and the proxy's parser never disagree about where the
+/// body ends: hex sizes of at most 15 digits, extensions of token characters, `=`, `;` and
+/// spaces only, CRLF line ends, trailer lines without bare CR or LF.
+pub fn chunked_len(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let line = line_at(buf, pos)?;
+        let text = &buf[pos..line];
+        let digits = text
+            .iter()
+            .position(|&b| !b.is_ascii_hexdigit())
+            .unwrap_or(text.len());
+        if digits == 0 || digits > 15 {
+            return None;
+        }
+        let extension = &text[digits..];
+        if !extension
+            .iter()
+            .all(|&b| is_tchar(b) || matches!(b, b';' | b'=' | b' ' | b'\t'))
+        {
+            return None;
+        }
+        let size = usize::from_str_radix(std::str::from_utf8(&text[..digits]).ok()?, 16).ok()?;
+        pos = line + 2;
+        if size == 0 {
+            // trailers, then the empty line
+            loop {
+                let end = line_at(buf, pos)?;
+                if end == pos {
+                    return Some(end + 2);
+                }
+                pos = end + 2;
+            }
+        }
+        let data_end = pos.checked_add(size)?;
+        if buf.get(data_end..data_end.checked_add(2)?)? != b"\r\n" {
+            return None;
+        }
+        pos = data_end + 2;
+    }
+}
+
+/// Where the CRLF-ended line starting at `pos` ends (the index of its CR); `None` when it is
+/// incomplete or holds a bare CR or LF.
+fn line_at(buf: &[u8], pos: usize) -> Option<usize> {
+    let rest = buf.get(pos..)?;
+    let lf = memchr::memchr(b'\n', rest)?;
+    let cr = lf.checked_sub(1)?;
+    if rest[cr] != b'\r' || rest[..cr].contains(&b'\r') {
+        return None;
+    }
+    Some(pos + cr)
 }
 
 /// The fields of a head, one `(name, value)` at a time, checked as strictly as the parser
@@ -506,6 +572,32 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_chunked_body_is_measured_and_anything_unusual_is_left_to_the_proxy() {
+        let body = b"5\r\nhello\r\n0\r\n\r\n";
+        let mut pipelined = body.to_vec();
+        pipelined.extend_from_slice(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(chunked_len(&pipelined), Some(body.len()));
+        assert_eq!(chunked_len(body), Some(body.len()));
+        let ext = b"a;name=v\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\nrest";
+        assert_eq!(chunked_len(ext), Some(ext.len() - 4));
+        // incomplete: not yet known
+        for cut in 1..body.len() {
+            assert_eq!(chunked_len(&body[..cut]), None, "{cut}");
+        }
+        // unusual forms: the proxy's parser decides
+        for odd in [
+            &b"5\nhello\n0\n\n"[..],
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"x\"\r\nhello\r\n0\r\n\r\n",
+            b"1000000000000000\r\n",
+            b"5\r\nhello\r\n0\r\nX: a\rb\r\n\r\n",
+        ] {
+            assert_eq!(chunked_len(odd), None, "{:?}", String::from_utf8_lossy(odd));
+        }
+    }
+
+    #[test]
     fn plain_requests_pass_with_their_framing() {
         let s = check("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert_eq!(s.framing, Framing::None);
@@ -513,7 +605,7 @@ mod tests {
         let s = check("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap();
         assert_eq!(s.framing, Framing::Length(5));
         let s = check("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert_eq!(s.unwrap().framing, Framing::Open);
+        assert_eq!(s.unwrap().framing, Framing::Chunked);
         let s = check("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
         assert_eq!(s.unwrap().framing, Framing::Open);
         assert!(check("GET / HTTP/1.0\r\n\r\n").is_ok());

@@ -165,6 +165,9 @@ impl Edge {
                     end + usize::try_from(n)
                         .map_or(pending.len() - end, |n| n.min(pending.len() - end))
                 }
+                Framing::Chunked => {
+                    end + head::chunked_len(&pending[end..]).unwrap_or(pending.len() - end)
+                }
                 Framing::Open => pending.len(),
             };
             let mut request = pending.split_to(take);
