@@ -57,7 +57,7 @@ bench-deps: deps
 bench: bench-deps release
 	python3 benches/load.py $(BENCH_ARGS)
 	python3 benches/cluster.py $(CLUSTER_ARGS)
-	python3 benches/idle_connections.py --gateway pylon,nginx,floor --out benches/results/connections-latest.md $(CONNECTIONS_ARGS)
+	python3 benches/idle_connections.py --gateway pylon,nginx,floor --modes plain,tls,ws,h2idle --out benches/results/connections-latest.md $(CONNECTIONS_ARGS)
 
 build: deps
 	$(CARGO) build

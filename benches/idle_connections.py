@@ -2,7 +2,8 @@
 """Memory per idle connection: what a gateway holds for a client that made a request and
 then keeps its connection open, doing nothing (issue #16).
 
-    python3 benches/idle_connections.py [--gateway pylon,nginx,floor] [--modes plain,tls,ws]
+    python3 benches/idle_connections.py [--gateway pylon,nginx,floor]
+                                        [--modes plain,tls,ws,h2idle]
                                         [--counts 3000,20000] [--settle S] [--after S]
                                         [--out FILE]
 
@@ -31,6 +32,13 @@ started, before the warm-up: an upper bound of what stays, as it counts what any
 traffic leaves in place (the pool, lazy statics, the allocator's first pages). The
 memory is VmRSS from /proc/PID/status (summed over nginx's master and workers) and the
 anonymous memory from /proc/PID/smaps_rollup; per connection is (open - before) / COUNT.
+
+Mode h2idle (Pylon only, issue 23): each connection speaks cleartext HTTP/2 (h2c), makes
+one GET on stream 1, reads the answer and stays idle; the gateway runs with
+`client_idle = "IDLE"` (--h2-idle, default 10 s). "after" is then read IDLE + AFTER seconds
+after the connections opened, before the clients close anything: the gateway's own idle
+close (GOAWAY) is what brings the memory back, and "alive" counts the connections still
+open when the clients finally close theirs.
 
 Clients are asyncio sockets in child processes of at most 5,000 each, spread over the
 source addresses 127.0.0.2-127.0.0.33 so that 20,000 of them never run out of ephemeral
@@ -232,7 +240,7 @@ def make_certificate(tmp):
     return cert, key
 
 
-def pylon_config(tmp, name, cert, key):
+def pylon_config(tmp, name, cert, key, client_idle="600s", h2c=False):
     """benches/pylon.toml's policy work, with room for 20,000 idle clients."""
     conf = tmp / f"{name}.toml"
     conf.write_text(f"""\
@@ -243,6 +251,7 @@ pid_file = "{tmp}/{name}.pid"
 upgrade_sock = "{tmp}/{name}.sock"
 trusted_proxies = ["127.0.0.0/8"]
 max_connections = 100000
+h2c = {"true" if h2c else "false"}
 
 [tls]
 listen = ["{HOST}:{TLS_PORT}"]
@@ -259,7 +268,7 @@ format = "combined"
 connect = "2s"
 read = "15s"
 client_header = "60s"
-client_idle = "600s"
+client_idle = "{client_idle}"
 
 [rate_limit]
 requests = 1000000000
@@ -282,8 +291,8 @@ upstreams = ["http://{HOST}:{WS_PORT}"]
     return conf
 
 
-def start_pylon(tmp, name, binary, cert, key):
-    conf = pylon_config(tmp, name, cert, key)
+def start_pylon(tmp, name, binary, cert, key, client_idle="600s", h2c=False):
+    conf = pylon_config(tmp, name, cert, key, client_idle, h2c)
     env = dict(os.environ, RUST_LOG="warn")
     svc = Service(name, [binary, "-c", conf], tmp, signal.SIGINT, env=env)
     svc.wait_port(PLAIN_PORT, timeout=60)
@@ -403,6 +412,42 @@ async def read_answer(reader):
     return status
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return (len(payload).to_bytes(3, "big") + bytes([kind, flags])
+            + stream.to_bytes(4, "big") + payload)
+
+
+def h2_get(path):
+    """The preface, an empty SETTINGS, and GET `path` on stream 1 (HPACK: :method GET and
+    :scheme http from the static table, :path and :authority as literals)."""
+    block = bytes([0x82, 0x86, 0x04, len(path)]) + path.encode()
+    block += bytes([0x01, len("localhost")]) + b"localhost"
+    return H2_PREFACE + h2_frame(0x4, 0, 0) + h2_frame(0x1, 0x5, 1, block)
+
+
+async def read_h2_answer(reader, writer):
+    """Frames until stream 1 ends; acknowledges the server's SETTINGS. Returns True when a
+    response HEADERS came on stream 1."""
+    answered = False
+    while True:
+        head = await reader.readexactly(9)
+        length = int.from_bytes(head[:3], "big")
+        kind, flags = head[3], head[4]
+        stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        await reader.readexactly(length)
+        if kind == 0x4 and not flags & 0x1:
+            writer.write(h2_frame(0x4, 0x1, 0))
+        if stream == 1 and kind == 0x1:
+            answered = True
+        if stream == 1 and kind in (0x0, 0x1) and flags & 0x1:
+            return answered
+        if kind == 0x7:
+            return False
+
+
 async def open_one(i, mode, tls_ctx, prefix):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -419,6 +464,13 @@ async def open_one(i, mode, tls_ctx, prefix):
                                                        server_hostname="localhost")
     else:
         reader, writer = await asyncio.open_connection(sock=sock)
+    if mode == "h2idle":
+        writer.write(h2_get(f"{prefix}/small"))
+        await writer.drain()
+        if not await read_h2_answer(reader, writer):
+            writer.close()
+            raise BenchError(f"connection {i}: no HTTP/2 answer")
+        return reader, writer
     writer.write(request_bytes(mode, i, prefix))
     await writer.drain()
     status = await read_answer(reader)
@@ -470,8 +522,15 @@ async def client_main(mode, count, first, prefix):
     conns = await open_many(count, mode, tls_context(), prefix, first=first)
     print(f"opened {len(conns)}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    # a connection the gateway closed meanwhile has its reader at EOF
-    alive = sum(1 for r, _ in conns if not r.at_eof())
+    # a connection the gateway closed meanwhile reaches EOF once what it sent last (an
+    # HTTP/2 GOAWAY) is read
+    alive = 0
+    for r, _ in conns:
+        try:
+            while await asyncio.wait_for(r.read(65536), 0.05):
+                pass
+        except asyncio.TimeoutError:
+            alive += 1
     await close_many(conns)
     print(f"closed {alive}", flush=True)
 
@@ -517,7 +576,7 @@ class Clients:
                 p.wait()
 
 
-def run_one(svc, mode, count, settle, after, per_process, prefix):
+def run_one(svc, mode, count, settle, after, per_process, prefix, h2_idle=None):
     fresh = memory_kib(svc.pid)
     processes = -(-count // per_process)
     warmup = WARMUP * processes
@@ -537,10 +596,15 @@ def run_one(svc, mode, count, settle, after, per_process, prefix):
         opened = clients.opened()
         opening = time.monotonic() - started
         held = settled_memory(svc.pid, settle)
+        if h2_idle is not None:
+            # the gateway closes them itself: read the memory before the clients let go
+            wait = started + h2_idle - time.monotonic()
+            closed = settled_memory(svc.pid, max(wait, 0) + after)
         alive = clients.close()
     finally:
         clients.kill()
-    closed = settled_memory(svc.pid, after)
+    if h2_idle is None:
+        closed = settled_memory(svc.pid, after)
     return {"fresh": fresh, "before": before, "open": held, "after": closed, "opened": opened,
             "alive": alive, "seconds": opening}
 
@@ -554,7 +618,8 @@ def table(rows):
            "KiB/conn (RSS) | KiB/conn (anon) | after vs before | after vs fresh |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for gw, mode, count, r in rows:
-        n = max(r["alive"], 1)
+        # h2idle: the gateway closed them before the clients did, so count what opened
+        n = max(r["opened"] if mode == "h2idle" else r["alive"], 1)
         per = (r["open"][0] - r["before"][0]) / n
         per_anon = (r["open"][1] - r["before"][1]) / n
         back = (r["after"][0] - r["before"][0]) / r["before"][0] * 100
@@ -589,6 +654,8 @@ def main():
                     help="seconds to wait before reading the memory")
     ap.add_argument("--after", type=float, default=8.0,
                     help="seconds after the close before the last reading")
+    ap.add_argument("--h2-idle", type=float, default=10.0,
+                    help="h2idle mode: Pylon's timeouts.client_idle, seconds")
     ap.add_argument("--out", help="also write the Markdown here")
     ap.add_argument("--ws-upstream", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
@@ -625,17 +692,24 @@ def main():
                 for mode in modes:
                     for wanted in counts:
                         count = fit(wanted, mode, limit)
+                        if mode == "h2idle" and gw != "pylon":
+                            log(f"{gw} {mode}: Pylon only")
+                            continue
                         log(f"{gw} {mode} {count}")
                         if gw == "nginx":
                             svc = start_nginx(tmp, cert, key)
                         elif gw == "floor":
                             svc = start_floor(tmp, gw, binaries[gw], cert, key, mode)
+                        elif mode == "h2idle":
+                            svc = start_pylon(tmp, gw, binaries[gw], cert, key,
+                                              f"{args.h2_idle:g}s", h2c=True)
                         else:
                             svc = start_pylon(tmp, gw, binaries[gw], cert, key)
                         prefix = "" if gw == "floor" else "/api"
+                        h2_idle = args.h2_idle if mode == "h2idle" else None
                         try:
                             r = run_one(svc, mode, count, args.settle, args.after,
-                                        per_process, prefix)
+                                        per_process, prefix, h2_idle)
                         finally:
                             svc.stop()
                         log(f"  opened {r['opened']} in {r['seconds']:.1f} s; RSS "

@@ -953,3 +953,44 @@ fn a_request_pipelined_right_after_a_chunked_body_is_answered_too() {
     assert_eq!(seen[0].body, b"hello");
     assert!(seen[1].body.is_empty());
 }
+
+#[test]
+fn an_expectation_other_than_100_continue_gets_417_and_goes_nowhere() {
+    let up = Upstream::echo();
+    let gw = Gateway::start("", &route("/a", up.addr, ""));
+    let r = raw_request(
+        gw.addr,
+        b"POST /a/x HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(r.status, 417);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(),
+        error_body(417, "Expectation failed.")
+    );
+    assert_eq!(up.hits(), 0);
+    // 100-continue is met: the interim answer, then the final one, and the connection
+    // stays open for the next request
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"POST /a/x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(b"hello").unwrap();
+    let mut all = buf[..n].to_vec();
+    while !String::from_utf8_lossy(&all).contains("HTTP/1.1 200") || !all.ends_with(b"}") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&all));
+        all.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+    assert!(!text.contains("connection: close"), "{text}");
+    assert_eq!(up.last().body, b"hello");
+}

@@ -57,6 +57,8 @@ pub struct Screened {
     /// An absolute-form target: the head again with `Host` set to the target's authority
     /// (RFC 9112 §3.2.2: the target's authority wins over any Host field).
     pub rewritten: Option<BytesMut>,
+    /// `Expect: 100-continue`: the interim answer goes out before the body is read.
+    pub expect_continue: bool,
 }
 
 /// Finds where a head ends as its bytes arrive, and whether it is over a limit, looking
@@ -212,7 +214,7 @@ pub fn request_line(head: &[u8]) -> RequestLine<'_> {
 
 /// Check one complete head (as found by [`Scan::advance`]).
 pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError> {
-    use GatewayError::{BadRequest, MethodNotAllowed, NotImplemented};
+    use GatewayError::{BadRequest, ExpectationFailed, MethodNotAllowed, NotImplemented};
     let start = skip_empty_lines(head);
     let rest = &head[start..];
     let line_len = memchr::memchr(b'\n', rest).ok_or(BadRequest)?;
@@ -254,6 +256,7 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut upgrade = false;
+    let mut expect_continue = false;
     let fields = Fields {
         rest: &rest[line_len + 1..],
         count: 0,
@@ -286,6 +289,14 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
                 chunked = true;
             }
             7 if name.eq_ignore_ascii_case(b"upgrade") => upgrade = true,
+            // RFC 9110 §10.1.1: an expectation the gateway cannot meet gets 417 rather than
+            // being forwarded to an upstream that may ignore it
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                if !value.eq_ignore_ascii_case(b"100-continue") {
+                    return Err(ExpectationFailed);
+                }
+                expect_continue = true;
+            }
             _ => {}
         }
     }
@@ -309,7 +320,11 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
         }
     };
     let rewritten = absolute.map(|authority| with_host(head, start, line_len, authority));
-    Ok(Screened { framing, rewritten })
+    Ok(Screened {
+        framing,
+        rewritten,
+        expect_continue,
+    })
 }
 
 /// The length of the chunked body at the start of `buf`, through its last chunk, trailers

@@ -189,6 +189,13 @@ impl Edge {
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             }
+            if screened.expect_continue {
+                // the 100 Continue goes out before the body is read, which Pingora would
+                // otherwise take as an answer that leaves the body unread and close the
+                // connection after it: the body is read, and the connection kept
+                session.set_close_on_response_before_downstream_finish(false);
+                session.set_total_drain_timeout(Some(self.current.peek().client.lingering));
+            }
             session.set_pipelined_prefix(request);
             let Some(reused) = self.proxy.process_new_http(session, shutdown).await else {
                 return;

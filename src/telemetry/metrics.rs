@@ -22,8 +22,8 @@ const BUCKETS: [f64; 13] = [
 const HISTOGRAM: usize = BUCKETS.len() + 2;
 
 /// The gateway's own answers that are counted, in this order.
-const ERRORS: [u16; 15] = [
-    400, 401, 403, 404, 405, 408, 413, 414, 429, 431, 500, 501, 502, 503, 504,
+const ERRORS: [u16; 16] = [
+    400, 401, 403, 404, 405, 408, 413, 414, 417, 429, 431, 500, 501, 502, 503, 504,
 ];
 
 /// Counter offsets inside one route's block.
@@ -39,7 +39,13 @@ const PER_ROUTE: usize = RESPONSE_BYTES + 1;
 /// Status classes in the order of the counters.
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 /// Where 429 sits in `ERRORS`.
-const RATE_LIMITED: usize = 8;
+const RATE_LIMITED: usize = {
+    let mut i = 0;
+    while ERRORS[i] != 429 {
+        i += 1;
+    }
+    i
+};
 
 /// What one finished request contributes.
 #[derive(Debug, Clone, Copy)]

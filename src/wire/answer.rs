@@ -31,6 +31,8 @@ pub enum GatewayError {
     HeadersTooLarge,
     /// The request body is larger than the route's `max_body`.
     PayloadTooLarge,
+    /// An `Expect` the gateway cannot meet (anything but `100-continue`).
+    ExpectationFailed,
     /// The client spent its budget; `retry_after` is in seconds.
     RateLimited { retry_after: u32 },
     /// The upstream refused, reset or answered with something that is not HTTP.
@@ -56,6 +58,7 @@ impl GatewayError {
             GatewayError::RequestTimeout => 408,
             GatewayError::PayloadTooLarge => 413,
             GatewayError::UriTooLong => 414,
+            GatewayError::ExpectationFailed => 417,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::HeadersTooLarge => 431,
             GatewayError::Internal => 500,
@@ -95,6 +98,9 @@ impl GatewayError {
             }
             GatewayError::RateLimited { .. } => {
                 br#"{"code":429,"status":"Error","message":"Rate limit exceeded.","data":null}"#
+            }
+            GatewayError::ExpectationFailed => {
+                br#"{"code":417,"status":"Error","message":"Expectation failed.","data":null}"#
             }
             GatewayError::HeadersTooLarge => {
                 br#"{"code":431,"status":"Error","message":"Request header fields too large.","data":null}"#
@@ -189,6 +195,7 @@ impl GatewayError {
             401 => GatewayError::Unauthorized,
             403 => GatewayError::Forbidden,
             413 => GatewayError::PayloadTooLarge,
+            417 => GatewayError::ExpectationFailed,
             400..=499 if code != 404 && code != 429 => GatewayError::BadRequest,
             404 => GatewayError::NotFound,
             429 => GatewayError::RateLimited { retry_after: 1 },
@@ -262,6 +269,7 @@ mod tests {
             GatewayError::RequestTimeout,
             GatewayError::PayloadTooLarge,
             GatewayError::UriTooLong,
+            GatewayError::ExpectationFailed,
             GatewayError::RateLimited { retry_after: 3 },
             GatewayError::HeadersTooLarge,
             GatewayError::Internal,
