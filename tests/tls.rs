@@ -366,12 +366,9 @@ fn s_client(
 ) -> SClient {
     let mut cmd = std::process::Command::new("openssl");
     cmd.args(["s_client", "-connect", &addr.to_string()])
-        .args([
-            "-servername",
-            "a.pylon.test",
-            version,
-            "-verify_return_error",
-        ])
+        .args(["-servername", "a.pylon.test", "-verify_return_error"])
+        // the version, and any further flags (`-no_ticket`)
+        .args(version.split(' '))
         .arg("-CAfile")
         .arg(ca)
         .arg(if offer { "-sess_in" } else { "-sess_out" })
@@ -475,6 +472,13 @@ fn tls13_reconnects_resume_on_every_thread_and_listener() {
 #[test]
 fn tls12_reconnects_resume_on_every_thread_and_listener() {
     every_reconnect_resumes("-tls1_2", "TLSv1.2", 8);
+}
+
+/// A TLS 1.2 client that takes no ticket resumes by session id, from the process's own
+/// cache: on every thread and listener, however the last connection ended.
+#[test]
+fn tls12_reconnects_without_tickets_resume_by_session_id_on_every_thread_and_listener() {
+    every_reconnect_resumes("-tls1_2 -no_ticket", "TLSv1.2", 8);
 }
 
 /// SIGHUP reads the certificate files again, with the checks of a start: a renewed

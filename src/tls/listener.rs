@@ -12,8 +12,7 @@ use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::error::ErrorStack;
 use pingora::tls::ssl::{
-    select_next_proto, AlpnError, NameType, SslAcceptorBuilder, SslMode, SslOptions,
-    SslSessionCacheMode, SslVersion,
+    select_next_proto, AlpnError, NameType, SslAcceptorBuilder, SslMode, SslOptions, SslVersion,
 };
 
 use super::certs::CertStore;
@@ -83,14 +82,11 @@ pub(super) fn configure_acceptor(
             | SslOptions::PRIORITIZE_CHACHA,
     );
     // Resumption rests on tickets (TLS 1.2 tickets, TLS 1.3 stateless tickets) sealed with
-    // the process's rotated keys. The server-side cache cannot carry it: it belongs to one
-    // listener's context, and OpenSSL drops a session from it whenever a connection ends
-    // without the server's close_notify, which is how Pingora ends most of them (the client
-    // closes first, an idle keep-alive times out). It stays for TLS 1.2 clients that send no
-    // ticket extension, within one listener.
+    // the process's rotated keys, and, for TLS 1.2 clients that send no ticket extension,
+    // on the process's own session cache (see `sessions`), shared by every listener
+    // like the keys.
     builder.clear_options(SslOptions::NO_TICKET);
     ticket_keys.install(builder)?;
-    builder.set_session_cache_mode(SslSessionCacheMode::SERVER);
     // A session carries this context and resumes only where it matches: the same on every
     // listener, so the tickets of one resume on all.
     builder.set_session_id_context(SESSION_ID_CONTEXT)?;

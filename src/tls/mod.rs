@@ -29,6 +29,7 @@
 mod certs;
 mod error;
 mod listener;
+mod sessions;
 mod tickets;
 
 pub use certs::*;

@@ -22,6 +22,7 @@ use pingora::tls::error::ErrorStack;
 use pingora::tls::ssl::{SslContext, SslContextBuilder, SslRef};
 
 use super::error::TlsError;
+use super::sessions::SessionCache;
 
 /// How long a ticket key seals new tickets; it then opens tickets for one more period, so
 /// a ticket resumes for at least this long and never after twice this long. Also the
@@ -111,6 +112,8 @@ pub enum Rotation {
 /// Handshakes read the keys without a lock (one `ArcSwap` load); only rotation writes.
 pub struct TicketKeys {
     period: Duration,
+    /// TLS 1.2 sessions by id, for clients that take no ticket: shared like the keys.
+    sessions: Arc<SessionCache>,
     pub(super) ring: ArcSwap<KeyRing>,
     /// See [`TicketKeys::writer`].
     rotating: Mutex<()>,
@@ -126,6 +129,7 @@ impl TicketKeys {
         };
         Ok(TicketKeys {
             period,
+            sessions: Arc::default(),
             ring: ArcSwap::from_pointee(ring),
             rotating: Mutex::new(()),
         })
@@ -225,6 +229,7 @@ impl TicketKeys {
     /// lifetime of one period.
     pub(super) fn install(self: &Arc<Self>, ctx: &mut SslContextBuilder) -> Result<(), ErrorStack> {
         ctx.set_ex_data(ticket_keys_index()?, Arc::clone(self));
+        self.sessions.install(ctx)?;
         let lifetime = c_long::try_from(self.period.as_secs()).unwrap_or(c_long::MAX);
         // SAFETY: `ctx` is a live SSL_CTX that we hold exclusively while building it; the
         // callback matches OpenSSL 3's prototype and reads the keys it needs from the
