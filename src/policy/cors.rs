@@ -182,26 +182,10 @@ fn add_vary(headers: &mut HeaderMap, token: HeaderValue) {
 mod tests {
     use super::*;
 
-    use http::header::{HeaderMap, HeaderName, HeaderValue};
+    use http::header::HeaderMap;
     use http::Method;
 
-    use crate::config;
-    use std::path::Path;
-
-    fn section(text: &str) -> config::FileConfig {
-        config::parse(Path::new("t.toml"), text).unwrap()
-    }
-
-    fn request(headers: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in headers {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::policy::testkit::{request, section};
 
     #[test]
     fn cors_defaults_allow_any_origin() {

@@ -8,6 +8,8 @@
 pub mod cors;
 pub mod ipset;
 pub mod security_headers;
+#[cfg(test)]
+mod testkit;
 pub mod transform;
 
 use std::net::IpAddr;

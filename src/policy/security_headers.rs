@@ -185,23 +185,7 @@ fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
-    use std::path::Path;
-
-    fn section(text: &str) -> config::FileConfig {
-        config::parse(Path::new("t.toml"), text).unwrap()
-    }
-
-    fn request(headers: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in headers {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::policy::testkit::{request, section};
 
     #[test]
     fn strict_transport_security_goes_over_tls_only() {
