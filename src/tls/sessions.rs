@@ -41,8 +41,9 @@ impl SessionCache {
         let store = Arc::clone(self);
         ctx.set_new_session_callback(move |_, session| store.insert(&session));
         let look = Arc::clone(self);
-        // SAFETY: the callback returns an owned session (or none), as the openssl crate's
-        // contract for get-session callbacks asks; it holds no reference into the handshake.
+        // SAFETY: the crate asks that the returned session not be associated with another
+        // context. Each is decoded afresh from DER, so it belongs to no context, even when
+        // another listener's context made it.
         unsafe {
             ctx.set_get_session_callback(move |_, id| look.get(id));
         }
