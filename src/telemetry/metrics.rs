@@ -302,37 +302,23 @@ pub fn write_series(out: &mut String, blocks: &[(&str, &RouteCounters)]) {
         }
     }
 
-    out.push_str("# HELP pylon_rate_limited_total Requests refused with 429, by route prefix.\n# TYPE pylon_rate_limited_total counter\n");
-    for &(route, c) in blocks {
-        let n = c.total(GATEWAY_ERRORS + RATE_LIMITED);
-        if n > 0 {
-            out.push_str("pylon_rate_limited_total{route=\"");
-            label(out, route);
-            let _ = writeln!(out, "\"}} {n}");
-        }
-    }
-
-    out.push_str("# HELP pylon_upstream_errors_total Exchanges the upstream failed (refused, reset, timed out, answer cut short), by route prefix.\n# TYPE pylon_upstream_errors_total counter\n");
-    for &(route, c) in blocks {
-        let n = c.total(UPSTREAM_ERRORS);
-        if n > 0 {
-            out.push_str("pylon_upstream_errors_total{route=\"");
-            label(out, route);
-            let _ = writeln!(out, "\"}} {n}");
-        }
-    }
-
-    out.push_str("# HELP pylon_client_errors_total Exchanges the client failed (closed, reset or stalled its side), by route prefix; logged at debug level, never as errors.\n# TYPE pylon_client_errors_total counter\n");
-    for &(route, c) in blocks {
-        let n = c.total(CLIENT_ERRORS);
-        if n > 0 {
-            out.push_str("pylon_client_errors_total{route=\"");
-            label(out, route);
-            let _ = writeln!(out, "\"}} {n}");
-        }
-    }
-
+    // the per-route counters with one series each
     for (name, help, offset) in [
+        (
+            "pylon_rate_limited_total",
+            "Requests refused with 429, by route prefix.",
+            GATEWAY_ERRORS + RATE_LIMITED,
+        ),
+        (
+            "pylon_upstream_errors_total",
+            "Exchanges the upstream failed (refused, reset, timed out, answer cut short), by route prefix.",
+            UPSTREAM_ERRORS,
+        ),
+        (
+            "pylon_client_errors_total",
+            "Exchanges the client failed (closed, reset or stalled its side), by route prefix; logged at debug level, never as errors.",
+            CLIENT_ERRORS,
+        ),
         (
             "pylon_request_bytes_total",
             "Request body bytes read from clients, by route prefix.",
