@@ -55,16 +55,19 @@ fn autobahn_cases_1_to_10_pass_through_the_gateway_as_they_do_directly() {
     };
     let dir = tempfile::tempdir().unwrap();
     let echo_addr = closed_port();
-    let echo = Killed(
-        Command::new(&wstest)
-            .args(["-m", "echoserver", "-w", &format!("ws://{echo_addr}")])
-            .env("PYENV_VERSION", "2.7.18")
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let run = |args: &[&str]| {
+        Killed(
+            Command::new(&wstest)
+                .args(args)
+                .env("PYENV_VERSION", "2.7.18")
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let echo = run(&["-m", "echoserver", "-w", &format!("ws://{echo_addr}")]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(echo_addr).is_err() {
         assert!(Instant::now() < deadline, "the echo server did not start");
@@ -91,17 +94,7 @@ fn autobahn_cases_1_to_10_pass_through_the_gateway_as_they_do_directly() {
         .to_string(),
     )
     .unwrap();
-    let mut client = Killed(
-        Command::new(&wstest)
-            .args(["-m", "fuzzingclient", "-s"])
-            .arg(&spec)
-            .env("PYENV_VERSION", "2.7.18")
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut client = run(&["-m", "fuzzingclient", "-s", spec.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(900);
     let status = loop {
         if let Some(status) = client.0.try_wait().unwrap() {
