@@ -18,7 +18,9 @@ BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
 # chromium and node (with playwright-core from npm, in tests/browser) drive the admin
 # status page; openssl's s_client checks TLS session resumption; redis-server is the
 # shared rate-limit store of three gateways. scripts/ensure-autobahn.sh installs the
-# Autobahn|Testsuite (PyPI, Python 2.7 only) under pyenv's 2.7.18 for tests/autobahn.rs.
+# Autobahn|Testsuite (PyPI, Python 2.7 only) under pyenv's 2.7.18 for tests/autobahn.rs;
+# h2spec, which no registry carries, comes from ../shared/tools (scripts/check-h2spec.sh
+# says whether it is there).
 TEST_PACKAGES := systemd logrotate chromium nodejs openssl redis-server
 # The load harness (benches/load.py): wrk drives Pylon, its floor (target/release/pylon-floor),
 # nginx, HAProxy, Caddy and the tutorial's Node gateway (benches/tutorial: node, and its
@@ -78,6 +80,7 @@ test: deps
 	@command -v npm >/dev/null || bash scripts/ensure-packages.sh npm
 	@[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
 	@bash scripts/ensure-autobahn.sh
+	@bash scripts/check-h2spec.sh
 	$(CARGO) test --all-targets
 
 lint: deps
