@@ -233,8 +233,7 @@ fn an_http1_connection_closes_after_keepalive_requests_answers() {
         socket
             .write_all(format!("GET /a/{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
             .unwrap();
-        let resp = read_one_response(&mut socket);
-        seen.push(resp);
+        seen.extend(read_answers(&mut socket, 1));
     }
     for resp in &seen[..2] {
         assert_eq!(resp.status, 200);
@@ -272,25 +271,4 @@ fn keepalive_requests_must_be_a_positive_count() {
             && stderr.contains("between 1 and 4294967295"),
         "{stderr}"
     );
-}
-
-/// One HTTP/1.1 response with a Content-Length body, read off a keep-alive socket.
-fn read_one_response(socket: &mut TcpStream) -> RawResponse {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    let head = loop {
-        if let Some(resp) = parse_response(&buf) {
-            break resp;
-        }
-        let n = socket.read(&mut byte).unwrap();
-        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&buf));
-        buf.push(byte[0]);
-    };
-    let length: usize = head
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .expect("a Content-Length");
-    let mut body = vec![0u8; length];
-    socket.read_exact(&mut body).unwrap();
-    RawResponse { body, ..head }
 }

@@ -380,34 +380,6 @@ fn connections_over_the_cap_are_closed_at_once_and_counted() {
 // Pipelining
 // ---------------------------------------------------------------------------------------------
 
-/// Read `n` answers off one connection, in order.
-fn read_answers(s: &mut TcpStream, n: usize) -> Vec<RawResponse> {
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = Vec::new();
-    let mut answers = Vec::new();
-    let mut chunk = [0u8; 65536];
-    while answers.len() < n {
-        // one whole answer at the front of buf?
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = parse_response(&buf[..end + 4]).unwrap();
-            let len: usize = head
-                .header("content-length")
-                .map_or(0, |l| l.parse().unwrap());
-            if buf.len() >= end + 4 + len {
-                let mut r = head;
-                r.body = buf[end + 4..end + 4 + len].to_vec();
-                buf.drain(..end + 4 + len);
-                answers.push(r);
-                continue;
-            }
-        }
-        let got = s.read(&mut chunk).unwrap();
-        assert!(got > 0, "closed after {} answers", answers.len());
-        buf.extend_from_slice(&chunk[..got]);
-    }
-    answers
-}
-
 #[test]
 fn pipelined_requests_are_all_answered_in_order() {
     let up = Upstream::echo();
