@@ -92,7 +92,7 @@ pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
         out.push_str("# HELP pylon_rate_limit_store_up Whether the shared rate-limit store answers (1) or each gateway counts on its own (0).\n# TYPE pylon_rate_limit_store_up gauge\n");
         let up = u8::from(store.state() == crate::limits::StoreState::Up);
         let _ = writeln!(out, "pylon_rate_limit_store_up {up}");
-        out.push_str("# HELP pylon_rate_limit_store_calls_total Script calls made on the shared store (one command each).\n# TYPE pylon_rate_limit_store_calls_total counter\n");
+        out.push_str("# HELP pylon_rate_limit_store_calls_total Commands sent to the shared rate-limit store, counting those a script runs.\n# TYPE pylon_rate_limit_store_calls_total counter\n");
         let _ = writeln!(out, "pylon_rate_limit_store_calls_total {}", store.calls());
     }
 

@@ -28,10 +28,10 @@ pub struct RateLimitPolicy {
 pub struct TopRateLimit {
     pub requests: Count,
     pub window: Window,
-    /// A Redis (or Valkey) URL: then every policy is counted there, shared by every
-    /// gateway that names the same store.
+    /// A Redis (or Valkey) node, cluster or Sentinel-watched master: then every policy
+    /// is counted there, shared by every gateway that names the same store.
     #[serde(default)]
-    pub store: Option<Spanned<String>>,
+    pub store: Option<Spanned<StoreSpec>>,
     /// How often a gateway pushes its new counts and pulls the totals; "0s": ask the store
     /// on every request.
     #[serde(default = "default_sync")]
@@ -45,6 +45,98 @@ pub struct TopRateLimit {
     /// Clients remembered at most; beyond it the least recently seen are dropped.
     #[serde(default = "default_max_clients")]
     pub max_clients: MaxClients,
+}
+
+/// `rate_limit.store`: where the shared counts live.
+///
+/// - `"redis://host:port"` (or `rediss://` for TLS): one node;
+/// - `{ url = "rediss://host:port", ca = "ca.pem" }`: one node, trusting the CA in that file;
+/// - `{ cluster = ["redis://h1:p1", ...] }`: a Redis Cluster, found from these nodes;
+/// - `{ sentinels = ["redis://h1:26379", ...], master = "NAME" }`: the master that these
+///   sentinels name, followed across failovers.
+///
+/// The table forms take `ca` too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    pub servers: StoreServers,
+    /// A PEM file of the CAs to trust for `rediss://` instead of the system's.
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreServers {
+    Node(String),
+    Cluster(Vec<String>),
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
+/// The table form of `rate_limit.store`, before it is checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreTable {
+    url: Option<String>,
+    cluster: Option<Vec<String>>,
+    sentinels: Option<Vec<String>>,
+    master: Option<String>,
+    ca: Option<String>,
+}
+
+impl StoreTable {
+    fn check(self) -> Result<StoreSpec, String> {
+        let servers = match (self.url, self.cluster, self.sentinels, self.master) {
+            (Some(url), None, None, None) => StoreServers::Node(url),
+            (None, Some(nodes), None, None) if !nodes.is_empty() => StoreServers::Cluster(nodes),
+            (None, None, Some(sentinels), Some(master)) if !sentinels.is_empty() => {
+                StoreServers::Sentinel { sentinels, master }
+            }
+            (None, None, Some(_), None) => {
+                return Err("sentinels need the name of the master they watch: add master = \"NAME\"".into())
+            }
+            (None, None, None, Some(_)) => {
+                return Err("master names the master of a Sentinel setup: add sentinels = [\"redis://HOST:26379\"]".into())
+            }
+            (None, Some(_), None, None) | (None, None, Some(_), Some(_)) => {
+                return Err("the list of servers is empty".into())
+            }
+            (None, None, None, None) => {
+                return Err("say where the store is: url = \"redis://HOST:PORT\", cluster = [...] or sentinels = [...] with master".into())
+            }
+            _ => {
+                return Err("give one of url, cluster or sentinels (with master), not several".into())
+            }
+        };
+        Ok(StoreSpec {
+            servers,
+            ca: self.ca,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StoreSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Redis URL, or a table with url, cluster or sentinels and master")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StoreSpec {
+                    servers: StoreServers::Node(v.to_string()),
+                    ca: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                StoreTable::deserialize(de::value::MapAccessDeserializer::new(map))?
+                    .check()
+                    .map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 pub(super) fn default_sync() -> SyncInterval {

@@ -296,19 +296,19 @@ fn compile_store(
     let Some(section) = section else {
         return Ok(None);
     };
-    let Some(url) = &section.store else {
+    let Some(spec) = &section.store else {
         return Ok(None);
     };
     shared
         .stores
         .get(
-            url.get_ref(),
+            spec.get_ref(),
             section.sync.0,
             section.store_timeout.0,
             section.max_clients.0,
         )
         .map(Some)
-        .map_err(|m| LocatedError::new(url.span(), "rate_limit.store", m))
+        .map_err(|m| LocatedError::new(spec.span(), "rate_limit.store", m))
 }
 
 #[cfg(test)]

@@ -3,20 +3,25 @@
 //! Windows are aligned to the clock (window `n` is `[n·w, (n+1)·w)` in Unix time), so every
 //! gateway counts the same window, and a client's count is a sliding window: the previous
 //! window's total weighted by how much of it still overlaps the last `w` seconds, plus the
-//! current window's. Across a window boundary a client cannot get twice its budget. A
-//! refused request is not counted.
+//! current window's ([`window`]). Across a window boundary a client cannot get twice its
+//! budget. A refused request is not counted.
 //!
 //! With `sync` above zero no request waits on the store. Each gateway keeps, per policy
 //! and client, the totals it last pulled and what it counted since; a request decides from
 //! those, plus what the other gateways are likely to have counted since the pull (their
-//! pace between the last two pulls). A background task ([`Store::run`]) pushes the new
-//! counts and pulls the totals of every active key in one script call (one round trip,
-//! one command) per sync. The other gateways' requests reach a gateway up to two syncs
-//! late, so without the estimate of their pace a budget could be overshot by up to
-//! `2 · r · sync · (G-1) / G` requests (`G` gateways taking `r` requests a second of the
-//! client in all); with it, by what the pace changed in that time. A pace that drops
-//! (a client that stops on one gateway) makes the others refuse early for at most two
-//! syncs, until the pulled totals show it.
+//! pace between the last two pulls). A background task ([`Store::run`]) syncs every
+//! `sync`, and what it sends follows the traffic, not the number of clients ([`sync`]):
+//! it pushes only the counts that changed since the last sync (reading the totals back in
+//! the same command), pulls the totals only of keys that a request asked about since the
+//! last pull, and sends nothing for the rest; with nothing to send at all, one PING a
+//! second ([`PROBE_EVERY`]) keeps the store's state known. A key that nobody asked about
+//! for a while has old totals: the first request after the pause decides on them, and
+//! the next sync (one `sync` later) brings them up to date. The other gateways' requests
+//! reach a gateway up to two syncs late, so without the estimate of their pace a budget
+//! could be overshot by up to `2 · r · sync · (G-1) / G` requests (`G` gateways taking
+//! `r` requests a second of the client in all); with it, by what the pace changed in that
+//! time. A pace that drops (a client that stops on one gateway) makes the others refuse
+//! early for at most two syncs, until the pulled totals show it.
 //!
 //! With `sync = "0s"` every request runs one script for its key that counts it only if it
 //! fits: exact, at one round trip per request, bounded by `store_timeout`.
@@ -25,12 +30,14 @@
 //! once a failure is seen, none waits at all): decisions come from this gateway's counts on
 //! top of the last totals it pulled, so each gateway still enforces the whole budget by
 //! itself. The change of state is logged once, shown as `pylon_rate_limit_store_up` and in
-//! the status API; the task reconnects with a backoff (100 ms doubling to 5 s), pushes what
-//! was counted meanwhile (for the current and the previous window) and sharing resumes.
+//! the status API; the task connects anew with a backoff (100 ms doubling to 5 s; with
+//! Sentinel, to the master the sentinels name then), pushes what was counted meanwhile
+//! (for the current and the previous window) and sharing resumes.
 //!
-//! Store keys are `pylon:rl:{policy}:{requests}:{window}:{window index}:{client}`, so two
-//! policies never share a counter and a changed policy starts a new one; each expires two
-//! windows after its own.
+//! Store keys are `pylon:rl:{policy:requests:window:client}:index`: two policies never
+//! share a counter, a changed policy starts a new one, and a client's two windows share a
+//! Redis Cluster hash tag (the `sync = "0s"` script reads both). Each key is made with an
+//! expiry of two windows and a second, so it lives through the window after its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -38,49 +45,31 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pingora::server::ShutdownWatch;
-use redis::aio::ConnectionManager;
+
+mod link;
+mod sync;
+mod window;
 
 use super::{ClientKey, Verdict};
+use crate::config::StoreSpec;
+use link::{Link, Target};
+use sync::{Item, Op};
+use window::{decide, Entry};
 
 /// Shards of the table of shared counts; a power of two.
 const SHARDS: usize = 64;
-/// Keys per script call at most.
-const BATCH: usize = 512;
+/// Keys per pipeline at most (one node; a cluster takes a pipeline per client).
+const BATCH: usize = 1024;
+/// Pipelines in flight at once to a cluster.
+const CLUSTER_PIPELINES: usize = 64;
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// With `sync = "0s"` the task only pushes what was counted while the store was away, and
-/// checks that it is back: this often.
-const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// With nothing to sync, a PING this often tells whether the store still answers.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// A previous window's total is final once every gateway has pushed into it: two syncs
+/// after the window turned, and this much more for clocks that differ and slow calls.
+const SETTLE_MARGIN_MS: u64 = 1000;
 const KEY_PREFIX: &str = "pylon:rl:";
-
-/// Push each pair's new counts (ARGV: ttl, then per pair current and previous), return
-/// each pair's totals (current, previous).
-const SYNC_SCRIPT: &str = r"
-local ttl = tonumber(ARGV[1])
-local out = {}
-for k = 1, #KEYS, 2 do
-  local i = k + 1
-  local n = tonumber(ARGV[i])
-  local np = tonumber(ARGV[i + 1])
-  local curr
-  if n > 0 then
-    curr = redis.call('INCRBY', KEYS[k], n)
-    redis.call('PEXPIRE', KEYS[k], ttl)
-  else
-    curr = tonumber(redis.call('GET', KEYS[k]) or '0')
-  end
-  local prev
-  if np > 0 then
-    prev = redis.call('INCRBY', KEYS[k + 1], np)
-    redis.call('PEXPIRE', KEYS[k + 1], ttl)
-  else
-    prev = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
-  end
-  out[#out + 1] = curr
-  out[#out + 1] = prev
-end
-return out
-";
 
 /// Count one request if it fits (ARGV: requests, elapsed part of the window in
 /// millionths, ttl): returns admitted (1 or 0), the current total, the previous total.
@@ -90,7 +79,9 @@ local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
 local estimate = prev * (1000000 - tonumber(ARGV[2])) / 1000000 + curr
 if estimate + 1 <= tonumber(ARGV[1]) then
   curr = redis.call('INCR', KEYS[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if curr == 1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
   return {1, curr, prev}
 end
 return {0, curr, prev}
@@ -98,63 +89,6 @@ return {0, curr, prev}
 
 /// One shard of the table: (policy id, client) to what this gateway knows.
 type Counts = HashMap<(u32, ClientKey), Entry, ahash::RandomState>;
-
-/// One key of a sync: where it lives, which window, what to push for it and the one before.
-struct Push {
-    shard: usize,
-    key: (u32, ClientKey),
-    window: u64,
-    pending: u64,
-    prev_pending: u64,
-}
-
-/// What this gateway knows of one policy and client.
-#[derive(Debug, Clone, Copy, Default)]
-struct Entry {
-    /// The window these counts are for, as an index of the clock.
-    window: u64,
-    /// The store's total for `window` when last pulled (what this gateway pushed included).
-    total: u64,
-    /// Counted here for `window` and not pushed yet.
-    pending: u64,
-    /// The total of the window before (the store's, or this gateway's best guess).
-    prev: u64,
-    /// Counted here for the window before and not pushed yet.
-    prev_pending: u64,
-    /// When `total` was pulled (Unix ms; 0: never).
-    pulled_at: u64,
-    /// How fast the other gateways' counts of this key grew between the last two pulls,
-    /// per ms: between syncs their requests are assumed to go on at that pace.
-    others_per_ms: f32,
-    /// This gateway's own pace over the same time.
-    own_per_ms: f32,
-}
-
-impl Entry {
-    /// Move to window `now`, if it is a later one.
-    fn roll(&mut self, now: u64) {
-        if self.window == now {
-            return;
-        }
-        if self.window + 1 == now {
-            *self = Entry {
-                window: now,
-                total: 0,
-                pending: 0,
-                prev: self.total + self.pending,
-                prev_pending: self.pending,
-                pulled_at: 0,
-                others_per_ms: self.others_per_ms,
-                own_per_ms: self.own_per_ms,
-            };
-        } else if self.window < now {
-            *self = Entry {
-                window: now,
-                ..Entry::default()
-            };
-        }
-    }
-}
 
 /// Where the store stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,10 +109,8 @@ struct Stem {
 
 /// A shared store and this gateway's view of it.
 pub struct Store {
-    /// The URL as the status shows it (without a password).
-    shown: String,
-    client: redis::Client,
-    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    target: Target,
+    link: tokio::sync::Mutex<Option<Link>>,
     sync: Duration,
     timeout: Duration,
     state: AtomicU8,
@@ -187,16 +119,17 @@ pub struct Store {
     hasher: ahash::RandomState,
     per_shard: usize,
     stems: Mutex<HashMap<u32, Stem>>,
-    sync_script: redis::Script,
     ask_script: redis::Script,
-    /// Script calls made (each one command on the store).
+    /// Commands sent to the store (a script counted with the commands it runs).
     calls: AtomicU64,
+    /// When the store last answered (Unix ms).
+    answered_at: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("url", &self.shown)
+            .field("servers", &self.target.shown())
             .field("sync", &self.sync)
             .finish()
     }
@@ -207,16 +140,6 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The URL without its password, for logs and the status.
-fn shown_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 impl StoreState {
@@ -231,26 +154,17 @@ impl StoreState {
 }
 
 impl Store {
-    /// A store at `url` (`redis://`, `rediss://`, with a password and a database if
-    /// wanted); nothing connects until [`Store::run`].
+    /// A store as `spec` says (one node, a cluster or Sentinel's master, `rediss://` for
+    /// TLS); nothing connects until [`Store::run`].
     pub fn new(
-        url: &str,
+        spec: &StoreSpec,
         sync: Duration,
         timeout: Duration,
         max_clients: usize,
     ) -> Result<Store, String> {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(format!(
-                "\"{}\" is not a Redis URL: write redis://HOST:PORT/DB or rediss:// for TLS",
-                shown_url(url)
-            ));
-        }
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("\"{}\" is not a usable Redis URL: {e}", shown_url(url)))?;
         Ok(Store {
-            shown: shown_url(url),
-            client,
-            connection: tokio::sync::Mutex::new(None),
+            target: Target::new(spec, timeout)?,
+            link: tokio::sync::Mutex::new(None),
             sync,
             timeout,
             state: AtomicU8::new(StoreState::Connecting as u8),
@@ -261,14 +175,15 @@ impl Store {
             hasher: ahash::RandomState::new(),
             per_shard: (max_clients / SHARDS).max(16),
             stems: Mutex::new(HashMap::new()),
-            sync_script: redis::Script::new(SYNC_SCRIPT),
             ask_script: redis::Script::new(ASK_SCRIPT),
             calls: AtomicU64::new(0),
+            answered_at: AtomicU64::new(0),
         })
     }
 
+    /// The servers as the status shows them (without passwords).
     pub fn url(&self) -> &str {
-        &self.shown
+        self.target.shown()
     }
 
     pub fn sync(&self) -> Duration {
@@ -287,7 +202,7 @@ impl Store {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
-    /// Script calls made so far (one store command each).
+    /// Commands sent to the store so far (a script counted with the commands it runs).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
@@ -299,10 +214,7 @@ impl Store {
 
     /// Make policy `id` known by its identity, which its store keys carry.
     pub(super) fn register(&self, id: u32, name: &str, requests: u32, window: Duration) {
-        let key: Arc<str> = Arc::from(format!(
-            "{KEY_PREFIX}{name}:{requests}:{}",
-            window.as_secs()
-        ));
+        let key: Arc<str> = Arc::from(format!("{name}:{requests}:{}", window.as_secs()));
         if let Ok(mut stems) = self.stems.lock() {
             stems.insert(
                 id,
@@ -360,6 +272,7 @@ impl Store {
         if matches!(verdict, Verdict::Allowed { .. }) {
             entry.pending += 1;
         }
+        entry.asked = true;
         verdict
     }
 
@@ -403,18 +316,19 @@ impl Store {
         let now = unix_ms();
         let index = now / (w * 1000);
         let into = now % (w * 1000);
-        let mut connection = self.connection.lock().await.clone()?;
+        let mut link = self.link.lock().await.clone()?;
         let mut invocation = self.ask_script.prepare_invoke();
         invocation
-            .key(store_key(&stem.key, index, client))
-            .key(store_key(&stem.key, index.wrapping_sub(1), client))
+            .key(store_key(&stem.key, client, index))
+            .key(store_key(&stem.key, client, index.wrapping_sub(1)))
             .arg(requests)
             .arg(into * 1_000_000 / (w * 1000))
             .arg(ttl_ms(w));
-        self.calls.fetch_add(1, Ordering::Relaxed);
+        // the script and what it runs: GET twice, INCR, and PEXPIRE for a new key
+        self.calls.fetch_add(4, Ordering::Relaxed);
         let answer = tokio::time::timeout(
             self.timeout,
-            invocation.invoke_async::<(u8, u64, u64)>(&mut connection),
+            invocation.invoke_async::<(u8, u64, u64)>(&mut link),
         )
         .await;
         match answer {
@@ -428,7 +342,7 @@ impl Store {
                 Some(verdict)
             }
             Ok(Err(e)) => {
-                self.went_down(&e.to_string());
+                self.went_down(&link::explain(&e));
                 None
             }
             Err(_) => {
@@ -446,25 +360,26 @@ impl Store {
         if before != StoreState::Down as u8 {
             log::warn!(
                 "rate limit: the store {} is unreachable ({error}); each gateway counts on its own until it is back",
-                self.shown
+                self.target.shown()
             );
         }
     }
 
     fn came_up(&self) {
+        self.answered_at.store(unix_ms(), Ordering::Relaxed);
         let before = self.state.swap(StoreState::Up as u8, Ordering::Relaxed);
         if before == StoreState::Down as u8 {
             log::info!(
                 "rate limit: the store {} is back; counts are shared again",
-                self.shown
+                self.target.shown()
             );
         } else if before == StoreState::Connecting as u8 {
-            log::info!("rate limit: counting in the store {}", self.shown);
+            log::info!("rate limit: counting in the store {}", self.target.shown());
         }
     }
 
-    /// The sync loop: push and pull every `sync` (probe every 500 ms with `sync = "0s"`),
-    /// reconnect with a backoff while the store is away. Ends with `shutdown`.
+    /// The sync loop: push and pull every `sync` (every [`PROBE_EVERY`] with `sync = "0s"`),
+    /// connect anew with a backoff while the store is away. Ends with `shutdown`.
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
         let mut backoff = BACKOFF_FIRST;
         loop {
@@ -483,6 +398,8 @@ impl Store {
                 }
                 Err(e) => {
                     self.went_down(&e);
+                    // the next try connects anew: after a failover, to the new master
+                    *self.link.lock().await = None;
                     let wait = backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     wait
@@ -499,36 +416,21 @@ impl Store {
         }
     }
 
-    /// A connection, made on first use (and again after one could not be made).
-    async fn connection(&self) -> Result<ConnectionManager, String> {
-        let mut held = self.connection.lock().await;
-        if let Some(c) = held.as_ref() {
-            return Ok(c.clone());
+    /// The connection, made on first use (and again after a failure).
+    async fn link(&self) -> Result<Link, String> {
+        let mut held = self.link.lock().await;
+        if let Some(link) = held.as_ref() {
+            return Ok(link.clone());
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(BACKOFF_MAX);
-        let made = tokio::time::timeout(
-            self.timeout * 2,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| format!("cannot connect within {:?}", self.timeout * 2))?
-        .map_err(|e| e.to_string())?;
+        let made = self.target.connect(self.timeout).await?;
         *held = Some(made.clone());
         Ok(made)
     }
 
-    /// Push what was counted here and pull the totals, for every key active in this
-    /// window or the one before.
-    async fn sync_once(&self) -> Result<(), String> {
-        let mut connection = self.connection().await?;
-        let stems = self.stems.lock().map(|s| s.clone()).unwrap_or_default();
-        let now = unix_ms();
-        // what to send: (shard, key, window, pending, prev_pending)
-        let mut batch: Vec<Push> = Vec::new();
+    /// What this sync sends: for each key, the counts that changed and the totals that a
+    /// request asked for. Keys with nothing left in either window are dropped here.
+    fn plan(&self, stems: &HashMap<u32, Stem>, now: u64) -> Vec<Item> {
+        let mut items = Vec::new();
         for (s, shard) in self.shards.iter().enumerate() {
             let Ok(mut shard) = shard.lock() else {
                 continue;
@@ -537,69 +439,133 @@ impl Store {
                 let Some(stem) = stems.get(id) else {
                     return false;
                 };
-                let index = now / (stem.window_secs * 1000);
-                e.roll(index);
-                // a key with nothing in this window or the one before is done
-                e.total + e.pending + e.prev + e.prev_pending > 0
+                e.roll(now / (stem.window_secs * 1000));
+                e.is_live()
             });
-            for (key, e) in shard.iter() {
-                batch.push(Push {
-                    shard: s,
-                    key: *key,
-                    window: e.window,
-                    pending: e.pending,
-                    prev_pending: e.prev_pending,
-                });
-            }
-        }
-        // with sync = "0s" the request path counts in the store itself: only what was
-        // counted here while it was away needs pushing
-        if self.sync.is_zero() {
-            batch.retain(|b| b.pending + b.prev_pending > 0);
-        }
-        if batch.is_empty() {
-            return self.ping(&mut connection).await;
-        }
-        for chunk in batch.chunks(BATCH) {
-            let mut invocation = self.sync_script.prepare_invoke();
-            // one ttl for the call, first: the longest window's
-            let ttl = chunk
-                .iter()
-                .filter_map(|b| stems.get(&b.key.0))
-                .map(|stem| ttl_ms(stem.window_secs))
-                .max()
-                .unwrap_or(0);
-            invocation.arg(ttl);
-            for b in chunk {
-                let (id, client) = b.key;
+            for (&(id, client), e) in shard.iter() {
                 let Some(stem) = stems.get(&id) else {
                     continue;
                 };
-                invocation
-                    .key(store_key(&stem.key, b.window, client))
-                    .key(store_key(&stem.key, b.window.wrapping_sub(1), client))
-                    .arg(b.pending)
-                    .arg(b.prev_pending);
+                let ops = self.ops(e);
+                if ops == [Op::Skip, Op::Skip] {
+                    continue;
+                }
+                items.push(Item {
+                    shard: s,
+                    key: (id, client),
+                    window: e.window,
+                    ops,
+                    keys: [
+                        store_key(&stem.key, client, e.window),
+                        store_key(&stem.key, client, e.window.wrapping_sub(1)),
+                    ],
+                    ttl_ms: ttl_ms(stem.window_secs),
+                    totals: [None, None],
+                });
             }
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let totals: Vec<u64> =
-                tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
-                    .await
-                    .map_err(|_| format!("no answer within {:?}", self.timeout))?
-                    .map_err(|e| e.to_string())?;
-            for (i, b) in chunk.iter().enumerate() {
-                let (window, pending, prev_pending) = (b.window, b.pending, b.prev_pending);
-                let (Some(&curr), Some(&prev)) = (totals.get(2 * i), totals.get(2 * i + 1)) else {
-                    break;
+        }
+        items
+    }
+
+    /// What a sync does with one key's two windows.
+    fn ops(&self, e: &Entry) -> [Op; 2] {
+        let add = |n: u64, stored: bool| (n > 0).then_some(Op::Add { n, stored });
+        if self.sync.is_zero() {
+            // requests count in the store themselves: only what was counted here while
+            // it was away is pushed
+            return [
+                add(e.pending, e.stored).unwrap_or(Op::Skip),
+                add(e.prev_pending, e.prev_stored).unwrap_or(Op::Skip),
+            ];
+        }
+        let used = e.asked || e.pending > 0;
+        let read = |wanted: bool| if wanted { Op::Read } else { Op::Skip };
+        [
+            add(e.pending, e.stored).unwrap_or(read(e.asked)),
+            add(e.prev_pending, e.prev_stored).unwrap_or(read(used && !e.prev_settled)),
+        ]
+    }
+
+    /// Push what was counted here and pull the totals that requests asked for; with
+    /// nothing to send, PING at most every [`PROBE_EVERY`].
+    async fn sync_once(&self) -> Result<(), String> {
+        let mut link = self.link().await?;
+        let stems = self.stems.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut items = self.plan(&stems, unix_ms());
+        if items.is_empty() {
+            let quiet = unix_ms().saturating_sub(self.answered_at.load(Ordering::Relaxed));
+            if quiet < PROBE_EVERY.as_millis() as u64 && self.state() == StoreState::Up {
+                return Ok(());
+            }
+            return self.ping(&mut link).await;
+        }
+        if link.is_cluster() {
+            // commands of one pipeline must share a hash slot: one pipeline per client
+            // (its two keys share a hash tag), many at once
+            let mut answers = Vec::with_capacity(items.len());
+            for group in items.chunks_mut(CLUSTER_PIPELINES) {
+                let mut pending = Vec::with_capacity(group.len());
+                for item in group.chunks_mut(1) {
+                    pending.push(exchange_alone(link.clone(), item, self.timeout));
+                }
+                answers.extend(futures::future::join_all(pending).await);
+            }
+            let mut sent = 0;
+            let mut failed = None;
+            for answer in answers {
+                match answer {
+                    Ok(n) => sent += n,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            self.calls.fetch_add(sent, Ordering::Relaxed);
+            if let Some(e) = failed {
+                // what did answer is taken; the rest is pushed again next time
+                self.apply(&stems, &items);
+                return Err(link::explain(&e));
+            }
+        } else {
+            for chunk in items.chunks_mut(BATCH) {
+                let exchanged =
+                    tokio::time::timeout(self.timeout, sync::exchange(&mut link, chunk)).await;
+                let failed = match exchanged {
+                    Ok(Ok(n)) => {
+                        self.calls.fetch_add(n, Ordering::Relaxed);
+                        continue;
+                    }
+                    Ok(Err(e)) => link::explain(&e),
+                    Err(_) => format!("no answer within {:?}", self.timeout),
                 };
-                let Ok(mut shard) = self.shards[b.shard].lock() else {
-                    continue;
-                };
-                let Some(e) = shard.get_mut(&b.key) else {
-                    continue;
-                };
-                if e.window == window {
-                    let pulled = unix_ms();
+                // what did answer is taken; the rest is pushed again next time
+                self.apply(&stems, &items);
+                return Err(failed);
+            }
+        }
+        self.apply(&stems, &items);
+        Ok(())
+    }
+
+    /// Take the totals the store sent back into the table.
+    fn apply(&self, stems: &HashMap<u32, Stem>, items: &[Item]) {
+        let pulled = unix_ms();
+        for item in items {
+            let [curr, prev] = item.totals;
+            if curr.is_none() && prev.is_none() {
+                continue;
+            }
+            let Ok(mut shard) = self.shards[item.shard].lock() else {
+                continue;
+            };
+            let Some(e) = shard.get_mut(&item.key) else {
+                continue;
+            };
+            let sent = |op: Op| match op {
+                Op::Add { n, .. } => n,
+                _ => 0,
+            };
+            let (pending, prev_pending) = (sent(item.ops[0]), sent(item.ops[1]));
+            if e.window == item.window {
+                if let Some(curr) = curr {
                     if e.pulled_at > 0 && pulled > e.pulled_at {
                         // what the store gained beyond this gateway's own push
                         let others = curr.saturating_sub(e.total + pending);
@@ -609,29 +575,40 @@ impl Store {
                     }
                     e.pulled_at = pulled;
                     e.pending -= pending.min(e.pending);
-                    e.prev_pending -= prev_pending.min(e.prev_pending);
                     e.total = curr;
-                    e.prev = prev;
-                } else if e.window == window + 1 {
-                    // the window turned during the call: what was current is the previous
+                    e.stored |= curr > 0;
+                    e.asked = false;
+                }
+                if let Some(prev) = prev {
+                    e.prev_pending -= prev_pending.min(e.prev_pending);
+                    e.prev = prev + e.prev_pending;
+                    e.prev_stored |= prev > 0;
+                    let settles = stems.get(&item.key.0).map_or(u64::MAX, |stem| {
+                        item.window * stem.window_secs * 1000
+                            + 2 * self.sync.as_millis() as u64
+                            + SETTLE_MARGIN_MS
+                    });
+                    e.prev_settled = pulled >= settles;
+                }
+            } else if e.window == item.window + 1 {
+                // the window turned during the call: what was current is the previous
+                if let Some(curr) = curr {
                     e.prev_pending -= pending.min(e.prev_pending);
                     e.prev = curr + e.prev_pending;
+                    e.prev_stored |= curr > 0;
                 }
             }
         }
-        Ok(())
     }
 
     /// Nothing to push: still check that the store answers.
-    async fn ping(&self, connection: &mut ConnectionManager) -> Result<(), String> {
-        tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(connection),
-        )
-        .await
-        .map_err(|_| format!("no answer within {:?}", self.timeout))?
-        .map(drop)
-        .map_err(|e| e.to_string())
+    async fn ping(&self, link: &mut Link) -> Result<(), String> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        tokio::time::timeout(self.timeout, redis::cmd("PING").query_async::<String>(link))
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+            .map(drop)
+            .map_err(|e| link::explain(&e))
     }
 }
 
@@ -650,53 +627,38 @@ fn make_room(shard: &mut Counts, index: u64, per_shard: usize) {
     }
 }
 
+/// One pipeline on a connection of its own (a clone of the multiplexed one), within
+/// `timeout`.
+async fn exchange_alone(
+    mut link: Link,
+    items: &mut [Item],
+    timeout: Duration,
+) -> redis::RedisResult<u64> {
+    tokio::time::timeout(timeout, sync::exchange(&mut link, items))
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer in time",
+            )))
+        })
+}
+
 /// How long a window's key lives: through the next window, where it is the previous one.
 fn ttl_ms(window_secs: u64) -> u64 {
     2 * window_secs * 1000 + 1000
 }
 
-fn store_key(stem: &str, index: u64, client: ClientKey) -> String {
+/// A client's key of one window. The braces are a Redis Cluster hash tag: both windows
+/// of a policy and client live in one slot.
+fn store_key(stem: &str, client: ClientKey, index: u64) -> String {
     match client {
-        ClientKey::Ip(ip) => format!("{stem}:{index}:{ip}"),
-        ClientKey::Identity(hash) => format!("{stem}:{index}:id-{hash:016x}"),
+        ClientKey::Ip(ip) => format!("{KEY_PREFIX}{{{stem}:{ip}}}:{index}"),
+        ClientKey::Identity(hash) => format!("{KEY_PREFIX}{{{stem}:id-{hash:016x}}}:{index}"),
     }
 }
 
-/// The sliding-window decision for a count `count` in the current window and `prev` in
-/// the one before, at `now_ms`: room for one more request, and when there is room again.
-fn decide(requests: u32, window_secs: u64, now_ms: u64, prev: u64, count: u64) -> Verdict {
-    let w_ms = window_secs * 1000;
-    let into = now_ms % w_ms;
-    let frac = into as f64 / w_ms as f64;
-    let estimate = prev as f64 * (1.0 - frac) + count as f64;
-    let q = f64::from(requests);
-    let to_end = (w_ms - into) as f64 / 1000.0;
-    if estimate + 1.0 <= q {
-        return Verdict::Allowed {
-            remaining: (q - estimate - 1.0).floor().max(0.0) as u32,
-            reset: to_end.ceil().max(1.0) as u32,
-        };
-    }
-    // when the weighted total leaves room for one: later in this window if the current
-    // count alone does, else in the next window once enough of this one has slid out
-    let w = window_secs as f64;
-    let wait = if (count as f64) + 1.0 <= q && prev > 0 {
-        let needed = 1.0 - (q - 1.0 - count as f64) / prev as f64;
-        (needed - frac).max(0.0) * w
-    } else {
-        let needed = if count > 0 {
-            (1.0 - (q - 1.0) / count as f64).max(0.0)
-        } else {
-            0.0
-        };
-        to_end + needed * w
-    };
-    Verdict::Limited {
-        reset: wait.ceil().max(1.0) as u32,
-    }
-}
-
-/// Stores by identity (URL, sync, timeout), so that a reload keeps the one it names.
+/// Stores by identity (servers, CA, sync, timeout), so that a reload keeps the one it names.
 #[derive(Default)]
 pub struct Stores {
     by_identity: Mutex<HashMap<String, std::sync::Weak<Store>>>,
@@ -706,12 +668,12 @@ impl Stores {
     /// The store for these settings: the one already running, or a new one.
     pub fn get(
         &self,
-        url: &str,
+        spec: &StoreSpec,
         sync: Duration,
         timeout: Duration,
         max_clients: usize,
     ) -> Result<Arc<Store>, String> {
-        let identity = format!("{url} {sync:?} {timeout:?}");
+        let identity = format!("{spec:?} {sync:?} {timeout:?}");
         let mut known = self
             .by_identity
             .lock()
@@ -720,7 +682,7 @@ impl Stores {
         if let Some(store) = known.get(&identity).and_then(std::sync::Weak::upgrade) {
             return Ok(store);
         }
-        let store = Arc::new(Store::new(url, sync, timeout, max_clients)?);
+        let store = Arc::new(Store::new(spec, sync, timeout, max_clients)?);
         known.insert(identity, Arc::downgrade(&store));
         Ok(store)
     }
@@ -729,75 +691,152 @@ impl Stores {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StoreServers;
+
+    fn node(url: &str) -> StoreSpec {
+        StoreSpec {
+            servers: StoreServers::Node(url.into()),
+            ca: None,
+        }
+    }
+
+    fn store(sync_ms: u64) -> Store {
+        let store = Store::new(
+            &node("redis://127.0.0.1:1/0"),
+            Duration::from_millis(sync_ms),
+            Duration::from_millis(10),
+            1000,
+        )
+        .unwrap();
+        store.register(0, "p", 1000, Duration::from_secs(3600));
+        store
+    }
 
     #[test]
-    fn the_previous_window_weighs_by_how_much_of_it_still_overlaps() {
-        // 10 per 10 s; 8 in the previous window, 1 s into this one: 8·0.9 + 0 = 7.2
-        let v = decide(10, 10, 1_000, 8, 0);
+    fn keys_of_one_policy_and_client_share_a_hash_tag() {
+        let client = ClientKey::Ip("10.0.0.1".parse().unwrap());
         assert_eq!(
-            v,
-            Verdict::Allowed {
-                remaining: 1,
-                reset: 9
-            }
+            store_key("p:10:60", client, 7),
+            "pylon:rl:{p:10:60:10.0.0.1}:7"
         );
-        // 9 s in: 8·0.1 + 8 = 8.8, and one more makes 9.8
-        assert!(matches!(
-            decide(10, 10, 9_000, 8, 8),
-            Verdict::Allowed { .. }
-        ));
-        // at the boundary a client that used its budget gets none at once
-        let v = decide(10, 10, 0, 10, 0);
-        assert!(matches!(v, Verdict::Limited { reset: 1 }), "{v:?}");
+        assert_eq!(
+            store_key("p:10:60", ClientKey::Identity(0xab), 6),
+            "pylon:rl:{p:10:60:id-00000000000000ab}:6"
+        );
     }
 
     #[test]
-    fn limited_says_when_there_is_room_again() {
-        // 10 in the current window (full), 2 s left: the next window needs 10% of it gone
-        let v = decide(10, 10, 8_000, 0, 10);
-        assert_eq!(v, Verdict::Limited { reset: 3 });
-        // the current count leaves room, the previous window's weight does not yet:
-        // 5 now, 10 before, 0.5 in: 5 + 10·0.5 = 10; room once 10·(1-f) <= 4, at f = 0.6
-        let v = decide(10, 10, 5_000, 10, 5);
-        assert_eq!(v, Verdict::Limited { reset: 1 });
+    fn a_sync_sends_only_what_changed_and_what_was_asked() {
+        let store = store(50);
+        let stems = store.stems.lock().unwrap().clone();
+        let (a, b) = (
+            ClientKey::Ip("10.0.0.1".parse().unwrap()),
+            ClientKey::Ip("10.0.0.2".parse().unwrap()),
+        );
+        let window = Duration::from_secs(3600);
+        assert!(
+            store.plan(&stems, unix_ms()).is_empty(),
+            "no client, nothing"
+        );
+        store.check(0, a, 1000, window);
+        store.check(0, b, 1000, window);
+        let mut items = store.plan(&stems, unix_ms());
+        assert_eq!(items.len(), 2);
+        for item in &items {
+            // a new key is made with its expiry; the window before is read once
+            assert_eq!(
+                item.ops,
+                [
+                    Op::Add {
+                        n: 1,
+                        stored: false
+                    },
+                    Op::Read
+                ]
+            );
+        }
+        // the store answered: 1 (made here), and nothing before
+        items.retain(|i| i.key.1 == a);
+        items[0].totals = [Some(1), Some(0)];
+        store.apply(&stems, &items);
+        // the first client is done until it comes back; the second was not answered
+        let items = store.plan(&stems, unix_ms());
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].key.1, b);
+        let e = *store.shard(0, a).lock().unwrap().get(&(0, a)).unwrap();
+        assert_eq!((e.total, e.pending, e.asked, e.stored), (1, 0, false, true));
+        // the window before is final once pulled two syncs and a second into this one
+        let into_window = unix_ms() % 3_600_000;
+        assert_eq!(e.prev_settled, into_window >= 2 * 50 + SETTLE_MARGIN_MS);
     }
 
     #[test]
-    fn an_entry_rolls_its_counts_into_the_previous_window() {
-        let mut e = Entry {
-            window: 5,
-            total: 7,
-            pending: 2,
-            prev: 1,
+    fn what_a_sync_does_with_each_window() {
+        let store = store(50);
+        let back = Entry {
+            pending: 1,
+            stored: true,
+            asked: true,
             ..Entry::default()
         };
-        e.roll(6);
+        assert_eq!(store.ops(&back), [Op::Add { n: 1, stored: true }, Op::Read]);
+        let settled = Entry {
+            prev_settled: true,
+            ..back
+        };
         assert_eq!(
-            (e.window, e.total, e.pending, e.prev, e.prev_pending),
-            (6, 0, 0, 9, 2)
+            store.ops(&settled),
+            [Op::Add { n: 1, stored: true }, Op::Skip]
         );
-        e.roll(9);
+        let refused = Entry {
+            pending: 0,
+            ..settled
+        };
+        assert_eq!(store.ops(&refused), [Op::Read, Op::Skip]);
+        let idle = Entry {
+            asked: false,
+            ..refused
+        };
+        assert_eq!(store.ops(&idle), [Op::Skip, Op::Skip]);
+        let turned = Entry {
+            prev_pending: 2,
+            prev_stored: true,
+            ..idle
+        };
         assert_eq!(
-            (e.window, e.prev),
-            (9, 0),
-            "two windows on, nothing is left"
+            store.ops(&turned),
+            [Op::Skip, Op::Add { n: 2, stored: true }]
         );
     }
 
     #[test]
-    fn a_url_is_shown_without_its_password() {
+    fn with_sync_0s_only_counts_made_while_the_store_was_away_are_pushed() {
+        let store = store(0);
+        let entry = Entry {
+            asked: true,
+            ..Entry::default()
+        };
+        assert_eq!(store.ops(&entry), [Op::Skip, Op::Skip]);
+        let entry = Entry {
+            pending: 3,
+            ..entry
+        };
         assert_eq!(
-            shown_url("redis://:s3cret@127.0.0.1:6379/0"),
-            "redis://***@127.0.0.1:6379/0"
+            store.ops(&entry),
+            [
+                Op::Add {
+                    n: 3,
+                    stored: false
+                },
+                Op::Skip
+            ]
         );
-        assert_eq!(shown_url("redis://127.0.0.1/1"), "redis://127.0.0.1/1");
-        assert!(Store::new("http://x", Duration::ZERO, Duration::from_millis(1), 1000).is_err());
     }
 
     #[test]
     fn without_a_store_the_gateway_still_enforces_the_whole_budget() {
         let store = Store::new(
-            "redis://127.0.0.1:1/0",
+            &node("redis://127.0.0.1:1/0"),
             Duration::from_millis(50),
             Duration::from_millis(10),
             1000,
