@@ -417,4 +417,37 @@ fn a_store_url_or_sync_that_cannot_work_is_refused_with_its_line() {
         assert_eq!(code, 1, "{text}");
         assert!(err.contains(at) && err.contains(key), "{text}: {err}");
     }
+    // the table forms of the store: each mistake named, on its line
+    for (store, says) in [
+        ("{ cluster = [] }", "the list of servers is empty"),
+        (
+            "{ sentinels = [\"redis://127.0.0.1:26379\"] }",
+            "master = \"NAME\"",
+        ),
+        (
+            "{ url = \"redis://127.0.0.1:1\", cluster = [\"redis://127.0.0.1:2\"] }",
+            "not several",
+        ),
+        (
+            "{ url = \"redis://127.0.0.1:1\", ca = \"ca.pem\" }",
+            "must start with rediss://",
+        ),
+        (
+            "{ url = \"rediss://127.0.0.1:1\", ca = \"/nonexistent/ca.pem\" }",
+            "cannot read the CA file /nonexistent/ca.pem",
+        ),
+        (
+            "{ cluster = [\"redis://127.0.0.1:1\", \"127.0.0.1:2\"] }",
+            "\"127.0.0.1:2\" is not a Redis URL",
+        ),
+        ("{ url = \"redis://127.0.0.1:1\", port = 2 }", "port"),
+    ] {
+        let text = format!("[rate_limit]\nrequests = 5\nwindow = \"1m\"\nstore = {store}\n");
+        let (code, _, err) = run_pylon(&["-t"], Some(&text));
+        assert_eq!(code, 1, "{text}");
+        assert!(
+            err.contains(":4:") && err.contains("rate_limit.store") && err.contains(says),
+            "{text}: {err}"
+        );
+    }
 }
