@@ -16,12 +16,13 @@ BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
 # The tests: systemd-analyze verifies the unit file (systemd need not be running),
 # logrotate runs the shipped rotation against a real gateway;
 # chromium and node (with playwright-core from npm, in tests/browser) drive the admin
-# status page; openssl's s_client checks TLS session resumption; redis-server is the
-# shared rate-limit store of three gateways. scripts/ensure-autobahn.sh installs the
-# Autobahn|Testsuite (PyPI, Python 2.7 only) under pyenv's 2.7.18 for tests/autobahn.rs;
-# h2spec, which no registry carries, comes from ../shared/tools (scripts/check-h2spec.sh
-# says whether it is there).
-TEST_PACKAGES := systemd logrotate chromium nodejs openssl redis-server
+# status page; openssl's s_client checks TLS session resumption; redis-server (and
+# redis-cli, from redis-tools) is the shared rate-limit store of several gateways: one
+# node, over TLS, a Redis Cluster and a Sentinel failover. scripts/ensure-autobahn.sh
+# installs the Autobahn|Testsuite (PyPI, Python 2.7 only) under pyenv's 2.7.18 for
+# tests/autobahn.rs; h2spec, which no registry carries, comes from ../shared/tools
+# (scripts/check-h2spec.sh says whether it is there).
+TEST_PACKAGES := systemd logrotate chromium nodejs openssl redis-server redis-tools
 # The load harness (benches/load.py): wrk drives Pylon, its floor (target/release/pylon-floor),
 # nginx, HAProxy, Caddy and the tutorial's Node gateway (benches/tutorial: node, and its
 # packages from npm); nginx is also the upstream; matplotlib draws the chart; h2load

@@ -6,101 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::redis::Redis;
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A real redis-server on a port of its own, killed when dropped.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = closed_port().port();
-        Redis::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed (make test installs it)");
-        let redis = Redis { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.command("PING").trim() != "+PONG" {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// One inline command; the raw reply ("" when Redis is not there).
-    fn command(&self, command: &str) -> String {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return String::new();
-        };
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        if s.write_all(format!("{command}\r\n").as_bytes()).is_err() {
-            return String::new();
-        }
-        let mut reader = BufReader::new(s);
-        let mut first = String::new();
-        let _ = reader.read_line(&mut first);
-        if let Some(len) = first
-            .strip_prefix('$')
-            .and_then(|n| n.trim().parse::<usize>().ok())
-        {
-            let mut body = vec![0; len + 2];
-            let _ = reader.read_exact(&mut body);
-            return String::from_utf8_lossy(&body).into_owned();
-        }
-        first
-    }
-
-    /// Script calls (EVALSHA and EVAL) the server has run.
-    fn script_calls(&self) -> u64 {
-        let stats = self.command("INFO commandstats");
-        stats
-            .lines()
-            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-            .filter_map(|l| {
-                l.split_once("calls=")?
-                    .1
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum()
-    }
-
-    fn stop(mut self) -> u16 {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.port
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Three gateways with one budget in `redis`, each with a metrics listener.
 fn cluster(redis: &Redis, requests: u32, sync: &str, up: SocketAddr) -> Vec<(Gateway, SocketAddr)> {
@@ -283,8 +194,7 @@ fn with_redis_gone_every_request_gets_200_or_429_and_sharing_resumes() {
     }
     // what was counted meanwhile was pushed: the restarted store holds this client's count
     wait_until("the counts to reach the new store", || {
-        let keys = redis.command("KEYS pylon:rl:*");
-        !keys.is_empty() && !keys.starts_with("*0")
+        redis.count_keys("pylon:rl:*") > 0
     });
     let (passed, _, others) = spread(&gateways, 150, 500.0, 4);
     assert!(others.is_empty() && passed == 150, "{others:?}");
