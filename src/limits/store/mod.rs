@@ -39,7 +39,7 @@
 //! Redis Cluster hash tag (the `sync = "0s"` script reads both). Each key is made with an
 //! expiry of two windows and a second, so it lives through the window after its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -66,6 +66,8 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// With nothing to sync, a PING this often tells whether the store still answers.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often the whole table is swept of keys with nothing left in either window.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// A previous window's total is final once every gateway has pushed into it: two syncs
 /// after the window turned, and this much more for clocks that differ and slow calls.
 const SETTLE_MARGIN_MS: u64 = 1000;
@@ -87,8 +89,17 @@ end
 return {0, curr, prev}
 ";
 
-/// One shard of the table: (policy id, client) to what this gateway knows.
+/// (policy id, client) to what this gateway knows of it.
 type Counts = HashMap<(u32, ClientKey), Entry, ahash::RandomState>;
+
+/// One shard of the table: what this gateway knows, and the keys that requests used
+/// since the last sync (an entry is in `touched` while its `asked` is set), so that a sync
+/// costs what the traffic did, not the number of clients remembered.
+#[derive(Default)]
+struct Shard {
+    counts: Counts,
+    touched: HashSet<(u32, ClientKey), ahash::RandomState>,
+}
 
 /// Where the store stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +126,7 @@ pub struct Store {
     timeout: Duration,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
-    shards: Box<[Mutex<Counts>]>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: ahash::RandomState,
     per_shard: usize,
     stems: Mutex<HashMap<u32, Stem>>,
@@ -124,6 +135,8 @@ pub struct Store {
     calls: AtomicU64,
     /// When the store last answered (Unix ms).
     answered_at: AtomicU64,
+    /// When the table was last swept of keys with nothing left (Unix ms).
+    swept_at: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -169,15 +182,14 @@ impl Store {
             timeout,
             state: AtomicU8::new(StoreState::Connecting as u8),
             last_error: Mutex::new(None),
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: ahash::RandomState::new(),
             per_shard: (max_clients / SHARDS).max(16),
             stems: Mutex::new(HashMap::new()),
             ask_script: redis::Script::new(ASK_SCRIPT),
             calls: AtomicU64::new(0),
             answered_at: AtomicU64::new(0),
+            swept_at: AtomicU64::new(0),
         })
     }
 
@@ -226,7 +238,7 @@ impl Store {
         }
     }
 
-    fn shard(&self, id: u32, client: ClientKey) -> &Mutex<Counts> {
+    fn shard(&self, id: u32, client: ClientKey) -> &Mutex<Shard> {
         &self.shards[self.hasher.hash_one((id, client)) as usize & (SHARDS - 1)]
     }
 
@@ -247,10 +259,11 @@ impl Store {
                 reset: w as u32,
             };
         };
-        if !shard.contains_key(&(id, client)) && shard.len() >= self.per_shard {
-            make_room(&mut shard, index, self.per_shard);
+        let Shard { counts, touched } = &mut *shard;
+        if !counts.contains_key(&(id, client)) && counts.len() >= self.per_shard {
+            make_room(counts, index, self.per_shard);
         }
-        let entry = shard.entry((id, client)).or_default();
+        let entry = counts.entry((id, client)).or_default();
         entry.roll(index);
         let others = self.others_since_pull(entry, now);
         let verdict = decide(
@@ -272,7 +285,10 @@ impl Store {
         if matches!(verdict, Verdict::Allowed { .. }) {
             entry.pending += 1;
         }
-        entry.asked = true;
+        if !entry.asked {
+            entry.asked = true;
+            touched.insert((id, client));
+        }
         verdict
     }
 
@@ -387,8 +403,10 @@ impl Store {
                 return;
             }
             let wait = match self.sync_once().await {
-                Ok(()) => {
-                    self.came_up();
+                Ok(answered) => {
+                    if answered {
+                        self.came_up();
+                    }
                     backoff = BACKOFF_FIRST;
                     if self.sync.is_zero() {
                         PROBE_EVERY
@@ -427,32 +445,49 @@ impl Store {
         Ok(made)
     }
 
-    /// What this sync sends: for each key, the counts that changed and the totals that a
-    /// request asked for. Keys with nothing left in either window are dropped here.
+    /// What this sync sends: for each key that requests used since the last sync, the
+    /// counts that changed and the totals they asked for. Every [`SWEEP_EVERY`] the whole
+    /// table is swept of keys with nothing left in either window.
     fn plan(&self, stems: &HashMap<u32, Stem>, now: u64) -> Vec<Item> {
+        let sweep = now.saturating_sub(self.swept_at.load(Ordering::Relaxed))
+            >= SWEEP_EVERY.as_millis() as u64;
+        if sweep {
+            self.swept_at.store(now, Ordering::Relaxed);
+        }
+        let index = |id: &u32| {
+            stems
+                .get(id)
+                .map(|stem| (now / (stem.window_secs * 1000), stem))
+        };
         let mut items = Vec::new();
         for (s, shard) in self.shards.iter().enumerate() {
             let Ok(mut shard) = shard.lock() else {
                 continue;
             };
-            shard.retain(|(id, _), e| {
-                let Some(stem) = stems.get(id) else {
-                    return false;
-                };
-                e.roll(now / (stem.window_secs * 1000));
-                e.is_live()
-            });
-            for (&(id, client), e) in shard.iter() {
-                let Some(stem) = stems.get(&id) else {
+            let Shard { counts, touched } = &mut *shard;
+            if sweep {
+                counts.retain(|(id, _), e| {
+                    let Some((window, _)) = index(id) else {
+                        return false;
+                    };
+                    e.roll(window);
+                    e.is_live() || e.asked
+                });
+            }
+            for key in touched.drain() {
+                let (Some(e), Some((window, stem))) = (counts.get_mut(&key), index(&key.0)) else {
                     continue;
                 };
+                e.roll(window);
                 let ops = self.ops(e);
                 if ops == [Op::Skip, Op::Skip] {
+                    e.asked = false;
                     continue;
                 }
+                let client = key.1;
                 items.push(Item {
                     shard: s,
-                    key: (id, client),
+                    key,
                     window: e.window,
                     ops,
                     keys: [
@@ -488,16 +523,17 @@ impl Store {
 
     /// Push what was counted here and pull the totals that requests asked for; with
     /// nothing to send, PING at most every [`PROBE_EVERY`].
-    async fn sync_once(&self) -> Result<(), String> {
+    /// `Ok(true)` when the store answered, `Ok(false)` when nothing was asked of it.
+    async fn sync_once(&self) -> Result<bool, String> {
         let mut link = self.link().await?;
         let stems = self.stems.lock().map(|s| s.clone()).unwrap_or_default();
         let mut items = self.plan(&stems, unix_ms());
         if items.is_empty() {
             let quiet = unix_ms().saturating_sub(self.answered_at.load(Ordering::Relaxed));
             if quiet < PROBE_EVERY.as_millis() as u64 && self.state() == StoreState::Up {
-                return Ok(());
+                return Ok(false);
             }
-            return self.ping(&mut link).await;
+            return self.ping(&mut link).await.map(|()| true);
         }
         if link.is_cluster() {
             // commands of one pipeline must share a hash slot: one pipeline per client
@@ -542,21 +578,20 @@ impl Store {
             }
         }
         self.apply(&stems, &items);
-        Ok(())
+        Ok(true)
     }
 
     /// Take the totals the store sent back into the table.
+    /// A key that was not answered, or counted again meanwhile, waits for the next sync.
     fn apply(&self, stems: &HashMap<u32, Stem>, items: &[Item]) {
         let pulled = unix_ms();
         for item in items {
             let [curr, prev] = item.totals;
-            if curr.is_none() && prev.is_none() {
-                continue;
-            }
             let Ok(mut shard) = self.shards[item.shard].lock() else {
                 continue;
             };
-            let Some(e) = shard.get_mut(&item.key) else {
+            let Shard { counts, touched } = &mut *shard;
+            let Some(e) = counts.get_mut(&item.key) else {
                 continue;
             };
             let sent = |op: Op| match op {
@@ -577,7 +612,6 @@ impl Store {
                     e.pending -= pending.min(e.pending);
                     e.total = curr;
                     e.stored |= curr > 0;
-                    e.asked = false;
                 }
                 if let Some(prev) = prev {
                     e.prev_pending -= prev_pending.min(e.prev_pending);
@@ -597,6 +631,15 @@ impl Store {
                     e.prev = curr + e.prev_pending;
                     e.prev_stored |= curr > 0;
                 }
+            }
+            let answered = |op: Op, total: Option<u64>| op == Op::Skip || total.is_some();
+            let done = answered(item.ops[0], curr)
+                && answered(item.ops[1], prev)
+                && e.window == item.window
+                && e.pending + e.prev_pending == 0;
+            e.asked = !done;
+            if !done {
+                touched.insert(item.key);
             }
         }
     }
@@ -755,19 +798,48 @@ mod tests {
                 ]
             );
         }
-        // the store answered: 1 (made here), and nothing before
-        items.retain(|i| i.key.1 == a);
-        items[0].totals = [Some(1), Some(0)];
+        // the store answered for the first client (1, made here; nothing before), not yet
+        // for the second
+        for item in &mut items {
+            if item.key.1 == a {
+                item.totals = [Some(1), Some(0)];
+            }
+        }
         store.apply(&stems, &items);
         // the first client is done until it comes back; the second was not answered
         let items = store.plan(&stems, unix_ms());
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].key.1, b);
-        let e = *store.shard(0, a).lock().unwrap().get(&(0, a)).unwrap();
+        let e = *store
+            .shard(0, a)
+            .lock()
+            .unwrap()
+            .counts
+            .get(&(0, a))
+            .unwrap();
         assert_eq!((e.total, e.pending, e.asked, e.stored), (1, 0, false, true));
         // the window before is final once pulled two syncs and a second into this one
         let into_window = unix_ms() % 3_600_000;
         assert_eq!(e.prev_settled, into_window >= 2 * 50 + SETTLE_MARGIN_MS);
+    }
+
+    #[test]
+    fn a_request_counted_while_a_sync_is_out_goes_with_the_next_one() {
+        let store = store(50);
+        let stems = store.stems.lock().unwrap().clone();
+        let a = ClientKey::Ip("10.0.0.1".parse().unwrap());
+        let window = Duration::from_secs(3600);
+        store.check(0, a, 1000, window);
+        let mut items = store.plan(&stems, unix_ms());
+        store.check(0, a, 1000, window);
+        items[0].totals = [Some(1), Some(0)];
+        store.apply(&stems, &items);
+        let items = store.plan(&stems, unix_ms());
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].ops[0], Op::Add { n: 1, stored: true });
+        // a sync that failed leaves its keys for the next one
+        store.apply(&stems, &items);
+        assert_eq!(store.plan(&stems, unix_ms()).len(), 1);
     }
 
     #[test]
