@@ -55,7 +55,9 @@ bench-deps: deps
 # scenario, briefly), "--only pylon,nginx", "--skip-scaling" (no scenarios),
 # "--scenarios auth,h2", "--duration 20 --rounds 3", "--soak 600".
 # Then benches/cluster.py: three gateways sharing one budget in Redis against local
-# counts (benches/results/cluster.md); CLUSTER_ARGS="--duration 5" for a shorter run.
+# counts (benches/results/cluster.md), and 1,000 to 100,000 clients over them with a hot
+# one in the crowd (benches/results/cluster-clients.md); CLUSTER_ARGS="--duration 5" for a
+# shorter run, "--modes clients" for the sweep alone.
 # Then benches/idle_connections.py: memory per idle keep-alive connection, TLS connection
 # and WebSocket, Pylon against nginx and the floor (benches/results/connections-latest.md).
 bench: bench-deps release

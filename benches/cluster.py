@@ -28,8 +28,9 @@ For each size in --sizes (1,000, 10,000 and 100,000 clients) the gateways and Re
 empty and one wrk per gateway (benches/clients.lua) sends, for --clients-duration seconds,
 a crowd (client i = request index mod N, 10.a.b.c, dealt round-robin over the gateways, so
 N requests reach every client once) with one hot client (172.16.0.1) mixed in: every
---hot-every-th request on every connection. Then --idle seconds with the gateways still
-running and no traffic. Reported, under traffic and after it: Redis commands per second
+--hot-every-th request on every connection. The traffic's counts are read one second
+after wrk ends (the gateways' last syncs push what was counted just before), then --idle
+seconds follow with the gateways still running and no traffic. Reported, under traffic and after it: Redis commands per second
 (every command in INFO commandstats, those run inside scripts included, the bench's own
 INFO/CONFIG/FLUSHALL/DBSIZE left out; CONFIG RESETSTAT starts each phase) and Redis CPU
 (/proc/PID/stat, % of one core); under traffic, Redis commands per request and the
@@ -71,6 +72,8 @@ BUDGET = 1000
 # the bench's own commands, left out of the counts
 OWN_COMMANDS = {"info", "config", "flushall", "dbsize"}
 TICKS = os.sysconf("SC_CLK_TCK")
+# clients mode: seconds after wrk ends before the traffic's Redis counts are read
+SETTLE = 1.0
 
 
 def wait_port(port, timeout=10.0):
@@ -109,10 +112,12 @@ def redis_command(command):
 
 
 def redis_script_calls():
+    """Every command Redis ran (those inside scripts included), the bench's own left out."""
     stats = redis_command("INFO commandstats")
     return sum(
-        int(m.group(1))
-        for m in re.finditer(r"cmdstat_(?:evalsha|eval|ping):calls=(\d+)", stats)
+        int(m.group(2))
+        for m in re.finditer(r"cmdstat_([^:]+):calls=(\d+)", stats)
+        if m.group(1) not in ("info", "config", "flushall", "dbsize")
     )
 
 
@@ -452,6 +457,9 @@ def run_clients_size(tmp, redis, redis_pid, size, duration, args):
         ]
         outputs = [w.communicate(timeout=duration + 60)[0] for w in wrks]
         t1 = time.monotonic()
+        # the gateways' last syncs push what was counted just before the end: that is
+        # the traffic's cost, so its counts are read a settle time after wrk stops
+        time.sleep(SETTLE)
         gw_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, gw_cpu0))
         redis_cpu = cpu_seconds(redis_pid) - redis_cpu0
         traffic_stats = redis.commandstats()
@@ -651,8 +659,9 @@ def clients_report(results, repeat, args, binary, redis_version):
         f"`[rate_limit] requests = {BUDGET}, window = \"1h\", store = redis, sync = \"50ms\"`; "
         f"an nginx upstream answering 200; everything on 127.0.0.1",
         f"- each size: Redis flushed and the gateways started anew; traffic ({durations}) from one wrk "
-        f"per gateway ({args.crowd_connections} connections, benches/clients.lua), then {args.idle} s "
-        f"with the gateways running and no traffic",
+        f"per gateway ({args.crowd_connections} connections, benches/clients.lua), its Redis counts read "
+        f"{SETTLE:g} s after wrk ends (the last syncs' push of what was counted just before), then "
+        f"{args.idle} s with the gateways running and no traffic",
         "- crowd: client i = request index mod N (X-Forwarded-For 10.a.b.c), dealt round-robin over the "
         "gateways; rounds = crowd requests / N (the slowest gateway's share, in brackets, must be ≥ 1 "
         "for every client to be reached)",

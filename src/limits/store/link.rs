@@ -125,16 +125,31 @@ impl Target {
             }
             StoreServers::Sentinel { sentinels, master } => {
                 let mut addrs = Vec::new();
+                let mut credentials = None;
                 for url in sentinels {
                     let info = url
                         .as_str()
                         .into_connection_info()
                         .map_err(|e| unusable(url, e))?;
                     addrs.push(info.addr().clone());
+                    let settings = info.redis_settings();
+                    if let Some(password) = settings.password() {
+                        credentials = Some((
+                            settings.username().map(str::to_string),
+                            password.to_string(),
+                        ));
+                    }
                 }
                 let mut builder =
                     SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
                         .map_err(|e| format!("the sentinels are not usable: {e}"))?;
+                // a password in the sentinels' URLs is theirs
+                if let Some((username, password)) = credentials {
+                    if let Some(username) = username {
+                        builder = builder.set_client_to_sentinel_username(username);
+                    }
+                    builder = builder.set_client_to_sentinel_password(password);
+                }
                 if tls {
                     builder = builder
                         .set_client_to_sentinel_tls_mode(TlsMode::Secure)

@@ -340,8 +340,7 @@ impl Store {
             .arg(requests)
             .arg(into * 1_000_000 / (w * 1000))
             .arg(ttl_ms(w));
-        // the script and what it runs: GET twice, INCR, and PEXPIRE for a new key
-        self.calls.fetch_add(4, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let answer = tokio::time::timeout(
             self.timeout,
             invocation.invoke_async::<(u8, u64, u64)>(&mut link),
@@ -349,6 +348,9 @@ impl Store {
         .await;
         match answer {
             Ok(Ok((admitted, curr, prev))) => {
+                // what the script ran: two GETs, then INCR (and PEXPIRE for a new key)
+                let ran = 2 + u64::from(admitted) * (1 + u64::from(curr == 1));
+                self.calls.fetch_add(ran, Ordering::Relaxed);
                 let verdict = if admitted == 1 {
                     // the count includes this request: decide as if just before it
                     decide(requests, w, now, prev, curr.saturating_sub(1))
