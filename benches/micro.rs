@@ -275,6 +275,7 @@ fn access_log(c: &mut Criterion) {
             route: Some("/users"),
             upstream: Some("10.0.3.17:8080"),
             error: None,
+            trace: None,
         };
         let mut buf = Vec::with_capacity(4_096);
         group.bench_with_input(

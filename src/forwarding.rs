@@ -168,6 +168,11 @@ pub fn new_request_id() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
+/// 64 random bits from this thread's generator (splitmix64: for ids, not for secrets).
+pub fn random_u64() -> u64 {
+    ID_STATE.with(splitmix64)
+}
+
 fn splitmix64(state: &Cell<u64>) -> u64 {
     let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
     state.set(s);

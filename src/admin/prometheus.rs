@@ -88,6 +88,19 @@ pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
         unix_seconds(config.loaded_at)
     );
 
+    if rt.tracing.is_some() {
+        let spans = &rt.shared.spans;
+        out.push_str("# HELP pylon_trace_spans_exported_total Spans the collector took.\n# TYPE pylon_trace_spans_exported_total counter\n");
+        let _ = writeln!(out, "pylon_trace_spans_exported_total {}", spans.exported());
+        out.push_str("# HELP pylon_trace_spans_dropped_total Spans dropped: the export queue was full, or their export failed.\n# TYPE pylon_trace_spans_dropped_total counter\n");
+        let _ = writeln!(out, "pylon_trace_spans_dropped_total {}", spans.dropped());
+        out.push_str("# HELP pylon_trace_exports_failed_total Exports the collector did not take (refused, failed, timed out).\n# TYPE pylon_trace_exports_failed_total counter\n");
+        let _ = writeln!(
+            out,
+            "pylon_trace_exports_failed_total {}",
+            spans.failed_exports()
+        );
+    }
     if let Some(store) = &rt.store {
         out.push_str("# HELP pylon_rate_limit_store_up Whether the shared rate-limit store answers (1) or each gateway counts on its own (0).\n# TYPE pylon_rate_limit_store_up gauge\n");
         let up = u8::from(store.state() == crate::limits::StoreState::Up);

@@ -46,6 +46,7 @@ mod rate_limit;
 mod routes;
 mod server;
 mod tls;
+mod tracing;
 mod values;
 
 pub use self::auth::{AuthKind, AuthSection, OneOrMany};
@@ -57,6 +58,7 @@ pub use rate_limit::*;
 pub use routes::*;
 pub use server::*;
 pub use tls::*;
+pub use tracing::*;
 pub use values::*;
 
 /// The whole file.
@@ -85,6 +87,8 @@ pub struct FileConfig {
     pub metrics: Option<Spanned<MetricsSection>>,
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    #[serde(default)]
+    pub tracing: Option<Spanned<TracingSection>>,
     /// Named authenticators that routes reference.
     #[serde(default)]
     pub auth: BTreeMap<String, Spanned<AuthSection>>,

@@ -50,6 +50,7 @@ use crate::gateway::Gateway;
 use crate::runtime::LINGERING_QUIET;
 use crate::telemetry::access_log::Entry;
 use crate::telemetry::exchange::Exchange;
+use crate::telemetry::trace::Traced;
 use crate::wire::GatewayError;
 use head::{Framing, HeadLimits, Scan};
 
@@ -281,7 +282,19 @@ impl Edge {
         let head_only = line.method == "HEAD";
         let tls = stream.get_ssl_digest().is_some();
         let rt = self.current.load();
-        let answer = refusal_bytes(&rt, err, origin, &request_id, head_only, tls);
+        let trace = rt
+            .tracing
+            .as_ref()
+            .map(|t| t.begin(head::field(head, b"traceparent")));
+        let answer = refusal_bytes(
+            &rt,
+            err,
+            origin,
+            &request_id,
+            head_only,
+            tls,
+            trace.as_ref(),
+        );
         let written = tokio::time::timeout(REFUSAL_WRITE, async {
             stream.write_all(&answer).await?;
             stream.flush().await
@@ -310,6 +323,7 @@ impl Edge {
                 route: None,
                 upstream: None,
                 error: None,
+                trace: trace.as_ref().map(|t| t.ids),
             },
             counters: None,
             upstream_time: None,
@@ -317,6 +331,16 @@ impl Edge {
             upstream_error: false,
             client_error: false,
             request_bytes: 0,
+            trace: trace
+                .as_ref()
+                .zip(rt.tracing.as_deref())
+                .map(|(trace, tracing)| Traced {
+                    trace,
+                    tracestate: head::field(head, b"tracestate"),
+                    host: head::field(head, b"host"),
+                    tracing,
+                    queue: &rt.shared.spans,
+                }),
         }
         .record(rt.shared.metrics.as_ref(), &rt.shared.access_log);
         let lingering = rt.client.lingering;

@@ -12,7 +12,8 @@ use crate::forwarding::{acceptable_request_id, new_request_id};
 use crate::limits::caps::RouteRate;
 use crate::limits::{ClientKey, Verdict};
 use crate::runtime::{Route, Runtime};
-use crate::wire::names::X_REQUEST_ID;
+use crate::telemetry::trace::Attr;
+use crate::wire::names::{TRACEPARENT, X_REQUEST_ID};
 use crate::wire::GatewayError;
 
 use super::answer::AUTH_RETRY_AFTER;
@@ -40,6 +41,9 @@ impl Gateway {
             _ => new_request_id(),
         });
         ctx.origin = rt.cors.allow_origin(&req.headers);
+        if let Some(tracing) = &rt.tracing {
+            ctx.trace = Some(tracing.begin(req.headers.get(TRACEPARENT).map(|v| v.as_bytes())));
+        }
     }
 
     /// May a failed attempt be tried again elsewhere?
@@ -102,6 +106,11 @@ impl Gateway {
             Some(route) => {
                 match Authenticator::authenticate_any(&route.auth, session.req_header()).await {
                     Ok(identity) => {
+                        if let Some(trace) = &mut ctx.trace {
+                            trace.event("auth.accepted", || {
+                                vec![Attr::str("pylon.auth.name", &*identity.authenticator)]
+                            });
+                        }
                         ctx.identity = Some(identity);
                         None
                     }
@@ -119,6 +128,14 @@ impl Gateway {
                 }
             }
         };
+        if let (Some(trace), Some(err)) = (&mut ctx.trace, unauthenticated) {
+            trace.event("auth.refused", || {
+                vec![Attr::int(
+                    "http.response.status_code",
+                    i64::from(err.status()),
+                )]
+            });
+        }
         let key = match (&ctx.identity, ctx.client_ip) {
             (Some(identity), _) => Some(ClientKey::identity(&identity.key)),
             (None, Some(ip)) => Some(ClientKey::ip(ip, rt.ipv6_prefix)),
@@ -135,6 +152,11 @@ impl Gateway {
             // the route's client lists and methods come before the limit; the limit
             // before authentication's answer
             if let (Verdict::Limited { reset }, None) = (verdict, screened) {
+                if let Some(trace) = &mut ctx.trace {
+                    trace.event("rate_limited", || {
+                        vec![Attr::str("pylon.rate_limit.policy", policy.name())]
+                    });
+                }
                 return Early::Refuse(GatewayError::RateLimited { retry_after: reset });
             }
         }

@@ -11,6 +11,7 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::limits::caps::IN_FLIGHT_EXHAUSTED;
 use crate::runtime::{Runtime, LINGERING_QUIET};
+use crate::telemetry::trace::RequestTrace;
 use crate::wire::names::{RATELIMIT, RATELIMIT_POLICY, X_REQUEST_ID};
 use crate::wire::values::CLOSE;
 use crate::wire::GatewayError;
@@ -41,6 +42,12 @@ impl Gateway {
         }
         if let Some(id) = &ctx.request_id {
             headers.insert(X_REQUEST_ID, id.clone());
+        }
+        if let (Some(name), Some(trace)) = (
+            rt.tracing.as_ref().and_then(|t| t.response_header.as_ref()),
+            &ctx.trace,
+        ) {
+            headers.insert(name.clone(), trace.response_value());
         }
     }
 
@@ -213,6 +220,7 @@ pub(crate) fn refusal_bytes(
     request_id: &HeaderValue,
     head_only: bool,
     tls: bool,
+    trace: Option<&RequestTrace>,
 ) -> BytesMut {
     let body = err.body();
     let mut headers = error_headers(rt, err, tls);
@@ -222,6 +230,12 @@ pub(crate) fn refusal_bytes(
     }
     rt.cors.apply(&rt.cors.allow_origin(&request), &mut headers);
     headers.insert(X_REQUEST_ID, request_id.clone());
+    if let (Some(name), Some(trace)) = (
+        rt.tracing.as_ref().and_then(|t| t.response_header.as_ref()),
+        trace,
+    ) {
+        headers.insert(name.clone(), trace.response_value());
+    }
     headers.insert(header::CONNECTION, CLOSE);
     headers.insert(header::DATE, get_cached_date());
 

@@ -19,6 +19,8 @@ use crate::wire::GatewayError;
 use super::Gateway;
 use crate::telemetry::access_log::Entry;
 use crate::telemetry::exchange::Exchange;
+use crate::telemetry::trace::{RequestTrace, Traced};
+use crate::wire::names::TRACESTATE;
 use bytes::Bytes;
 use http::header;
 use http::Version;
@@ -120,6 +122,8 @@ pub struct RequestState {
     pub(crate) in_flight_slot: Option<pingora_limits::inflight::Guard>,
     /// Refused by `max_in_flight`: the RateLimit fields are the cap's.
     pub(crate) capped: bool,
+    /// With `[tracing]`: the request's trace.
+    pub(crate) trace: Option<RequestTrace>,
 }
 
 /// What the early checks of `request_filter` decided.
@@ -163,6 +167,7 @@ impl RequestCtx {
             _in_flight: rt.shared.life.request(),
             in_flight_slot: None,
             capped: false,
+            trace: None,
         };
         RequestCtx {
             rt,
@@ -218,7 +223,19 @@ pub(super) fn finish<'a>(
             route: route.map(|r| &*r.prefix),
             upstream: instance.map(|u| &*u.authority),
             error,
+            trace: ctx.trace.as_ref().map(|t| t.ids),
         },
+        trace: ctx
+            .trace
+            .as_ref()
+            .zip(rt.tracing.as_deref())
+            .map(|(trace, tracing)| Traced {
+                trace,
+                tracestate: req.headers.get(TRACESTATE).map(HeaderValue::as_bytes),
+                host: req.headers.get(header::HOST).map(HeaderValue::as_bytes),
+                tracing,
+                queue: &rt.shared.spans,
+            }),
         counters: route.and_then(|r| r.counters.as_deref()),
         upstream_time: ctx.upstream_time,
         answered: ctx.answered,

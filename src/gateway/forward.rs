@@ -13,7 +13,7 @@ use crate::policy::Vars;
 use crate::router::stripped;
 use crate::runtime::{Route, Runtime};
 use crate::wire::names::{
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
+    TRACEPARENT, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
 
 use super::ctx::route;
@@ -55,6 +55,9 @@ impl Gateway {
         }
         if let Some(id) = &ctx.request_id {
             headers.insert(X_REQUEST_ID, id.clone());
+        }
+        if let Some(trace) = &ctx.trace {
+            headers.insert(TRACEPARENT, trace.upstream_traceparent());
         }
         // many upstreams believe X-Real-IP: only a trusted proxy may set it
         if !ctx.peer_trusted && headers.contains_key(X_REAL_IP) {
@@ -100,8 +103,8 @@ pub(super) const HTTP: HeaderValue = HeaderValue::from_static("http");
 pub(super) const HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// Fields `forwarding_headers` may add to a request: X-Forwarded-For, -Proto, -Host,
-/// X-Request-Id, X-Real-IP.
-pub(super) const FORWARDING_FIELDS: usize = 5;
+/// X-Request-Id, X-Real-IP, traceparent.
+pub(super) const FORWARDING_FIELDS: usize = 6;
 
 /// The placeholders of a route's header transforms, for one request.
 pub(super) fn vars<'a>(

@@ -44,6 +44,9 @@ impl Gateway {
         let mut peer = pool
             .peer(i, &route.timeouts)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "instance vanished"))?;
+        if let (Some(trace), Some(instance)) = (&mut ctx.trace, pool.instance(i)) {
+            trace.start_attempt(instance.addr);
+        }
         if route.http2 {
             // gRPC and friends: HTTP/2 only (h2c to an http upstream)
             peer.options.set_http_version(2, 2);
@@ -67,6 +70,9 @@ impl Gateway {
         ctx: &mut RequestState,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(trace) = &mut ctx.trace {
+            trace.end_attempt(None, Some(e.etype().as_str()));
+        }
         if let (Some(route), Some(i)) = (route(rt, ctx), ctx.upstream) {
             route.pool.report_failure(i);
             e.set_retry(self.may_retry(route, ctx));
@@ -88,6 +94,9 @@ impl Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if let Some(trace) = &mut ctx.trace {
+            trace.end_attempt(None, Some(e.etype().as_str()));
+        }
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();

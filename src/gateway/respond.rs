@@ -42,6 +42,9 @@ impl Gateway {
         if let (Some(route), Some(i)) = (route(rt, ctx), ctx.upstream) {
             route.pool.report_success(i);
         }
+        if let Some(trace) = &mut ctx.trace {
+            trace.end_attempt(Some(resp.status.as_u16()), None);
+        }
         ctx.upstream_time = ctx.upstream_sent.map(|sent| sent.elapsed());
         let route_transform =
             route(rt, ctx).and_then(|r| r.response_headers.as_ref().map(|t| (r, t)));

@@ -15,6 +15,7 @@ use crate::limits::caps::{InFlightCap, RouteRate};
 use crate::limits::{Policy, PolicyBuilder, Store};
 use crate::policy::{Cors, SecurityHeaders};
 use crate::router::Router;
+use crate::telemetry::trace::Tracing;
 use crate::upstream::{Pool, Timeouts};
 
 mod route;
@@ -50,6 +51,8 @@ pub struct Runtime {
     pub default_limit: Option<Policy>,
     /// The shared store every policy counts in, with `rate_limit.store`.
     pub store: Option<Arc<Store>>,
+    /// `[tracing]`: trace context, sampling, where spans go.
+    pub tracing: Option<Arc<Tracing>>,
     /// `rate_limit.max_clients`, applied to the shared limiter when this runtime activates.
     max_clients: usize,
     /// IPv6 clients are counted by this prefix of their address.
@@ -205,6 +208,12 @@ impl Runtime {
             );
         }
         let tls = compile_tls(file.tls.as_ref()).map_err(locate)?;
+        let tracing = match &file.tracing {
+            Some(section) => Some(Arc::new(
+                Tracing::from_config(section.get_ref(), section.span()).map_err(locate)?,
+            )),
+            None => None,
+        };
         let admin = AdminSettings::from_config(file.admin.as_ref(), file.metrics.as_ref())
             .map_err(locate)?;
         let threads = threads(file);
@@ -217,6 +226,7 @@ impl Runtime {
             router,
             default_limit,
             store,
+            tracing,
             max_clients: max_clients(file),
             ipv6_prefix,
             grace_period: file.server.grace_period.0,

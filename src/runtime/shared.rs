@@ -9,6 +9,7 @@ use crate::config::{ConfigError, FileConfig, LocatedError};
 use crate::limits::{Limiter, Stores, DEFAULT_MAX_CLIENTS};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::SpanQueue;
 use crate::tls::CertStore;
 use crate::traffic::{Connections, Lifecycle};
 use crate::upstream::LiveStates;
@@ -34,6 +35,8 @@ pub struct Shared {
     pub certs: Arc<ArcSwapOption<CertStore>>,
     /// Shared rate-limit stores by URL and settings: a reload keeps the one it names.
     pub stores: Stores,
+    /// Finished spans waiting for export, kept across reloads.
+    pub spans: SpanQueue,
     /// When the process started.
     pub started: SystemTime,
 }
@@ -62,6 +65,7 @@ impl Shared {
             access_log: Arc::new(access_log),
             certs: Arc::new(ArcSwapOption::empty()),
             stores: Stores::default(),
+            spans: SpanQueue::default(),
             started: SystemTime::now(),
         })
     }

@@ -54,6 +54,8 @@ impl Housekeeping {
             let health_checks = HealthChecks::new(rt.pools());
             let jwks = rt.auth.fetches_jwks().then(|| rt.auth.refresher());
             let store = rt.store.clone();
+            let tracing = rt.tracing.clone();
+            let shared = rt.shared.clone();
             drop(rt);
             let work = async {
                 let jwks = async {
@@ -66,7 +68,12 @@ impl Housekeeping {
                         store.run(stopped.clone()).await;
                     }
                 };
-                futures::join!(health_checks.start(stopped.clone()), jwks, store);
+                let spans = async {
+                    if let Some(tracing) = &tracing {
+                        shared.spans.run(tracing, stopped.clone()).await;
+                    }
+                };
+                futures::join!(health_checks.start(stopped.clone()), jwks, store, spans);
                 // nothing left to run: wait for a reload or the end
                 std::future::pending::<()>().await;
             };

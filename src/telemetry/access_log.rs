@@ -5,6 +5,8 @@
 //! never wake the writer: when a slow disk lets the queue fill up, lines are dropped and
 //! counted, and the writer reports the count, rather than stalling proxying.
 
+use crate::telemetry::trace::context::hex;
+use crate::telemetry::trace::TraceIds;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
@@ -101,6 +103,8 @@ pub struct Entry<'a> {
     pub upstream: Option<&'a str>,
     /// Why the exchange failed, when it did after the answer began (JSON format only).
     pub error: Option<&'a str>,
+    /// With tracing: the trace and the gateway's span (JSON format only).
+    pub trace: Option<TraceIds>,
 }
 
 /// The shared handle: formats and queues lines.
@@ -364,6 +368,12 @@ pub fn format_json(e: &Entry, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"error\":");
         push_json_str(out, Some(error.as_bytes()));
     }
+    if let Some(ids) = &e.trace {
+        out.extend_from_slice(b",\"trace_id\":");
+        push_json_str(out, Some(hex(&ids.trace_id).as_bytes()));
+        out.extend_from_slice(b",\"span_id\":");
+        push_json_str(out, Some(hex(&ids.span_id).as_bytes()));
+    }
     out.extend_from_slice(b"}\n");
 }
 
@@ -573,6 +583,7 @@ mod tests {
             route: Some("/users"),
             upstream: Some("127.0.0.1:7002"),
             error: None,
+            trace: None,
         }
     }
 

@@ -1,12 +1,13 @@
 //! One finished request, refused at the edge or proxied, becomes its metrics observation
 //! and its access line here, and nowhere else. The edge and the gateway's `logging` phase
 //! each describe what happened as an [`Exchange`]; [`Exchange::record`] tells the counters
-//! and the log (and, with tracing, will end its span).
+//! and the log, and, with tracing, queues its spans.
 
 use std::time::Duration;
 
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::metrics::{Metrics, Observation, RouteCounters};
+use crate::telemetry::trace::{Finished, Traced};
 use crate::wire::GatewayError;
 
 /// What one finished request tells: its access line, and what only the counters need.
@@ -25,6 +26,8 @@ pub struct Exchange<'a> {
     pub client_error: bool,
     /// Body bytes read from the client.
     pub request_bytes: u64,
+    /// With tracing: the request's trace, whose spans end here.
+    pub trace: Option<Traced<'a>>,
 }
 
 impl Exchange<'_> {
@@ -45,6 +48,20 @@ impl Exchange<'_> {
         }
         if !log.is_off() {
             log.log(&self.entry);
+        }
+        if let Some(trace) = &self.trace {
+            let e = &self.entry;
+            trace.record(&Finished {
+                method: e.method,
+                uri: e.uri,
+                version: e.version,
+                status: e.status,
+                client: e.client,
+                user_agent: e.user_agent,
+                route: e.route,
+                end: e.time,
+                duration: e.duration,
+            });
         }
     }
 }

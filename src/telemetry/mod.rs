@@ -6,3 +6,4 @@
 pub mod access_log;
 pub mod exchange;
 pub mod metrics;
+pub mod trace;

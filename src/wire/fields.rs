@@ -14,6 +14,8 @@ pub mod names {
     use http::header::HeaderName;
 
     pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
     pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

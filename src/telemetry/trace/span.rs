@@ -1,0 +1,162 @@
+//! What a sampled request leaves behind: its SERVER span, one CLIENT span per upstream
+//! attempt, and the events of what the gateway decided.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::HeaderValue;
+
+use super::context::{new_span_id, traceparent, TraceIds};
+
+/// An attribute's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+}
+
+/// A named value on a span or an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attr {
+    pub key: &'static str,
+    pub value: Value,
+}
+
+impl Attr {
+    pub fn str(key: &'static str, value: impl Into<String>) -> Attr {
+        Attr {
+            key,
+            value: Value::Str(value.into()),
+        }
+    }
+
+    pub fn int(key: &'static str, value: i64) -> Attr {
+        Attr {
+            key,
+            value: Value::Int(value),
+        }
+    }
+}
+
+/// Something the gateway decided, at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanEvent {
+    pub name: &'static str,
+    pub at_ns: u64,
+    pub attrs: Vec<Attr>,
+}
+
+/// One upstream attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub span_id: [u8; 8],
+    pub start_ns: u64,
+    /// 0 while it runs.
+    pub end_ns: u64,
+    pub address: String,
+    pub port: u16,
+    pub status: Option<u16>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Server,
+    Client,
+}
+
+/// A finished span, waiting for export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanRecord {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub trace_state: String,
+    pub sampled: bool,
+    pub name: String,
+    pub kind: Kind,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub attrs: Vec<Attr>,
+    pub events: Vec<SpanEvent>,
+    pub error: bool,
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A request's trace while it runs: its ids, the span id of the current upstream attempt
+/// (which the upstream's `traceparent` names), and, when the request is recorded, the
+/// attempts and events so far.
+#[derive(Debug)]
+pub struct RequestTrace {
+    pub ids: TraceIds,
+    /// Spans are made (sampled, and not `propagate_only`).
+    pub recorded: bool,
+    attempt: [u8; 8],
+    pub attempts: Vec<Attempt>,
+    pub events: Vec<SpanEvent>,
+}
+
+impl RequestTrace {
+    pub fn new(ids: TraceIds, recorded: bool) -> RequestTrace {
+        RequestTrace {
+            ids,
+            recorded,
+            attempt: ids.span_id,
+            attempts: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// An upstream attempt begins, to this instance.
+    pub fn start_attempt(&mut self, instance: SocketAddr) {
+        self.attempt = new_span_id();
+        if self.recorded {
+            self.attempts.push(Attempt {
+                span_id: self.attempt,
+                start_ns: unix_ns(SystemTime::now()),
+                end_ns: 0,
+                address: instance.ip().to_string(),
+                port: instance.port(),
+                status: None,
+                error: None,
+            });
+        }
+    }
+
+    /// The current attempt ended: with an answer's status, or failed (`error`, e.g.
+    /// `ConnectRefused`).
+    pub fn end_attempt(&mut self, status: Option<u16>, error: Option<&str>) {
+        if let Some(last) = self.attempts.last_mut().filter(|a| a.end_ns == 0) {
+            last.end_ns = unix_ns(SystemTime::now());
+            last.status = status;
+            last.error = error.map(str::to_string);
+        }
+    }
+
+    /// Note a decision of the gateway on the SERVER span.
+    pub fn event(&mut self, name: &'static str, attrs: impl FnOnce() -> Vec<Attr>) {
+        if self.recorded {
+            self.events.push(SpanEvent {
+                name,
+                at_ns: unix_ns(SystemTime::now()),
+                attrs: attrs(),
+            });
+        }
+    }
+
+    /// The `traceparent` for the upstream: the current attempt is its parent.
+    pub fn upstream_traceparent(&self) -> HeaderValue {
+        traceparent(&self.ids.trace_id, &self.attempt, self.ids.sampled)
+    }
+
+    /// The context returned to the client: the gateway's SERVER span.
+    pub fn response_value(&self) -> HeaderValue {
+        traceparent(&self.ids.trace_id, &self.ids.span_id, self.ids.sampled)
+    }
+}
