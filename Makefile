@@ -21,7 +21,9 @@ BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
 # node, over TLS, a Redis Cluster and a Sentinel failover. scripts/ensure-autobahn.sh
 # installs the Autobahn|Testsuite (PyPI, Python 2.7 only) under pyenv's 2.7.18 for
 # tests/autobahn.rs; h2spec, which no registry carries, comes from ../shared/tools
-# (scripts/check-h2spec.sh says whether it is there).
+# (scripts/check-h2spec.sh says whether it is there). scripts/ensure-otel.sh makes the venv
+# target/otel-venv (python3-venv, then OpenTelemetry's proto, SDK and OTLP/HTTP exporter
+# from PyPI) for tests/tracing.rs's OTLP receiver and its instrumented client and upstream.
 TEST_PACKAGES := systemd logrotate chromium nodejs openssl redis-server redis-tools
 # The load harness (benches/load.py): wrk drives Pylon, its floor (target/release/pylon-floor),
 # nginx, HAProxy, Caddy and the tutorial's Node gateway (benches/tutorial: node, and its
@@ -83,6 +85,7 @@ test: deps
 	@command -v npm >/dev/null || bash scripts/ensure-packages.sh npm
 	@[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
 	@bash scripts/ensure-autobahn.sh
+	@bash scripts/ensure-otel.sh
 	@bash scripts/check-h2spec.sh
 	$(CARGO) test --all-targets
 

@@ -20,6 +20,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+pub mod otlp;
 pub mod redis;
 
 // ---------------------------------------------------------------------------------------------
