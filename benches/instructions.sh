@@ -11,6 +11,8 @@
 #   APIKEY=1 benches/instructions.sh 2000 /key/small  (an API-key route, the key on every request)
 #   TLS=1 benches/instructions.sh                    (HTTP/1.1 over TLS 1.3, pylon and the floor;
 #                                                     the 4 handshakes are in the count too)
+#   TRACING=unsampled benches/instructions.sh        ([tracing] with sampling = 0; TRACING=sampled:
+#                                                     every request's spans exported)
 #   JWT=1 benches/instructions.sh 2000 /jwt/small      (an RS256 route, one reused token;
 #                                                     JWT_CACHE_TTL=0s: without the cache;
 #                                                     JWT_ALG=ES256: an ES256 route)
@@ -45,6 +47,7 @@ done
 tmp=$(mktemp -d)
 cleanup() {
   [ -f "$tmp/up.pid" ] && kill "$(cat "$tmp/up.pid")" 2>/dev/null || true
+  [ -f "$tmp/sink.pid" ] && kill "$(cat "$tmp/sink.pid")" 2>/dev/null || true
   pkill -f "callgrind-out-file=$tmp" 2>/dev/null || true
   rm -rf "$tmp"
 }
@@ -117,6 +120,35 @@ allow = ["127.0.0.0/8", "10.0.0.0/8", "2001:db8::/32"]
 deny = ["10.1.0.0/16"]
 request_headers = { set = { "X-Api-Version" = "2", "X-Client-Ip" = "{client_ip}" }, remove = ["Cookie"] }
 response_headers = { set = { "Cache-Control" = "no-store" }, remove = ["X-Internal-Trace"] }
+CONF
+fi
+
+# TRACING=unsampled: a [tracing] section under which no request is sampled (sampling = 0:
+# the trace context is still made and sent upstream, no span); TRACING=sampled: every
+# request recorded, and its spans exported to a local OTLP/HTTP sink (python3) that
+# answers 200, so the count holds the spans' making, encoding and sending
+if [ -n "${TRACING:-}" ]; then
+  case "$TRACING" in
+    unsampled) sampling=0.0 ;;
+    sampled) sampling=1.0 ;;
+    *) echo "TRACING is unsampled or sampled" >&2; exit 1 ;;
+  esac
+  sink_port=18196
+  python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+' "$sink_port" &
+  echo $! > "$tmp/sink.pid"
+  cat >> "$tmp/pylon.toml" <<CONF
+[tracing]
+endpoint = "http://127.0.0.1:$sink_port/v1/traces"
+sampling = $sampling
 CONF
 fi
 

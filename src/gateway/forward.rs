@@ -13,7 +13,8 @@ use crate::policy::Vars;
 use crate::router::stripped;
 use crate::runtime::{Route, Runtime};
 use crate::wire::names::{
-    TRACEPARENT, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
+    TRACEPARENT, TRACESTATE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP,
+    X_REQUEST_ID,
 };
 
 use super::ctx::route;
@@ -58,6 +59,11 @@ impl Gateway {
         }
         if let Some(trace) = &ctx.trace {
             headers.insert(TRACEPARENT, trace.upstream_traceparent());
+            // a tracestate belongs to the traceparent it came with: a trace that starts
+            // here has none (W3C Trace Context, processing model)
+            if trace.ids.parent.is_none() {
+                headers.remove(TRACESTATE);
+            }
         }
         // many upstreams believe X-Real-IP: only a trusted proxy may set it
         if !ctx.peer_trusted && headers.contains_key(X_REAL_IP) {

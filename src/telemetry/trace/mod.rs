@@ -181,7 +181,12 @@ impl Traced<'_> {
         if let Some(ua) = done.user_agent {
             attrs.push(Attr::str("user_agent.original", text(ua)));
         }
-        let trace_state = self.tracestate.map(text).unwrap_or_default();
+        // a client's tracestate goes with its traceparent only
+        let trace_state = self
+            .tracestate
+            .filter(|_| ids.parent.is_some())
+            .map(text)
+            .unwrap_or_default();
         let mut spans = Vec::with_capacity(1 + self.trace.attempts.len());
         spans.push(SpanRecord {
             trace_id: ids.trace_id,
@@ -369,6 +374,11 @@ mod tests {
             unreachable!("not built when not recorded")
         });
         assert!(trace.attempts.is_empty() && trace.events.is_empty());
+        // not recorded: the client's span stays the upstream's parent
+        let unsampled_client = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let mut passed = t.begin(Some(unsampled_client));
+        passed.start_attempt("127.0.0.1:1".parse().unwrap());
+        assert_eq!(passed.upstream_traceparent().as_bytes(), unsampled_client);
         assert!(trace
             .upstream_traceparent()
             .to_str()

@@ -89,9 +89,13 @@ pub fn unix_ns(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// A request's trace while it runs: its ids, the span id of the current upstream attempt
-/// (which the upstream's `traceparent` names), and, when the request is recorded, the
-/// attempts and events so far.
+/// A request's trace while it runs: its ids, the span id the upstream's `traceparent`
+/// names as its parent, and, when the request is recorded, the attempts and events so far.
+///
+/// A recorded request names its current attempt's CLIENT span. One that is not recorded
+/// makes no span for the upstream to hang from, so it passes the client's span id on
+/// unchanged (W3C's rule for a participant that does not record), or its own new id when
+/// the trace starts here.
 #[derive(Debug)]
 pub struct RequestTrace {
     pub ids: TraceIds,
@@ -107,7 +111,10 @@ impl RequestTrace {
         RequestTrace {
             ids,
             recorded,
-            attempt: ids.span_id,
+            attempt: match (recorded, ids.parent) {
+                (false, Some(client)) => client,
+                _ => ids.span_id,
+            },
             attempts: Vec::new(),
             events: Vec::new(),
         }
@@ -115,8 +122,8 @@ impl RequestTrace {
 
     /// An upstream attempt begins, to this instance.
     pub fn start_attempt(&mut self, instance: SocketAddr) {
-        self.attempt = new_span_id();
         if self.recorded {
+            self.attempt = new_span_id();
             self.attempts.push(Attempt {
                 span_id: self.attempt,
                 start_ns: unix_ns(SystemTime::now()),
@@ -150,7 +157,7 @@ impl RequestTrace {
         }
     }
 
-    /// The `traceparent` for the upstream: the current attempt is its parent.
+    /// The `traceparent` for the upstream.
     pub fn upstream_traceparent(&self) -> HeaderValue {
         traceparent(&self.ids.trace_id, &self.attempt, self.ids.sampled)
     }
