@@ -1309,3 +1309,55 @@ fn an_sdk_client_the_gateway_and_an_sdk_upstream_make_one_trace() {
         got.flags
     );
 }
+
+#[test]
+fn a_reload_changes_sampling_and_endpoint_without_a_restart() {
+    let (first, second) = (Receiver::start(), Receiver::start());
+    let up = Upstream::echo();
+    let gw = Gateway::start(
+        "",
+        &(tracing(&first.endpoint(), 0.0, "") + &route("/r", up.addr, "")),
+    );
+    let pid = gw.pid();
+    assert_eq!(
+        client().get(gw.url("/r/before")).send().unwrap().status(),
+        200
+    );
+    assert_eq!(upstream_traceparent(&seen_at(&up, "/before")).flags, "00");
+
+    gw.write_config(&(tracing(&second.endpoint(), 1.0, "") + &route("/r", up.addr, "")));
+    // the reload is in force once a new trace goes upstream sampled; a SIGHUP that comes
+    // before the gateway watches for it is ignored (see src/server/mod.rs), so it is sent
+    // again until one takes
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    let sampled = loop {
+        if n % 10 == 0 {
+            gw.signal("HUP");
+        }
+        n += 1;
+        let path = format!("/r/after{n}");
+        assert_eq!(client().get(gw.url(&path)).send().unwrap().status(), 200);
+        let tp = upstream_traceparent(&seen_at(&up, &format!("/after{n}")));
+        if tp.flags == "01" {
+            break tp;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sampling = 1.0 not in force 10 s after SIGHUP: {}",
+            gw.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(gw.pid(), pid, "the same process");
+    let spans = wait_for_trace(&second, &sampled.trace_id, 1);
+    assert_eq!(
+        the_one(&spans, &sampled.trace_id, "SERVER").name(),
+        "GET /r"
+    );
+    assert!(
+        first.spans().is_empty(),
+        "the old endpoint got spans:\n{}",
+        describe(&first.spans())
+    );
+}

@@ -95,6 +95,16 @@ pub fn summary(rt: &Runtime) -> String {
             store.sync()
         );
     }
+    if let Some(t) = &rt.tracing {
+        let _ = match (&t.endpoint, t.propagate_only) {
+            (Some(endpoint), false) => writeln!(
+                out,
+                "tracing: spans to {endpoint}, {}% of new traces",
+                t.sampling * 100.0
+            ),
+            _ => writeln!(out, "tracing: the trace context only (propagate_only)"),
+        };
+    }
     let auth: Vec<String> = rt
         .auth
         .names()

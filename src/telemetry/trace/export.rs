@@ -250,6 +250,7 @@ mod tests {
     fn a_batch_is_an_otlp_request_with_the_resource_and_the_spans() {
         let tracing = Tracing {
             sampler: crate::telemetry::trace::Sampler::new(1.0),
+            sampling: 1.0,
             propagate_only: false,
             response_header: None,
             record_query: false,

@@ -31,6 +31,8 @@ pub use span::{Attr, RequestTrace};
 #[derive(Debug)]
 pub struct Tracing {
     pub sampler: Sampler,
+    /// The part of new traces sampled, as configured.
+    pub sampling: f64,
     pub propagate_only: bool,
     pub response_header: Option<HeaderName>,
     pub record_query: bool,
@@ -94,6 +96,7 @@ impl Tracing {
         );
         Ok(Tracing {
             sampler: Sampler::new(section.sampling.0),
+            sampling: section.sampling.0,
             propagate_only: section.propagate_only,
             response_header,
             record_query: section.record_query,
