@@ -62,10 +62,15 @@ bench-deps: deps
 # shorter run, "--modes clients" for the sweep alone.
 # Then benches/idle_connections.py: memory per idle keep-alive connection, TLS connection
 # and WebSocket, Pylon against nginx and the floor (benches/results/connections-latest.md).
+# Last, benches/instructions.sh (callgrind) for Pylon without [tracing], with it and no
+# request sampled, and with every request's spans exported (benches/results/tracing.md).
 bench: bench-deps release
 	python3 benches/load.py $(BENCH_ARGS)
 	python3 benches/cluster.py $(CLUSTER_ARGS)
 	python3 benches/idle_connections.py --gateway pylon,nginx,floor --modes plain,tls,ws,h2idle --out benches/results/connections-latest.md $(CONNECTIONS_ARGS)
+	@{ echo "tracing off:"; ONLY=pylon bash benches/instructions.sh | tail -1; \
+	  echo "tracing on, not sampled:"; TRACING=unsampled ONLY=pylon bash benches/instructions.sh | tail -1; \
+	  echo "tracing on, every request sampled and exported:"; TRACING=sampled ONLY=pylon bash benches/instructions.sh | tail -1; } | tee benches/results/tracing-latest.txt
 
 build: deps
 	$(CARGO) build

@@ -333,6 +333,7 @@ impl Edge {
             request_bytes: 0,
             trace: trace
                 .as_ref()
+                .filter(|t| t.recorded())
                 .zip(rt.tracing.as_deref())
                 .map(|(trace, tracing)| Traced {
                     trace,

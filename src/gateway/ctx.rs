@@ -225,9 +225,11 @@ pub(super) fn finish<'a>(
             error,
             trace: ctx.trace.as_ref().map(|t| t.ids),
         },
+        // spans only for a recorded request: the others need nothing more of it
         trace: ctx
             .trace
             .as_ref()
+            .filter(|t| t.recorded())
             .zip(rt.tracing.as_deref())
             .map(|(trace, tracing)| Traced {
                 trace,

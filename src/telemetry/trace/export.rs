@@ -86,16 +86,9 @@ impl SpanQueue {
         let Some(endpoint) = tracing.endpoint.as_deref() else {
             return;
         };
-        let client = match reqwest::Client::builder()
-            .timeout(tracing.export_timeout)
-            .build()
-        {
-            Ok(client) => client,
-            Err(e) => {
-                log::error!("tracing: no HTTP client for the exports: {e}");
-                return;
-            }
-        };
+        // made with the first batch: loading the system's CAs is work that a gateway
+        // whose requests are not sampled never needs
+        let mut client: Option<reqwest::Client> = None;
         loop {
             let stopping = tokio::select! {
                 () = tokio::time::sleep(FLUSH_EVERY) => false,
@@ -107,7 +100,23 @@ impl SpanQueue {
                 if batch.is_empty() {
                     break;
                 }
-                self.export(&client, endpoint, tracing, batch).await;
+                if client.is_none() {
+                    match reqwest::Client::builder()
+                        .timeout(tracing.export_timeout)
+                        .build()
+                    {
+                        Ok(made) => client = Some(made),
+                        Err(e) => {
+                            log::error!("tracing: no HTTP client for the exports: {e}");
+                            self.dropped
+                                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                }
+                if let Some(client) = &client {
+                    self.export(client, endpoint, tracing, batch).await;
+                }
             }
             if stopping {
                 return;

@@ -24,7 +24,7 @@ use http::header::HeaderName;
 use crate::config::{LocatedError, TracingSection};
 pub use context::{traceparent, Sampler, TraceIds};
 pub use export::SpanQueue;
-use span::{Attempt, Kind, SpanEvent, SpanRecord};
+use span::{Attempt, Kind, Recorded, SpanEvent, SpanRecord};
 pub use span::{Attr, RequestTrace};
 
 /// `[tracing]`, compiled.
@@ -140,14 +140,14 @@ pub struct Finished<'a> {
 impl Traced<'_> {
     /// Queue the request's spans, when it is recorded.
     pub fn record(&self, done: &Finished) {
-        if self.trace.recorded {
-            let spans = self.spans(done);
+        if let Some(record) = self.trace.record() {
+            let spans = self.spans(record, done);
             self.queue.push(spans, self.tracing.queue);
         }
     }
 
     /// The SERVER span, named `METHOD /route-prefix`, and a CLIENT span for each attempt.
-    fn spans(&self, done: &Finished) -> Vec<SpanRecord> {
+    fn spans(&self, record: &Recorded, done: &Finished) -> Vec<SpanRecord> {
         let ids = self.trace.ids;
         let end_ns = span::unix_ns(done.end);
         let start_ns = end_ns.saturating_sub(done.duration.as_nanos() as u64);
@@ -190,7 +190,7 @@ impl Traced<'_> {
             .filter(|_| ids.parent.is_some())
             .map(text)
             .unwrap_or_default();
-        let mut spans = Vec::with_capacity(1 + self.trace.attempts.len());
+        let mut spans = Vec::with_capacity(1 + record.attempts.len());
         spans.push(SpanRecord {
             trace_id: ids.trace_id,
             span_id: ids.span_id,
@@ -205,10 +205,10 @@ impl Traced<'_> {
             start_ns,
             end_ns,
             attrs,
-            events: self.trace.events.clone(),
+            events: record.events.clone(),
             error: done.status >= 500,
         });
-        for a in &self.trace.attempts {
+        for a in &record.attempts {
             spans.push(attempt_span(a, &ids, done.method, &trace_state, end_ns));
         }
         spans
@@ -301,7 +301,7 @@ mod tests {
             "the config cannot name service.name twice"
         );
         let mut trace = t.begin(Some(CLIENT));
-        assert!(trace.recorded);
+        assert!(trace.recorded());
         trace.start_attempt("127.0.0.1:1".parse().unwrap());
         let first = trace.upstream_traceparent();
         trace.end_attempt(None, Some("ConnectRefused"));
@@ -321,17 +321,20 @@ mod tests {
             tracing: &t,
             queue: &queue,
         };
-        let spans = traced.spans(&Finished {
-            method: "GET",
-            uri: b"/users/1?token=secret",
-            version: "HTTP/1.1",
-            status: 200,
-            client: Some("10.0.0.1".parse().unwrap()),
-            user_agent: Some(b"curl/8"),
-            route: Some("/users"),
-            end: SystemTime::now(),
-            duration: Duration::from_millis(3),
-        });
+        let spans = traced.spans(
+            trace.record().unwrap(),
+            &Finished {
+                method: "GET",
+                uri: b"/users/1?token=secret",
+                version: "HTTP/1.1",
+                status: 200,
+                client: Some("10.0.0.1".parse().unwrap()),
+                user_agent: Some(b"curl/8"),
+                route: Some("/users"),
+                end: SystemTime::now(),
+                duration: Duration::from_millis(3),
+            },
+        );
         assert_eq!(spans.len(), 3);
         let server = &spans[0];
         assert_eq!(server.name, "GET /users");
@@ -371,12 +374,12 @@ mod tests {
     fn unsampled_requests_make_no_span_but_carry_the_context() {
         let t = tracing(0.0);
         let mut trace = t.begin(None);
-        assert!(!trace.recorded && !trace.ids.sampled);
+        assert!(!trace.recorded() && !trace.ids.sampled);
         trace.start_attempt("127.0.0.1:1".parse().unwrap());
         trace.event("auth.accepted", || {
             unreachable!("not built when not recorded")
         });
-        assert!(trace.attempts.is_empty() && trace.events.is_empty());
+        assert!(trace.record().is_none());
         // not recorded: the client's span stays the upstream's parent
         let unsampled_client = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
         let mut passed = t.begin(Some(unsampled_client));
@@ -412,7 +415,7 @@ mod tests {
             end: SystemTime::now(),
             duration: Duration::ZERO,
         };
-        let spans = traced.spans(&done);
+        let spans = traced.spans(trace.record().unwrap(), &done);
         assert_eq!(spans[0].name, "GET");
         assert!(spans[0].error, "5xx is an error");
         for _ in 0..20 {

@@ -99,9 +99,15 @@ pub fn unix_ns(t: SystemTime) -> u64 {
 #[derive(Debug)]
 pub struct RequestTrace {
     pub ids: TraceIds,
-    /// Spans are made (sampled, and not `propagate_only`).
-    pub recorded: bool,
     attempt: [u8; 8],
+    /// Set when spans are made (sampled, and not `propagate_only`): boxed, so that a
+    /// request that is not recorded carries and drops one pointer.
+    record: Option<Box<Recorded>>,
+}
+
+/// What a recorded request gathers for its spans.
+#[derive(Debug, Default)]
+pub struct Recorded {
     pub attempts: Vec<Attempt>,
     pub events: Vec<SpanEvent>,
 }
@@ -110,21 +116,29 @@ impl RequestTrace {
     pub fn new(ids: TraceIds, recorded: bool) -> RequestTrace {
         RequestTrace {
             ids,
-            recorded,
             attempt: match (recorded, ids.parent) {
                 (false, Some(client)) => client,
                 _ => ids.span_id,
             },
-            attempts: Vec::new(),
-            events: Vec::new(),
+            record: recorded.then(Box::default),
         }
+    }
+
+    /// Whether spans are made.
+    pub fn recorded(&self) -> bool {
+        self.record.is_some()
+    }
+
+    /// The attempts and events so far, when recorded.
+    pub fn record(&self) -> Option<&Recorded> {
+        self.record.as_deref()
     }
 
     /// An upstream attempt begins, to this instance.
     pub fn start_attempt(&mut self, instance: SocketAddr) {
-        if self.recorded {
+        if let Some(record) = &mut self.record {
             self.attempt = new_span_id();
-            self.attempts.push(Attempt {
+            record.attempts.push(Attempt {
                 span_id: self.attempt,
                 start_ns: unix_ns(SystemTime::now()),
                 end_ns: 0,
@@ -139,7 +153,8 @@ impl RequestTrace {
     /// The current attempt ended: with an answer's status, or failed (`error`, e.g.
     /// `ConnectRefused`).
     pub fn end_attempt(&mut self, status: Option<u16>, error: Option<&str>) {
-        if let Some(last) = self.attempts.last_mut().filter(|a| a.end_ns == 0) {
+        let last = self.record.as_mut().and_then(|r| r.attempts.last_mut());
+        if let Some(last) = last.filter(|a| a.end_ns == 0) {
             last.end_ns = unix_ns(SystemTime::now());
             last.status = status;
             last.error = error.map(str::to_string);
@@ -148,8 +163,8 @@ impl RequestTrace {
 
     /// Note a decision of the gateway on the SERVER span.
     pub fn event(&mut self, name: &'static str, attrs: impl FnOnce() -> Vec<Attr>) {
-        if self.recorded {
-            self.events.push(SpanEvent {
+        if let Some(record) = &mut self.record {
+            record.events.push(SpanEvent {
                 name,
                 at_ns: unix_ns(SystemTime::now()),
                 attrs: attrs(),
