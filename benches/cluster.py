@@ -147,21 +147,23 @@ upstreams = ["{HOST}:{UPSTREAM_PORT}"]
     return path, port
 
 
+def spawn_gateway(conf, err_path):
+    """One gateway on its config, its warnings and errors to err_path."""
+    return subprocess.Popen(
+        [str(PYLON), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(err_path, "w"),
+        env={**os.environ, "RUST_LOG": "warn"},
+    )
+
+
 def run_mode(tmp, mode, gateways, connections, duration):
     procs = []
     try:
         ports = []
         for i in range(gateways):
             conf, port = gateway_config(tmp, i, mode)
-            log = open(Path(tmp) / f"pylon{i}.{mode}.err", "w")
-            procs.append(
-                subprocess.Popen(
-                    [str(PYLON), "-c", str(conf)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env={**os.environ, "RUST_LOG": "warn"},
-                )
-            )
+            procs.append(spawn_gateway(conf, Path(tmp) / f"pylon{i}.{mode}.err"))
             ports.append(port)
         for port in ports:
             if not wait_port(port):
@@ -333,15 +335,7 @@ def start_gateways(tmp, gateways, tag):
     try:
         for i in range(gateways):
             conf, port, admin = clients_config(tmp, i, tag)
-            log = open(Path(tmp) / f"pylon{i}.{tag}.err", "w")
-            procs.append(
-                subprocess.Popen(
-                    [str(PYLON), "-c", str(conf)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env={**os.environ, "RUST_LOG": "warn"},
-                )
-            )
+            procs.append(spawn_gateway(conf, Path(tmp) / f"pylon{i}.{tag}.err"))
             ports.append(port)
             admins.append(admin)
         for port in ports + admins:

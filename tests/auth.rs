@@ -192,10 +192,7 @@ fn jwks_keys_rotate_without_a_restart() {
 fn api_keys_in_a_header_or_the_query() {
     let up = Upstream::echo();
     let key = "s3cr3t-partner-key";
-    let hash = openssl::sha::sha256(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let hash = api_key_hash(key);
     let gw = Gateway::start(
         "",
         &format!(

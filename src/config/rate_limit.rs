@@ -63,6 +63,16 @@ pub struct StoreSpec {
     pub ca: Option<String>,
 }
 
+impl StoreSpec {
+    /// One node at `url`, trusting the system's CAs.
+    pub fn node(url: impl Into<String>) -> StoreSpec {
+        StoreSpec {
+            servers: StoreServers::Node(url.into()),
+            ca: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreServers {
     Node(String),
@@ -124,10 +134,7 @@ impl<'de> Deserialize<'de> for StoreSpec {
                 f.write_str("a Redis URL, or a table with url, cluster or sentinels and master")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StoreSpec {
-                    servers: StoreServers::Node(v.to_string()),
-                    ca: None,
-                })
+                Ok(StoreSpec::node(v))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 StoreTable::deserialize(de::value::MapAccessDeserializer::new(map))?

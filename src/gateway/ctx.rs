@@ -234,7 +234,12 @@ pub(super) fn finish<'a>(
             .map(|(trace, tracing)| Traced {
                 trace,
                 tracestate: req.headers.get(TRACESTATE).map(HeaderValue::as_bytes),
-                host: req.headers.get(header::HOST).map(HeaderValue::as_bytes),
+                // HTTP/2 names the host in :authority, HTTP/1 in Host
+                host: req
+                    .headers
+                    .get(header::HOST)
+                    .map(HeaderValue::as_bytes)
+                    .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes())),
                 tracing,
                 queue: &rt.shared.spans,
             }),

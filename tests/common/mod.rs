@@ -917,3 +917,11 @@ impl Load {
         (self.ok.load(Ordering::Relaxed), failures)
     }
 }
+
+/// An API key as the config holds it: its SHA-256 in hex (`keys = { name = "sha256:..." }`).
+pub fn api_key_hash(key: &str) -> String {
+    openssl::sha::sha256(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

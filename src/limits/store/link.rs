@@ -259,10 +259,7 @@ mod tests {
     use super::*;
 
     fn node(url: &str) -> StoreSpec {
-        StoreSpec {
-            servers: StoreServers::Node(url.into()),
-            ca: None,
-        }
+        StoreSpec::node(url)
     }
 
     #[test]

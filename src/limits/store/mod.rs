@@ -736,13 +736,9 @@ impl Stores {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StoreServers;
 
     fn node(url: &str) -> StoreSpec {
-        StoreSpec {
-            servers: StoreServers::Node(url.into()),
-            ca: None,
-        }
+        StoreSpec::node(url)
     }
 
     fn store(sync_ms: u64) -> Store {
