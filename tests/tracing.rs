@@ -787,7 +787,8 @@ fn the_server_and_client_spans_carry_the_http_attributes() {
 fn each_upstream_attempt_gets_its_own_client_span() {
     let r = Receiver::start();
     let live = Upstream::echo();
-    let (dead1, dead2) = (closed_port(), closed_port());
+    let (refusing1, refusing2) = (refusing_port(), refusing_port());
+    let (dead1, dead2) = (refusing1.addr, refusing2.addr);
     let gw = Gateway::start(
         "",
         &format!(
@@ -1008,7 +1009,8 @@ fn requests_refused_at_the_edge_or_by_a_policy_get_a_server_span_with_their_stat
 #[test]
 fn a_502_from_a_dead_upstream_is_an_error_span() {
     let r = Receiver::start();
-    let dead = closed_port();
+    let refusing = refusing_port();
+    let dead = refusing.addr;
     let gw = Gateway::start(
         "",
         &(tracing(&r.endpoint(), 1.0, "") + &route("/down", dead, "")),
@@ -1146,7 +1148,8 @@ fn metrics_until(admin: SocketAddr, what: &str, done: impl Fn(&str) -> bool) -> 
 fn a_dead_collector_fails_no_request_and_the_lost_spans_are_counted() {
     let up = Upstream::echo();
     let admin = closed_port();
-    let collector = closed_port();
+    let refusing = refusing_port();
+    let collector = refusing.addr;
     let gw = Gateway::start(
         "",
         &(admin_section(admin)

@@ -442,6 +442,26 @@ pub fn closed_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// A port that refuses connections for as long as this lives: bound, never listening, so
+/// no other test's server can take it meanwhile (a port from [`closed_port`] can be taken
+/// by the next server that binds, and then answers in its place).
+pub struct RefusingPort {
+    _socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+pub fn refusing_port() -> RefusingPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    RefusingPort {
+        _socket: socket,
+        addr,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The gateway
 // ---------------------------------------------------------------------------------------------
