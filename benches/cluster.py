@@ -198,13 +198,7 @@ def run_mode(tmp, mode, gateways, connections, duration):
             "calls_per_request": calls / max(requests, 1),
         }
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_gateways(procs)
 
 
 # ---------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 //! never wake the writer: when a slow disk lets the queue fill up, lines are dropped and
 //! counted, and the writer reports the count, rather than stalling proxying.
 
-use crate::telemetry::trace::context::hex;
+use crate::telemetry::trace::context::append_hex;
 use crate::telemetry::trace::TraceIds;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -370,9 +370,9 @@ pub fn format_json(e: &Entry, out: &mut Vec<u8>) {
     }
     if let Some(ids) = &e.trace {
         out.extend_from_slice(b",\"trace_id\":");
-        push_json_str(out, Some(hex(&ids.trace_id).as_bytes()));
+        push_hex_str(out, &ids.trace_id);
         out.extend_from_slice(b",\"span_id\":");
-        push_json_str(out, Some(hex(&ids.span_id).as_bytes()));
+        push_hex_str(out, &ids.span_id);
     }
     out.extend_from_slice(b"}\n");
 }
@@ -416,6 +416,13 @@ fn push_hex_escape(out: &mut Vec<u8>, lead: &[u8], b: u8, width: usize) {
 
 /// A JSON string, or null. Bytes that are not UTF-8 become \u00XX of the byte, so the
 /// line stays valid JSON whatever the client sent.
+/// An id as a JSON string of hex digits, which need no escaping.
+fn push_hex_str(out: &mut Vec<u8>, id: &[u8]) {
+    out.push(b'"');
+    append_hex(out, id);
+    out.push(b'"');
+}
+
 fn push_json_str(out: &mut Vec<u8>, value: Option<&[u8]>) {
     let Some(mut bytes) = value else {
         out.extend_from_slice(b"null");

@@ -10,13 +10,12 @@ span ids of the span the upstream made. Stops when its standard input closes.
 
 import argparse
 import json
-import sys
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.trace import SpanKind
 
 from sdk import PROPAGATOR, hex_ids, tracer_provider
+from serving import serve
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -69,16 +68,7 @@ def main():
     provider = tracer_provider(args.endpoint, args.service_name)
     Handler.tracer = provider.get_tracer("pylon-tests.e2e-upstream")
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-
-    def watch_stdin():
-        while sys.stdin.buffer.read(4096):
-            pass
-        server.shutdown()
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    server.serve_forever()
+    serve(server)
     provider.shutdown()
 
 

@@ -20,12 +20,13 @@ behind.
 import argparse
 import gzip
 import json
-import sys
 import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+from serving import serve
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -222,17 +223,7 @@ def main():
     Handler.delay = args.delay
     Handler.status = args.status
     server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-
-    def watch_stdin():
-        while sys.stdin.buffer.read(4096):
-            pass
-        server.shutdown()
-
-    if args.exit_on_stdin_eof:
-        threading.Thread(target=watch_stdin, daemon=True).start()
-    server.serve_forever()
+    serve(server, args.exit_on_stdin_eof)
 
 
 if __name__ == "__main__":

@@ -258,10 +258,6 @@ impl ConnectionLike for Link {
 mod tests {
     use super::*;
 
-    fn node(url: &str) -> StoreSpec {
-        StoreSpec::node(url)
-    }
-
     #[test]
     fn a_url_is_shown_without_its_password() {
         assert_eq!(
@@ -275,8 +271,8 @@ mod tests {
     fn bad_targets_say_what_is_wrong() {
         let t = Duration::from_millis(10);
         let err = |spec: &StoreSpec| Target::new(spec, t).err().unwrap();
-        assert!(err(&node("http://x")).contains("is not a Redis URL"));
-        let mut with_ca = node("redis://127.0.0.1:6379");
+        assert!(err(&StoreSpec::node("http://x")).contains("is not a Redis URL"));
+        let mut with_ca = StoreSpec::node("redis://127.0.0.1:6379");
         with_ca.ca = Some("/nonexistent".into());
         assert!(err(&with_ca).contains("rediss://"));
         with_ca.servers = StoreServers::Node("rediss://127.0.0.1:6379".into());

@@ -737,13 +737,9 @@ impl Stores {
 mod tests {
     use super::*;
 
-    fn node(url: &str) -> StoreSpec {
-        StoreSpec::node(url)
-    }
-
     fn store(sync_ms: u64) -> Store {
         let store = Store::new(
-            &node("redis://127.0.0.1:1/0"),
+            &StoreSpec::node("redis://127.0.0.1:1/0"),
             Duration::from_millis(sync_ms),
             Duration::from_millis(10),
             1000,
@@ -906,7 +902,7 @@ mod tests {
     #[test]
     fn without_a_store_the_gateway_still_enforces_the_whole_budget() {
         let store = Store::new(
-            &node("redis://127.0.0.1:1/0"),
+            &StoreSpec::node("redis://127.0.0.1:1/0"),
             Duration::from_millis(50),
             Duration::from_millis(10),
             1000,

@@ -81,13 +81,16 @@ fn push_hex<const L: usize>(out: &mut [u8; L], at: usize, bytes: &[u8]) {
 
 /// Lowercase hex of an id, for the access log.
 pub fn hex<const N: usize>(bytes: &[u8; N]) -> String {
-    let mut out = String::with_capacity(2 * N);
+    let mut out = Vec::with_capacity(2 * N);
+    append_hex(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Lowercase hex of `bytes`, appended (the JSON access line writes ids this way).
+pub fn append_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     for b in bytes {
-        let [high, low] = HEX_PAIRS[*b as usize];
-        out.push(char::from(high));
-        out.push(char::from(low));
+        out.extend_from_slice(&HEX_PAIRS[*b as usize]);
     }
-    out
 }
 
 /// `00-trace-span-flags`, written into a fixed array (55 bytes).
