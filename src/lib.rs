@@ -27,12 +27,15 @@
 //!    - [`forwarding`]: client IP through trusted proxies, X-Forwarded-*, request ids.
 //!    - `tls`: certificates checked at load, ticket keys, the listeners' settings.
 //!    - [`memory`]: giving the allocator's freed pages back once clients leave.
+//!    - `store`: the way to Redis (one node, a cluster, Sentinel's master; TLS), for the
+//!      shared limits and the fleet's policy document.
 //! 4. **Telemetry**: [`telemetry`], counting, the access log, and the one place a finished
 //!    request becomes both ([`telemetry::exchange`]).
 //! 5. **Runtime**: [`runtime`], the compiled form a request reads, and [`runtime::Shared`],
 //!    what outlives a reload. It never reads a file and never serves.
-//! 6. **Control**: [`control`], the one swap point ([`control::Current`]) and where
-//!    configuration comes from ([`control::FileSource`]: the file and SIGHUP).
+//! 6. **Control**: [`control`], the one swap point ([`control::Current`]), where
+//!    configuration comes from ([`control::FileSource`]: the file and SIGHUP) and the
+//!    fleet that shares one policy document through a store ([`control::fleet`]).
 //! 7. **Planes**, side by side, never importing each other:
 //!    - `gateway`: the data plane, Pingora's `ProxyHttp` phases, which orchestrate the
 //!      components.
@@ -57,6 +60,7 @@ pub mod policy;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub(crate) mod store;
 pub mod telemetry;
 pub(crate) mod tls;
 pub mod traffic;

@@ -18,7 +18,7 @@ fn main() {
         log::warn!("OpenSSL had allocated before its allocator could be set; it keeps malloc");
     }
     let cli = Cli::parse();
-    let (source, runtime) = match server::check(&cli) {
+    let started = match server::check(&cli) {
         Ok(checked) => checked,
         Err(e) => {
             // one line per error: a file with several mistakes lists them all
@@ -33,8 +33,8 @@ fn main() {
             "pylon: configuration file {} test is successful",
             cli.conf.display()
         );
-        print!("{}", server::summary(&runtime));
+        print!("{}", server::summary(&started.runtime));
         return;
     }
-    std::process::exit(server::run(source, runtime, &cli));
+    std::process::exit(server::run(started, &cli));
 }

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "forwarding",
             "tls",
             "memory",
+            "store",
         ],
     ),
     ("telemetry", &["telemetry"]),

@@ -1,4 +1,4 @@
-//! The admin listener: read-only, loopback by default, on its own port.
+//! The admin listener, loopback by default, on its own port.
 //!
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 while it serves; 503 from the moment it starts draining (SIGTERM,
@@ -6,19 +6,26 @@
 //! - `GET /metrics`: Prometheus text ([`prometheus`], around the counters of [`crate::telemetry::metrics`]).
 //! - `GET /api/status`: the loaded config, listeners, routes and instances as JSON
 //!   ([`status`]); never a secret.
+//! - `GET /api/fleet`: the fleet's nodes and whether they agree ([`fleet`]).
+//! - `GET /config`: the policy document in force, with its hash as `ETag`;
+//!   `PUT /config` replaces it (`If-Match` needed), `POST /config/validate` checks one
+//!   ([`write`]). Writes need the write token, and a loopback client.
+//! - `GET /openapi.yaml`: the OpenAPI description of all of this.
 //! - `GET /`: a status page for a person, which refreshes itself from /api/status; it and
 //!   its script and style come from this binary and run under a strict CSP.
 //!
-//! With `token_env`, /metrics and /api/status need `Authorization: Bearer <token>`; the
-//! page's shell holds no data and loads without it, then asks for the token.
+//! With `token_env`, everything but the page's shell, /healthz, /readyz and /openapi.yaml
+//! needs `Authorization: Bearer <token>` (the read token or the write token).
 
+mod fleet;
 mod prometheus;
 pub mod status;
+mod write;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{header, Method, Response, StatusCode};
+use http::{header, HeaderName, Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
@@ -27,6 +34,7 @@ use crate::control::Current;
 const PAGE: &str = include_str!("assets/status.html");
 const SCRIPT: &str = include_str!("assets/status.js");
 const STYLE: &str = include_str!("assets/status.css");
+const OPENAPI: &str = include_str!("../../admin/openapi.yaml");
 /// The page's policy: its own script, style and API, nothing else, no framing.
 const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -41,22 +49,53 @@ impl AdminApp {
     }
 }
 
-/// One answer: status, content type, body, and whether it is the page (with its CSP).
+/// One answer: status, content type, body, whether it is the page (with its CSP), and
+/// more header fields.
 struct Answer {
     status: StatusCode,
     content_type: &'static str,
     body: Vec<u8>,
     page: bool,
+    fields: Vec<(HeaderName, String)>,
 }
 
 impl Answer {
-    fn text(status: StatusCode, body: &str) -> Answer {
+    fn new(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Answer {
         Answer {
             status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.as_bytes().to_vec(),
+            content_type,
+            body,
             page: false,
+            fields: Vec::new(),
         }
+    }
+
+    fn text(status: StatusCode, body: &str) -> Answer {
+        Answer::new(
+            status,
+            "text/plain; charset=utf-8",
+            body.as_bytes().to_vec(),
+        )
+    }
+
+    fn json(status: StatusCode, value: &serde_json::Value) -> Answer {
+        let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+        body.push(b'\n');
+        Answer::new(status, "application/json", body)
+    }
+
+    fn with(mut self, name: HeaderName, value: impl Into<String>) -> Answer {
+        self.fields.push((name, value.into()));
+        self
+    }
+
+    /// 405, with what the path takes.
+    fn method_not_allowed(allow: &'static str) -> Answer {
+        Answer::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("this path takes {allow}\n"),
+        )
+        .with(header::ALLOW, allow)
     }
 }
 
@@ -64,12 +103,20 @@ impl Answer {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let head = req.method == Method::HEAD;
-        let answer = if req.method != Method::GET && !head {
-            Answer::text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET or HEAD\n")
-        } else {
-            let authorization = req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-            self.route(req.uri.path(), authorization)
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        let head = method == Method::HEAD;
+        let answer = match (&method, path.as_str()) {
+            (&Method::PUT, "/config") | (&Method::POST, "/config/validate") => {
+                write::answer(&self.current, session, method == Method::PUT).await
+            }
+            (&Method::GET | &Method::HEAD, _) => {
+                let authorization = req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+                self.route(&path, authorization)
+            }
+            (_, "/config") => Answer::method_not_allowed("GET, HEAD, PUT"),
+            (_, "/config/validate") => Answer::method_not_allowed("POST"),
+            _ => Answer::method_not_allowed("GET, HEAD"),
         };
         let mut builder = Response::builder()
             .status(answer.status)
@@ -83,11 +130,11 @@ impl ServeHttp for AdminApp {
                 .header("referrer-policy", "no-referrer")
                 .header("x-frame-options", "DENY");
         }
-        if answer.status == StatusCode::METHOD_NOT_ALLOWED {
-            builder = builder.header(header::ALLOW, "GET, HEAD");
-        }
         if answer.status == StatusCode::UNAUTHORIZED {
             builder = builder.header(header::WWW_AUTHENTICATE, "Bearer realm=\"pylon-admin\"");
+        }
+        for (name, value) in answer.fields {
+            builder = builder.header(name, value);
         }
         builder
             .body(if head { Vec::new() } else { answer.body })
@@ -107,14 +154,16 @@ impl AdminApp {
             "/" | "/index.html" => return asset("text/html; charset=utf-8", PAGE),
             "/status.js" => return asset("text/javascript; charset=utf-8", SCRIPT),
             "/status.css" => return asset("text/css; charset=utf-8", STYLE),
+            "/openapi.yaml" => {
+                return Answer::new(
+                    StatusCode::OK,
+                    "application/yaml; charset=utf-8",
+                    OPENAPI.as_bytes().to_vec(),
+                )
+            }
             // browsers ask for it; there is none, and a 404 would be logged as an error
             "/favicon.ico" => {
-                return Answer {
-                    status: StatusCode::NO_CONTENT,
-                    content_type: "image/x-icon",
-                    body: Vec::new(),
-                    page: false,
-                }
+                return Answer::new(StatusCode::NO_CONTENT, "image/x-icon", Vec::new())
             }
             _ => {}
         }
@@ -125,19 +174,42 @@ impl AdminApp {
         if !admitted {
             return Answer::text(StatusCode::UNAUTHORIZED, "a bearer token is needed\n");
         }
+        let address = || {
+            rt.admin
+                .as_ref()
+                .map_or_else(String::new, |a| a.listen.to_string())
+        };
         match (path, &rt.shared.metrics) {
-            ("/metrics", Some(metrics)) => Answer {
-                status: StatusCode::OK,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: prometheus::render(&rt, metrics, &self.current.status()).into_bytes(),
-                page: false,
-            },
-            ("/api/status", _) => Answer {
-                status: StatusCode::OK,
-                content_type: "application/json",
-                body: status::render(&rt, &self.current.status(), self.current.source().path()),
-                page: false,
-            },
+            ("/metrics", Some(metrics)) => {
+                let config = self.current.status();
+                let mut text = prometheus::render(&rt, metrics, &config);
+                fleet::View::of(&self.current, address())
+                    .write_metrics(&mut text, &config.document.hash);
+                Answer::new(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text.into_bytes(),
+                )
+            }
+            ("/api/status", _) => Answer::new(
+                StatusCode::OK,
+                "application/json",
+                status::render(&rt, &self.current.status(), self.current.source().path()),
+            ),
+            ("/api/fleet", _) => Answer::new(
+                StatusCode::OK,
+                "application/json",
+                fleet::View::of(&self.current, address()).render(),
+            ),
+            ("/config", _) => {
+                let document = self.current.document();
+                Answer::new(
+                    StatusCode::OK,
+                    "application/toml; charset=utf-8",
+                    document.text.as_bytes().to_vec(),
+                )
+                .with(header::ETAG, document.etag())
+            }
             _ => Answer::text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -145,10 +217,8 @@ impl AdminApp {
 
 fn asset(content_type: &'static str, text: &'static str) -> Answer {
     Answer {
-        status: StatusCode::OK,
-        content_type,
-        body: text.as_bytes().to_vec(),
         page: true,
+        ..Answer::new(StatusCode::OK, content_type, text.as_bytes().to_vec())
     }
 }
 

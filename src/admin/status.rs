@@ -26,6 +26,7 @@ pub fn render(rt: &Runtime, config: &Status, path: &std::path::Path) -> Vec<u8> 
         "config": {
             "path": path.display().to_string(),
             "generation": config.generation,
+            "hash": &*config.document.hash,
             "loaded_at": unix_seconds(config.loaded_at),
             "last_reload": last_reload,
             "reloads": shared.metrics.as_ref().map(|m| json!({

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::control::ControlSection;
 use super::error::Located;
 use super::routes::BalanceKind;
 use super::routes::RouteSection;
@@ -107,6 +108,9 @@ pub(super) fn check(config: &FileConfig) -> Result<(), Located> {
             ));
         }
     }
+    if let Some(control) = &config.control {
+        check_control(control.get_ref())?;
+    }
     let cors = &config.cors;
     if *cors.allow_credentials.get_ref() && cors.allow_origins.get_ref().contains(&Origin::Any) {
         return Err((
@@ -117,6 +121,39 @@ pub(super) fn check(config: &FileConfig) -> Result<(), Located> {
         ));
     }
     Ok(())
+}
+
+/// A fleet needs both its store and its name.
+fn check_control(control: &ControlSection) -> Result<(), Located> {
+    let refuse = |span: std::ops::Range<usize>, key: &str, message: &str| {
+        Err((span, format!("control.{key}"), message.to_string()))
+    };
+    match (&control.store, &control.fleet) {
+        (Some(store), None) => refuse(
+            store.span(),
+            "store",
+            "a store holds a fleet's policy document: name the fleet with fleet = \"NAME\"",
+        ),
+        (None, Some(fleet)) => refuse(
+            fleet.span(),
+            "fleet",
+            "a fleet shares its policy document through a store: add store = \"redis://HOST:PORT\"",
+        ),
+        (None, None) => match (&control.node, &control.cache_file) {
+            (Some(node), _) => refuse(
+                node.span(),
+                "node",
+                "a node's name is for a fleet: add store and fleet",
+            ),
+            (None, Some(file)) => refuse(
+                file.span(),
+                "cache_file",
+                "the cache file keeps a fleet's policy document: add store and fleet",
+            ),
+            (None, None) => Ok(()),
+        },
+        (Some(_), Some(_)) => Ok(()),
+    }
 }
 
 /// A route's balancing and TLS settings must fit together.

@@ -39,6 +39,8 @@ macro_rules! from_string {
 
 pub(crate) mod auth;
 mod check;
+mod control;
+mod document;
 mod error;
 mod files;
 mod headers;
@@ -51,6 +53,8 @@ mod values;
 
 pub use self::auth::{AuthKind, AuthSection, OneOrMany};
 use check::*;
+pub use control::*;
+pub use document::*;
 pub use error::*;
 pub use files::*;
 pub use headers::*;
@@ -89,6 +93,9 @@ pub struct FileConfig {
     pub tls: Option<TlsSection>,
     #[serde(default)]
     pub tracing: Option<Spanned<TracingSection>>,
+    /// Where the policy document comes from: this file, or a fleet's store.
+    #[serde(default)]
+    pub control: Option<Spanned<ControlSection>>,
     /// Named authenticators that routes reference.
     #[serde(default)]
     pub auth: BTreeMap<String, Spanned<AuthSection>>,
@@ -97,6 +104,10 @@ pub struct FileConfig {
     /// Where the config came from, to locate errors found after parsing.
     #[serde(skip)]
     pub source: Source,
+    /// Where the policy sections came from when they are not in the node's file (a fleet's
+    /// document, or one sent to the admin API): errors in them are located there.
+    #[serde(skip)]
+    pub policy_source: Option<Source>,
 }
 
 /// A configuration file's name and text.
@@ -109,14 +120,39 @@ pub struct Source {
 impl FileConfig {
     /// A compiler's error about a value of this file, with the file, line and column.
     pub fn locate(&self, e: LocatedError) -> ConfigError {
-        let (line, column) = line_column(&self.source.text, e.span.start);
+        let source = self.source_of(&e.key);
+        let (line, column) = line_column(&source.text, e.span.start);
         ConfigError::Invalid {
-            path: self.source.path.clone(),
+            path: source.path.clone(),
             line,
             column,
             key: e.key,
             message: e.message,
         }
+    }
+}
+
+impl FileConfig {
+    /// The text a key (`routes[0].prefix`) was written in.
+    fn source_of(&self, key: &str) -> &Source {
+        match &self.policy_source {
+            Some(policy) if !is_node_key(key) => policy,
+            _ => &self.source,
+        }
+    }
+
+    /// Where the policy sections were written, for problems found in them that have no
+    /// line (an upstream's name that does not resolve).
+    pub fn policy_path(&self) -> &Path {
+        &self.source_of("routes").path
+    }
+
+    /// The fleet this node belongs to: `[control]` with a store.
+    pub fn fleet(&self) -> Option<&ControlSection> {
+        self.control
+            .as_ref()
+            .map(Spanned::get_ref)
+            .filter(|c| c.store.is_some())
     }
 }
 
@@ -134,22 +170,93 @@ fn default_true() -> bool {
 
 /// Read and check a configuration file.
 pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    parse(path, &read_text(path)?)
+}
+
+/// A configuration file's text: at most [`MAX_CONFIG_FILE`] bytes of UTF-8.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     };
     let bytes = read_capped(path, MAX_CONFIG_FILE).map_err(read_error)?;
-    let text = String::from_utf8(bytes).map_err(|_| {
+    String::from_utf8(bytes).map_err(|_| {
         read_error(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "not UTF-8 text",
         ))
-    })?;
-    parse(path, &text)
+    })
 }
 
 /// Parse and check configuration text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let config = parse_part(path, text, Part::Whole).map_err(many)?;
+    check(&config)
+        .map_err(|(span, key, message)| config.locate(LocatedError::new(span, key, message)))?;
+    Ok(config)
+}
+
+/// A node's sections (`node`, with its path for messages) and a policy document (`policy`,
+/// named `policy_path` in messages) parsed apart, each refusing the other's sections, and
+/// checked together: the errors of both, each located in its own text.
+pub fn parse_split(node: (&Path, &str), policy: (&Path, &str)) -> Result<FileConfig, ConfigError> {
+    let (node, policy) = match (
+        parse_part(node.0, node.1, Part::Node),
+        parse_part(policy.0, policy.1, Part::Policy),
+    ) {
+        (Ok(node), Ok(policy)) => (node, policy),
+        (node, policy) => {
+            let mut all = node.err().unwrap_or_default();
+            all.extend(policy.err().unwrap_or_default());
+            return Err(many(all));
+        }
+    };
+    let config = FileConfig {
+        server: node.server,
+        access_log: node.access_log,
+        admin: node.admin,
+        metrics: node.metrics,
+        tls: node.tls,
+        control: node.control,
+        timeouts: policy.timeouts,
+        limits: policy.limits,
+        rate_limit: policy.rate_limit,
+        cors: policy.cors,
+        security_headers: policy.security_headers,
+        tracing: policy.tracing,
+        auth: policy.auth,
+        routes: policy.routes,
+        source: node.source,
+        policy_source: Some(policy.source),
+    };
+    check(&config)
+        .map_err(|(span, key, message)| config.locate(LocatedError::new(span, key, message)))?;
+    Ok(config)
+}
+
+/// Which sections a text may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// A whole file: all of them, unless its `[control]` names a store (a fleet's node),
+    /// when the policy sections belong to the store.
+    Whole,
+    /// A node's own sections only.
+    Node,
+    /// A policy document: no node section.
+    Policy,
+}
+
+fn many(mut all: Vec<ConfigError>) -> ConfigError {
+    if all.len() == 1 {
+        all.remove(0)
+    } else {
+        ConfigError::Many(all)
+    }
+}
+
+/// Parse a text into a config, each section on its own first so that one run reports every
+/// mistake; not yet the checks that span several sections.
+fn parse_part(path: &Path, text: &str, part: Part) -> Result<FileConfig, Vec<ConfigError>> {
     let located = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
         let (line, column) = line_column(text, span.map_or(0, |s| s.start));
         ConfigError::Invalid {
@@ -160,35 +267,76 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             message,
         }
     };
-    let root = toml::de::DeTable::parse(text)
-        .map_err(|e| located(e.span(), "(syntax)".to_string(), e.message().to_string()))?;
-    // each section, route and authenticator on its own first, so that one run reports
-    // every mistake of the file instead of the first
+    let root = toml::de::DeTable::parse(text).map_err(|e| {
+        vec![located(
+            e.span(),
+            "(syntax)".to_string(),
+            e.message().to_string(),
+        )]
+    })?;
     let mut errors: Vec<(Option<std::ops::Range<usize>>, String, String)> = section_errors(&root);
+    errors.extend(misplaced_sections(root.get_ref(), part));
     if !errors.is_empty() {
         errors.sort_by_key(|(span, _, _)| span.as_ref().map_or(0, |s| s.start));
-        let mut all: Vec<ConfigError> = errors
+        return Err(errors
             .into_iter()
             .map(|(span, key, message)| located(span, key, message))
-            .collect();
-        return Err(if all.len() == 1 {
-            all.remove(0)
-        } else {
-            ConfigError::Many(all)
-        });
+            .collect());
     }
-    let config: FileConfig = serde_path_to_error::deserialize(toml::Deserializer::from(root))
+    let mut config: FileConfig = serde_path_to_error::deserialize(toml::Deserializer::from(root))
         .map_err(|e| {
-            let key = key_of(&e.path().to_string(), e.inner().message());
-            located(e.inner().span(), key, e.inner().message().to_string())
-        })?;
-    check(&config).map_err(|(span, key, message)| located(Some(span), key, message))?;
-    let mut config = config;
+        let key = key_of(&e.path().to_string(), e.inner().message());
+        vec![located(
+            e.inner().span(),
+            key,
+            e.inner().message().to_string(),
+        )]
+    })?;
     config.source = Source {
         path: path.to_path_buf(),
         text: text.to_string(),
     };
     Ok(config)
+}
+
+/// The sections a part may not hold, each named where it is.
+fn misplaced_sections(
+    root: &toml::de::DeTable<'_>,
+    part: Part,
+) -> Vec<(Option<std::ops::Range<usize>>, String, String)> {
+    let in_fleet = || {
+        root.iter().any(|(key, value)| {
+            key.get_ref().as_ref() == "control"
+                && value
+                    .get_ref()
+                    .as_table()
+                    .is_some_and(|t| t.iter().any(|(k, _)| k.get_ref().as_ref() == "store"))
+        })
+    };
+    let refuse_policy = match part {
+        Part::Whole => in_fleet(),
+        Part::Node => true,
+        Part::Policy => false,
+    };
+    let mut errors = Vec::new();
+    for (key, _) in root.iter() {
+        let name = key.get_ref().as_ref();
+        let node = NODE_SECTIONS.contains(&name);
+        if node && part == Part::Policy {
+            errors.push((
+                Some(key.span()),
+                name.to_string(),
+                format!("[{name}] is a node's own section: it stays in each node's file and is not part of the policy document"),
+            ));
+        } else if !node && refuse_policy {
+            errors.push((
+                Some(key.span()),
+                name.to_string(),
+                format!("[{name}] is part of the policy document, which this node takes from its fleet's store ([control] store): remove it from this file and apply it with PUT /config"),
+            ));
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

@@ -154,7 +154,8 @@ pub struct MetricsSection {
     pub listen: Listen,
 }
 
-/// `[admin]`: the admin listener (metrics, health, status API and page), read-only.
+/// `[admin]`: the admin listener (metrics, health, status API and page; the policy document's
+/// API, which writes with its own token).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
@@ -164,6 +165,10 @@ pub struct AdminSection {
     /// and /readyz needs `Authorization: Bearer <token>`.
     #[serde(default)]
     pub token_env: Option<Spanned<String>>,
+    /// The environment variable that holds the write token: `PUT /config` and
+    /// `POST /config/validate` need `Authorization: Bearer <it>`. Without it, writes are off.
+    #[serde(default)]
+    pub write_token_env: Option<Spanned<String>>,
 }
 
 pub(super) fn default_admin_listen() -> Listen {

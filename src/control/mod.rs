@@ -12,8 +12,13 @@
 //! the process (addresses, threads, TLS versions, the pid file...), is compared and each
 //! difference logged; the rest of the new config applies.
 //!
+//! The policy document in force ([`Document`]) is what `PUT /config` replaces ([`Current::write`]):
+//! in the node's file without a store, rewritten in place with the node's sections kept as
+//! written; with a store, in the fleet's document ([`fleet`]), which every node follows.
+//!
 //! [`Shared`]: crate::runtime::Shared
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -21,12 +26,36 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::ConfigError;
+use crate::config::{self, ConfigError};
 use crate::runtime::Runtime;
 
+pub mod fleet;
 mod source;
+mod write;
 
-pub use source::FileSource;
+pub use fleet::Fleet;
+pub use source::{FileSource, Loaded, Policy};
+pub use write::{WriteError, Written};
+
+/// The name errors in a document sent to the admin API are located by.
+pub const SENT_DOCUMENT: &str = "(sent document)";
+
+/// A policy document: its text and its content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub text: Arc<str>,
+    pub hash: Arc<str>,
+}
+
+impl Document {
+    pub fn new(text: String) -> Document {
+        let hash = config::content_hash(&text);
+        Document {
+            text: Arc::from(text),
+            hash: Arc::from(hash),
+        }
+    }
+}
 
 /// The runtime in force, and the history of reloads.
 pub struct Current {
@@ -37,6 +66,12 @@ pub struct Current {
     /// The generation in force, for background work that follows the runtime (health
     /// checks, JWKS refreshes): they restart on the new one.
     generation: watch::Sender<u64>,
+    /// One compile-and-swap at a time (a reload, a write, a fleet's change).
+    swapping: Mutex<()>,
+    /// One write at a time, from its check to its swap.
+    writing: tokio::sync::Mutex<()>,
+    /// The fleet this node follows, with `[control] store`.
+    fleet: Option<Fleet>,
 }
 
 /// What `/api/status` says about the loaded config.
@@ -48,6 +83,8 @@ pub struct Status {
     pub loaded_at: SystemTime,
     /// The last reload, if any: when, and its error when it was refused.
     pub last_reload: Option<Attempt>,
+    /// The policy document in force.
+    pub document: Document,
 }
 
 /// One reload.
@@ -60,8 +97,14 @@ pub struct Attempt {
 }
 
 impl Current {
-    /// The runtime loaded at start (generation 1), made active.
-    pub fn new(rt: Runtime, source: FileSource) -> Arc<Current> {
+    /// The runtime loaded at start (generation 1), made active, with the policy document it
+    /// was compiled from and the fleet it follows, if any.
+    pub fn new(
+        rt: Runtime,
+        source: FileSource,
+        document: Document,
+        fleet: Option<Fleet>,
+    ) -> Arc<Current> {
         rt.activate(None);
         let (generation, _) = watch::channel(1);
         Arc::new(Current {
@@ -71,8 +114,12 @@ impl Current {
                 generation: 1,
                 loaded_at: SystemTime::now(),
                 last_reload: None,
+                document,
             }),
             generation,
+            swapping: Mutex::new(()),
+            writing: tokio::sync::Mutex::new(()),
+            fleet,
         })
     }
 
@@ -94,9 +141,19 @@ impl Current {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// The policy document in force.
+    pub fn document(&self) -> Document {
+        self.status().document
+    }
+
     /// Where the configuration comes from.
     pub fn source(&self) -> &FileSource {
         &self.source
+    }
+
+    /// The fleet this node follows, if it is in one.
+    pub fn fleet(&self) -> Option<&Fleet> {
+        self.fleet.as_ref()
     }
 
     /// Follow the generation in force.
@@ -104,56 +161,90 @@ impl Current {
         self.generation.subscribe()
     }
 
-    /// Load the config file again and swap it in; on an error the old one stays.
+    /// Load the config file again and swap it in; on an error the old one stays. A fleet's
+    /// node keeps the policy document it follows and reloads its own sections.
     pub fn reload(&self) -> Result<u64, ConfigError> {
         let started = Instant::now();
-        let old = self.load();
-        let result = self.source.recompile(old.shared.clone());
-        let at = SystemTime::now();
+        let document = self.document();
+        let policy = self.fleet.as_ref().map(|fleet| Policy {
+            text: &document.text,
+            name: fleet.document_name(),
+        });
+        let result = self.source.load(policy);
+        let counts = |ok: bool| {
+            if let Some(m) = &self.peek().shared.metrics {
+                let c = if ok {
+                    &m.reloads.success
+                } else {
+                    &m.reloads.failure
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let result = result.and_then(|loaded| self.install(loaded));
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        let counts = old.shared.metrics.as_ref().map(|m| &m.reloads);
         match result {
-            Ok(new) => {
-                let not_applied = old.pinned().differences(&new.pinned());
-                for key in &not_applied {
-                    log::warn!(
-                        "reload: {key} changed in {}, but only an upgrade (pylon -u) can apply it; it keeps its old value",
-                        self.source.path().display()
-                    );
-                }
-                new.activate(Some(&old));
-                self.runtime.store(Arc::new(new));
-                status.generation += 1;
-                status.loaded_at = at;
+            Ok((generation, not_applied)) => {
                 status.last_reload = Some(Attempt {
-                    at,
+                    at: SystemTime::now(),
                     error: None,
                     not_applied,
                 });
-                if let Some(c) = counts {
-                    c.success.fetch_add(1, Ordering::Relaxed);
-                }
-                self.generation.send_replace(status.generation);
+                counts(true);
                 log::info!(
-                    "reload: {} loaded as generation {} in {:?}",
+                    "reload: {} loaded as generation {generation} in {:?}",
                     self.source.path().display(),
-                    status.generation,
                     started.elapsed()
                 );
-                Ok(status.generation)
+                Ok(generation)
             }
             Err(e) => {
                 log::error!("reload refused, the running config stays: {e}");
                 status.last_reload = Some(Attempt {
-                    at,
+                    at: SystemTime::now(),
                     error: Some(e.to_string()),
                     not_applied: Vec::new(),
                 });
-                if let Some(c) = counts {
-                    c.failure.fetch_add(1, Ordering::Relaxed);
-                }
+                counts(false);
                 Err(e)
             }
         }
+    }
+
+    /// Compile a loaded config on the running process's state and swap it in, with its
+    /// policy document: the new generation, and the settings that changed but need an
+    /// upgrade (logged, kept at their old values).
+    pub(crate) fn install(&self, loaded: Loaded) -> Result<(u64, Vec<&'static str>), ConfigError> {
+        let _one = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.load();
+        let new = self.source.compile(&loaded, old.shared.clone())?;
+        let not_applied = old.pinned().differences(&new.pinned());
+        for key in &not_applied {
+            log::warn!(
+                "reload: {key} changed in {}, but only an upgrade (pylon -u) can apply it; it keeps its old value",
+                self.source.path().display()
+            );
+        }
+        new.activate(Some(&old));
+        self.runtime.store(Arc::new(new));
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.generation += 1;
+        status.loaded_at = SystemTime::now();
+        status.document = loaded.document;
+        self.generation.send_replace(status.generation);
+        Ok((status.generation, not_applied))
+    }
+
+    /// Check a policy document as a write would, applying nothing: its hash, or every
+    /// error with its line and key.
+    pub fn check(&self, text: &str) -> Result<String, ConfigError> {
+        let loaded = self.load_policy(text, Path::new(SENT_DOCUMENT))?;
+        self.source.compile(&loaded, self.peek().shared.clone())?;
+        Ok(loaded.document.hash.to_string())
+    }
+
+    /// The node's file with `text` as its policy document.
+    fn load_policy(&self, text: &str, name: &Path) -> Result<Loaded, ConfigError> {
+        self.source.load(Some(Policy { text, name }))
     }
 }

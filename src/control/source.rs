@@ -1,14 +1,17 @@
-//! Where configuration comes from. Today: a file, read at start and again on SIGHUP, with
-//! `PORT` from the environment at start replacing the first listener's port (reloads apply
-//! the same). The runtime never knows the file: a source delivers the parsed document and
-//! the runtime is compiled from it, so another source (an admin API, a shared store) plugs
-//! in the same way.
+//! Where configuration comes from: the node's file, read at start and again on SIGHUP,
+//! with `PORT` from the environment at start replacing the first listener's port (reloads
+//! apply the same); and the policy document, which is the file's policy sections, or a
+//! text given apart (one sent to the admin API, or a fleet's from its store). The runtime
+//! never knows the file: a source delivers the parsed document and the runtime is compiled
+//! from it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{self, ConfigError};
+use crate::config::{self, ConfigError, FileConfig};
 use crate::runtime::{Runtime, Shared};
+
+use super::Document;
 
 /// A configuration file and the environment's `PORT`, as taken at start.
 #[derive(Debug, Clone)]
@@ -19,6 +22,22 @@ pub struct FileSource {
     /// `chdir("/")`.
     path: PathBuf,
     port_override: Option<String>,
+}
+
+/// A policy document given apart from the file, and the name its errors are located by.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    pub text: &'a str,
+    pub name: &'a Path,
+}
+
+/// What a load gives: the config to compile, the policy document in it, and the node's
+/// part of the file as written.
+pub struct Loaded {
+    pub file: FileConfig,
+    pub document: Document,
+    /// The file's own sections, byte for byte (the whole file when it names a fleet).
+    pub node_text: String,
 }
 
 impl FileSource {
@@ -41,11 +60,21 @@ impl FileSource {
         &self.path
     }
 
-    /// Load, check and compile the file for a new process, with new shared state.
-    pub fn first(&self) -> Result<Runtime, ConfigError> {
-        let file = config::load(&self.given)?;
-        let shared = Arc::new(Shared::from_config(&file)?);
-        Runtime::from_config(&file, self.port_override.as_deref(), shared)
+    /// Read the file (named as given) and parse it, with `policy` as the policy document
+    /// when given: in place of the file's policy sections, or of a fleet node's empty one.
+    pub fn load_given(&self, policy: Option<Policy>) -> Result<Loaded, ConfigError> {
+        load(&self.given, policy)
+    }
+
+    /// The same, reading the file at its absolute path (a reload, a write).
+    pub fn load(&self, policy: Option<Policy>) -> Result<Loaded, ConfigError> {
+        load(&self.path, policy)
+    }
+
+    /// Compile a loaded config for a new process, with new shared state.
+    pub fn first(&self, loaded: &Loaded) -> Result<Runtime, ConfigError> {
+        let shared = Arc::new(Shared::from_config(&loaded.file)?);
+        Runtime::from_config(&loaded.file, self.port_override.as_deref(), shared)
             .map_err(|e| self.named_absolute(e))
     }
 
@@ -53,17 +82,56 @@ impl FileSource {
     /// absolute path, as reloads do; one located at a line names it as given.
     fn named_absolute(&self, e: ConfigError) -> ConfigError {
         match e {
-            ConfigError::Environment { message, .. } => ConfigError::Environment {
-                path: self.path.clone(),
-                message,
-            },
+            ConfigError::Environment { path, message } if path == self.given => {
+                ConfigError::Environment {
+                    path: self.path.clone(),
+                    message,
+                }
+            }
             e => e,
         }
     }
 
-    /// Load and compile the file again, on the running process's shared state (a reload).
-    pub fn recompile(&self, shared: Arc<Shared>) -> Result<Runtime, ConfigError> {
-        let file = config::load(&self.path)?;
-        Runtime::from_config(&file, self.port_override.as_deref(), shared)
+    /// Compile a loaded config on the running process's shared state (a reload, a new
+    /// policy document).
+    pub fn compile(&self, loaded: &Loaded, shared: Arc<Shared>) -> Result<Runtime, ConfigError> {
+        Runtime::from_config(&loaded.file, self.port_override.as_deref(), shared)
+    }
+}
+
+fn load(path: &Path, policy: Option<Policy>) -> Result<Loaded, ConfigError> {
+    let text = config::read_text(path)?;
+    let whole = config::parse(path, &text)?;
+    let in_fleet = whole.fleet().is_some();
+    match (in_fleet, policy) {
+        (false, None) => {
+            let parts = config::split(&text);
+            Ok(Loaded {
+                file: whole,
+                document: Document::new(parts.policy),
+                node_text: parts.node,
+            })
+        }
+        (false, Some(policy)) => {
+            let parts = config::split(&text);
+            let file = config::parse_split((path, &parts.node), (policy.name, policy.text))?;
+            Ok(Loaded {
+                file,
+                document: Document::new(policy.text.to_string()),
+                node_text: parts.node,
+            })
+        }
+        (true, policy) => {
+            let policy = policy.unwrap_or(Policy {
+                text: "",
+                name: Path::new("(empty policy document)"),
+            });
+            let file = config::parse_split((path, &text), (policy.name, policy.text))?;
+            Ok(Loaded {
+                file,
+                document: Document::new(policy.text.to_string()),
+                node_text: text,
+            })
+        }
     }
 }

@@ -432,7 +432,12 @@ mod tests {
         let file = crate::config::parse(path, text).unwrap();
         let shared = Arc::new(Shared::from_config(&file).unwrap());
         let rt = Runtime::from_config(&file, None, shared).unwrap();
-        let current = Current::new(rt, crate::control::FileSource::new(path, None));
+        let current = Current::new(
+            rt,
+            crate::control::FileSource::new(path, None),
+            crate::control::Document::new(String::new()),
+            None,
+        );
         let proxy = HttpProxy::new(
             Gateway::new(current.clone()),
             Arc::new(ServerConf::default()),

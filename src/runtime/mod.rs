@@ -95,7 +95,7 @@ impl Runtime {
         shared: Arc<Shared>,
     ) -> Result<Runtime, ConfigError> {
         let env_error = |message: String| ConfigError::Environment {
-            path: file.source.path.clone(),
+            path: file.policy_path().to_path_buf(),
             message,
         };
         // each compiler takes its own section and says which value is wrong; here, once,
@@ -105,10 +105,9 @@ impl Runtime {
         let mut listen: Vec<SocketAddr> =
             file.server.listen.get_ref().iter().map(|l| l.0).collect();
         if let Some(port) = port_override {
-            let port: u16 = port.trim().parse().map_err(|_| {
-                env_error(format!(
-                    "the PORT environment variable ({port:?}) is not a port number"
-                ))
+            let port: u16 = port.trim().parse().map_err(|_| ConfigError::Environment {
+                path: file.source.path.clone(),
+                message: format!("the PORT environment variable ({port:?}) is not a port number"),
             })?;
             match listen.first_mut() {
                 Some(first) => first.set_port(port),

@@ -21,6 +21,7 @@ impl std::fmt::Debug for AdminSettings {
         f.debug_struct("AdminSettings")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("write_token", &self.write_token.as_ref().map(|_| "(set)"))
             .finish()
     }
 }
@@ -40,17 +41,41 @@ impl AdminSettings {
             (None, Some(old)) => Ok(Some(AdminSettings {
                 listen: old.get_ref().listen.0,
                 token: None,
+                write_token: None,
             })),
             (None, None) => Ok(None),
             (Some(admin), None) => {
-                let token = match &admin.get_ref().token_env {
+                let section = admin.get_ref();
+                let token = match &section.token_env {
                     None => None,
-                    Some(var) => Some(token_from_env(var)?),
+                    Some(var) => Some(token_from_env(var, "admin.token_env")?),
                 };
+                let write_token = match &section.write_token_env {
+                    None => None,
+                    Some(var) => Some(token_from_env(var, "admin.write_token_env")?),
+                };
+                if let (Some(read), Some(write), Some(var)) =
+                    (&token, &write_token, &section.write_token_env)
+                {
+                    if bool::from(read.ct_eq(write)) {
+                        return Err(LocatedError::new(
+                            var.span(),
+                            "admin.write_token_env",
+                            "the write token is the read token: give writes a token of their own, so that who reads the status cannot change the config",
+                        ));
+                    }
+                }
                 let settings = AdminSettings {
-                    listen: admin.get_ref().listen.0,
+                    listen: section.listen.0,
                     token,
+                    write_token,
                 };
+                if settings.write_token.is_some() && !settings.listen.ip().is_loopback() {
+                    log::warn!(
+                        "admin listener on {} is not on loopback: it has no TLS, so writes (PUT /config) are taken only from loopback clients",
+                        settings.listen
+                    );
+                }
                 if token_missing_off_loopback(&settings) {
                     log::warn!(
                         "admin listener on {} is not on loopback and has no token_env: anyone who reaches it reads the status API",
@@ -66,25 +91,41 @@ impl AdminSettings {
         self.token.is_some()
     }
 
-    /// Whether a request may read the data endpoints.
+    /// Whether a request may read the data endpoints (the write token reads too).
     pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
-        let Some(given) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        bool::from(given.ct_eq(token))
+        bearer_is(authorization, token) || self.admits_write(authorization)
     }
+
+    /// Whether writes are on: a write token is set.
+    pub fn writes_on(&self) -> bool {
+        self.write_token.is_some()
+    }
+
+    /// Whether a request carries the write token.
+    pub fn admits_write(&self, authorization: Option<&[u8]>) -> bool {
+        self.write_token
+            .as_ref()
+            .is_some_and(|token| bearer_is(authorization, token))
+    }
+}
+
+/// Whether `authorization` is `Bearer <token>`, compared in constant time.
+fn bearer_is(authorization: Option<&[u8]>, token: &[u8]) -> bool {
+    authorization
+        .and_then(|a| a.strip_prefix(b"Bearer "))
+        .is_some_and(|given| bool::from(given.ct_eq(token)))
 }
 
 fn token_missing_off_loopback(s: &AdminSettings) -> bool {
     s.token.is_none() && !s.listen.ip().is_loopback()
 }
 
-fn token_from_env(var: &Spanned<String>) -> Result<Arc<[u8]>, LocatedError> {
+fn token_from_env(var: &Spanned<String>, key: &str) -> Result<Arc<[u8]>, LocatedError> {
     let name = var.get_ref();
-    let refuse = |message: String| LocatedError::new(var.span(), "admin.token_env", message);
+    let refuse = |message: String| LocatedError::new(var.span(), key, message);
     if name.is_empty() || name.contains('=') || name.contains('\0') {
         return Err(refuse(format!(
             "\"{name}\" is not an environment variable name"
@@ -250,6 +291,8 @@ pub struct AdminSettings {
     /// The bearer token that guards the data endpoints; `None`: open (to whoever can
     /// reach the listener).
     token: Option<Arc<[u8]>>,
+    /// The bearer token that writes the policy document; `None`: writes are off.
+    write_token: Option<Arc<[u8]>>,
 }
 
 #[cfg(test)]
@@ -260,6 +303,7 @@ mod tests {
         AdminSettings {
             listen: "127.0.0.1:9180".parse().unwrap(),
             token: token.map(|t| Arc::from(t.as_bytes())),
+            write_token: None,
         }
     }
 
@@ -278,5 +322,17 @@ mod tests {
         }
         assert!(!s.admits(None));
         assert!(settings(None).admits(None), "no token: open");
+    }
+
+    #[test]
+    fn the_write_token_writes_and_reads_and_the_read_token_only_reads() {
+        let mut s = settings(Some("0123456789abcdef"));
+        assert!(!s.writes_on() && !s.admits_write(Some(b"Bearer 0123456789abcdef")));
+        s.write_token = Some(Arc::from(&b"fedcba9876543210"[..]));
+        assert!(s.writes_on());
+        assert!(s.admits_write(Some(b"Bearer fedcba9876543210")));
+        assert!(s.admits(Some(b"Bearer fedcba9876543210")));
+        assert!(!s.admits_write(Some(b"Bearer 0123456789abcdef")));
+        assert!(!s.admits_write(None));
     }
 }

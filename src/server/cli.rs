@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::control::FileSource;
+use crate::control::fleet::Origin;
+use crate::control::{Document, FileSource, Fleet, Policy};
 use crate::runtime::Runtime;
 
 /// Why the gateway could not start.
@@ -22,12 +23,92 @@ pub enum StartError {
     Tls(String),
 }
 
+/// What a start (or `-t`) loaded: where the config comes from, the runtime compiled from
+/// it, its policy document, and the fleet the node follows.
+pub struct Started {
+    pub source: FileSource,
+    pub runtime: Runtime,
+    pub document: Document,
+    pub fleet: Option<Fleet>,
+}
+
 /// Load the configuration and check it, as `-t` does: where it comes from, and the
-/// runtime compiled from it.
-pub fn check(cli: &Cli) -> Result<(FileSource, Runtime), StartError> {
+/// runtime compiled from it. A fleet's node takes its policy document from the store (or,
+/// when the store is away, its cache file); `-t` checks the node's own file only.
+pub fn check(cli: &Cli) -> Result<Started, StartError> {
     let source = FileSource::from_env(&cli.conf);
-    let rt = source.first()?;
-    Ok((source, rt))
+    let own = source.load_given(None)?;
+    let file = &own.file;
+    let address = file
+        .admin
+        .as_ref()
+        .map(|a| a.get_ref().listen.0)
+        .or(file.metrics.as_ref().map(|m| m.get_ref().listen.0))
+        .or(file.server.listen.get_ref().first().map(|l| l.0))
+        .map_or_else(String::new, |a| a.to_string());
+    let fleet = Fleet::from_config(file, address).map_err(|message| {
+        crate::config::ConfigError::Environment {
+            path: source.path().to_path_buf(),
+            message: format!("control.store: {message}"),
+        }
+    })?;
+    let Some(fleet) = fleet.filter(|_| !cli.test) else {
+        let runtime = source.first(&own)?;
+        return Ok(Started {
+            source,
+            runtime,
+            document: own.document,
+            fleet: None,
+        });
+    };
+    let (fetched, origin) = fleet.first_document();
+    let mut candidates = Vec::new();
+    candidates.extend(fetched.map(|text| (text, origin)));
+    if origin == Origin::Store {
+        candidates.extend(fleet.cached().map(|text| (text, Origin::CacheFile)));
+    }
+    for (text, origin) in candidates {
+        let policy = Policy {
+            text: &text,
+            name: fleet.document_name(),
+        };
+        let compiled = source
+            .load_given(Some(policy))
+            .and_then(|loaded| Ok((source.first(&loaded)?, loaded.document)));
+        match compiled {
+            Ok((runtime, document)) => {
+                return Ok(Started {
+                    source,
+                    runtime,
+                    document,
+                    fleet: Some(fleet),
+                })
+            }
+            Err(e) => {
+                log::error!(
+                    "fleet {}: the {} document does not apply on this node: {e}",
+                    fleet.name(),
+                    if origin == Origin::Store {
+                        "store's"
+                    } else {
+                        "cache file's"
+                    }
+                );
+                fleet.failed_to_apply(crate::config::content_hash(&text), e.to_string());
+            }
+        }
+    }
+    log::warn!(
+        "fleet {}: starting with an empty policy document (no routes)",
+        fleet.name()
+    );
+    let runtime = source.first(&own)?;
+    Ok(Started {
+        source,
+        runtime,
+        document: own.document,
+        fleet: Some(fleet),
+    })
 }
 
 /// What `-t` prints when the file is valid: what was loaded, one line per thing.

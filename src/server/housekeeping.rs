@@ -16,7 +16,7 @@ use crate::upstream::HealthChecks;
 /// Everything that runs beside the proxy, on one background runtime (a thread) rather than
 /// one each: the access-log writer, reloads on SIGHUP, the work that follows the runtime
 /// in force (health checks, JWKS refreshes), the TLS ticket key rotation, giving freed
-/// memory back, and the exit once idle. It starts in the serving process, after any daemon fork.
+/// memory back, following the fleet's policy document, and the exit once idle. It starts in the serving process, after any daemon fork.
 pub(super) struct Housekeeping {
     pub current: Arc<Current>,
     /// A daemon's diagnostics file, reopened on SIGHUP.
@@ -37,6 +37,7 @@ impl BackgroundService for Housekeeping {
             self.ticket_keys.rotate_on_schedule(shutdown.clone()),
             self.return_freed_memory(shutdown.clone()),
             self.exit.start(shutdown.clone()),
+            self.current.follow_fleet(shutdown.clone()),
         );
     }
 }

@@ -21,10 +21,10 @@ mod cli;
 mod housekeeping;
 pub mod signals;
 
-use crate::control::{Current, FileSource};
+use crate::control::Current;
 use crate::runtime::Runtime;
 use crate::tls::{listener_settings, TicketKeys, TICKET_KEY_ROTATION};
-pub use cli::{check, check_listeners, summary, Cli, StartError};
+pub use cli::{check, check_listeners, summary, Cli, StartError, Started};
 use housekeeping::Housekeeping;
 
 /// Build the Pingora server for the runtime in force, with the signal handling that goes
@@ -181,7 +181,13 @@ fn exit_when_a_listener_fails() {
 }
 
 /// Run until shut down; returns the process exit code.
-pub fn run(source: FileSource, rt: Runtime, cli: &Cli) -> i32 {
+pub fn run(started: Started, cli: &Cli) -> i32 {
+    let Started {
+        source,
+        runtime: rt,
+        document,
+        fleet,
+    } = started;
     if !cli.upgrade {
         let all: Vec<SocketAddr> = rt
             .listen
@@ -221,7 +227,7 @@ pub fn run(source: FileSource, rt: Runtime, cli: &Cli) -> i32 {
             return 1;
         }
     };
-    let current = Current::new(rt, source);
+    let current = Current::new(rt, source, document, fleet);
     let (server, run_args) = match build(current.clone(), cli, ticket_keys) {
         Ok(built) => built,
         Err(e) => {

@@ -46,13 +46,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pingora::server::ShutdownWatch;
 
-mod link;
 mod sync;
 mod window;
 
 use super::{ClientKey, Verdict};
 use crate::config::StoreSpec;
-use link::{Link, Target};
+use crate::store::{self as link, Link, Target};
 use sync::{Item, Op};
 use window::{decide, Entry};
 

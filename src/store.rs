@@ -1,5 +1,6 @@
-//! The way to the store: one node, a Redis Cluster, or the master that Sentinel names;
-//! plain or TLS, with a CA of the config's if it says so.
+//! The way to a Redis store, for the shared rate limits and the fleet's policy document:
+//! one node, a Redis Cluster, or the master that Sentinel names; plain or TLS, with a CA of
+//! the config's if it says so.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo, TlsCertificates, TlsMode}
 use crate::config::{StoreServers, StoreSpec};
 
 /// Where the store is, ready to connect.
-pub(super) struct Target {
+pub struct Target {
     /// As logs and the status show it: without passwords.
     shown: String,
     servers: Servers,
@@ -20,7 +21,8 @@ pub(super) struct Target {
 
 enum Servers {
     Node(redis::Client),
-    Cluster(ClusterClient),
+    /// The cluster, and a client for each seed node (a subscription needs one node).
+    Cluster(ClusterClient, Vec<redis::Client>),
     /// Asked for the master on every connect: after a failover it is another server.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
@@ -28,13 +30,13 @@ enum Servers {
 /// A connection: one multiplexed connection (to the node or the current master), or the
 /// cluster's, which routes each command by its key.
 #[derive(Clone)]
-pub(super) enum Link {
+pub enum Link {
     Plain(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
 /// A URL without its password, for logs and the status.
-pub(super) fn shown_url(url: &str) -> String {
+pub fn shown_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
@@ -112,6 +114,18 @@ impl Target {
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .retries(1);
+                let mut seeds = Vec::with_capacity(nodes.len());
+                for url in nodes {
+                    seeds.push(
+                        match &certs {
+                            Some(certs) => {
+                                redis::Client::build_with_tls(url.as_str(), certs.clone())
+                            }
+                            None => redis::Client::open(url.as_str()),
+                        }
+                        .map_err(|e| unusable(url, e))?,
+                    );
+                }
                 if let Some(certs) = certs {
                     builder = builder.certs(certs);
                 }
@@ -120,7 +134,7 @@ impl Target {
                     .map_err(|e| format!("the cluster nodes are not usable: {e}"))?;
                 (
                     format!("cluster {}", listed(nodes)),
-                    Servers::Cluster(client),
+                    Servers::Cluster(client, seeds),
                 )
             }
             StoreServers::Sentinel { sentinels, master } => {
@@ -187,7 +201,9 @@ impl Target {
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
                     .map(Link::Plain),
-                Servers::Cluster(client) => client.get_async_connection().await.map(Link::Cluster),
+                Servers::Cluster(client, _) => {
+                    client.get_async_connection().await.map(Link::Cluster)
+                }
                 Servers::Sentinel(client) => client
                     .lock()
                     .await
@@ -202,14 +218,46 @@ impl Target {
     }
 }
 
+impl Target {
+    /// A subscriber's connection: to the node, to the master Sentinel names now, or to the
+    /// first seed of a cluster that answers (a cluster delivers every message on every
+    /// node).
+    pub async fn pubsub(&self, timeout: Duration) -> Result<redis::aio::PubSub, String> {
+        let made = tokio::time::timeout(timeout * 2, async {
+            match &self.servers {
+                Servers::Node(client) => client.get_async_pubsub().await,
+                Servers::Sentinel(client) => {
+                    let client = client.lock().await.async_get_client().await?;
+                    client.get_async_pubsub().await
+                }
+                Servers::Cluster(_, seeds) => {
+                    let mut last = None;
+                    for seed in seeds {
+                        match seed.get_async_pubsub().await {
+                            Ok(pubsub) => return Ok(pubsub),
+                            Err(e) => last = Some(e),
+                        }
+                    }
+                    Err(last.unwrap_or_else(|| {
+                        redis::RedisError::from((redis::ErrorKind::Client, "no seed node"))
+                    }))
+                }
+            }
+        })
+        .await
+        .map_err(|_| format!("cannot subscribe within {:?}", timeout * 2))?;
+        made.map_err(|e| explain(&e))
+    }
+}
+
 /// A store error as the log and the status say it: a certificate that is not trusted is
 /// named as such, with what to do.
-pub(super) fn explain(e: &redis::RedisError) -> String {
+pub fn explain(e: &redis::RedisError) -> String {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("unknownissuer") {
         format!(
-            "TLS: the store's certificate could not be verified ({text}); set rate_limit.store's ca to the file of the CA that signed it"
+            "TLS: the store's certificate could not be verified ({text}); set the store's ca to the file of the CA that signed it"
         )
     } else {
         text

@@ -1,0 +1,213 @@
+//! `PUT /config` and `POST /config/validate`: who may write, the body, and each outcome of
+//! a write as its HTTP answer (the one place they are mapped). Every write is logged: from
+//! which address, the old and new hash, and the result.
+
+use http::{header, StatusCode};
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::config::{self, ConfigError};
+use crate::control::{Current, WriteError, Written};
+
+use super::Answer;
+
+/// The largest document taken (a policy of thousands of routes fits in far less).
+const MAX_DOCUMENT: usize = 1 << 20;
+
+/// The answer to a write (`put`) or a validation.
+pub(super) async fn answer(current: &Current, session: &mut ServerSession, put: bool) -> Answer {
+    let what = if put {
+        "PUT /config"
+    } else {
+        "POST /config/validate"
+    };
+    let peer = session
+        .client_addr()
+        .map_or_else(|| "an unknown address".to_string(), ToString::to_string);
+    let before = current.document().hash;
+    let answer = match admit(current, session).await {
+        Err(refused) => refused,
+        Ok(text) if put => {
+            let if_match = session
+                .req_header()
+                .headers
+                .get(header::IF_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            written(current.write(&text, if_match.as_deref()).await, &text)
+        }
+        Ok(text) => match current.check(&text) {
+            Ok(hash) => Answer::json(StatusCode::OK, &json!({ "valid": true, "hash": hash })),
+            Err(e) => invalid(&e),
+        },
+    };
+    let after = current.document().hash;
+    let outcome = String::from_utf8_lossy(&answer.body);
+    let outcome = outcome.split_whitespace().collect::<Vec<_>>().join(" ");
+    if put {
+        log::info!(
+            "admin: {what} from {peer}: {before} -> {after}: {} {}",
+            answer.status.as_u16(),
+            truncated(&outcome, 300)
+        );
+    } else {
+        log::info!(
+            "admin: {what} from {peer}: {} {}",
+            answer.status.as_u16(),
+            truncated(&outcome, 300)
+        );
+    }
+    answer
+}
+
+fn truncated(text: &str, at: usize) -> &str {
+    match text.char_indices().nth(at) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Answer {
+    Answer::json(status, &json!({ "error": message.into() }))
+}
+
+/// Whether this request may write, and its body as text; or the answer that refuses it.
+async fn admit(current: &Current, session: &mut ServerSession) -> Result<String, Answer> {
+    let rt = current.load();
+    let Some(admin) = rt.admin.as_ref().filter(|a| a.writes_on()) else {
+        return Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "writes are off: set [admin] write_token_env to the name of an environment variable that holds a token (16 bytes or more), then send it as Authorization: Bearer <token>",
+        )
+        .with(header::ALLOW, "GET, HEAD"));
+    };
+    let loopback = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .is_some_and(|a| a.ip().is_loopback());
+    if !loopback {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "writes are taken only from loopback: the admin listener has no TLS, and a token must not cross the network in the clear",
+        ));
+    }
+    let authorization = session
+        .req_header()
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !admin.admits_write(authorization) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "the write token is needed: Authorization: Bearer <the token in [admin] write_token_env>",
+        ));
+    }
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the document is larger than {MAX_DOCUMENT} bytes"),
+        )
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_DOCUMENT as u64) {
+        return Err(too_large());
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && session.write_continue_response().await.is_err() {
+        return Err(error(StatusCode::BAD_REQUEST, "the client went away"));
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_DOCUMENT {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body could not be read: {e}"),
+                ))
+            }
+        }
+    }
+    String::from_utf8(body)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "the document is not UTF-8 text"))
+}
+
+/// A write's outcome as its answer.
+fn written(result: Result<Written, WriteError>, text: &str) -> Answer {
+    match result {
+        Ok(Written::Applied {
+            hash,
+            previous,
+            generation,
+        }) => Answer::json(
+            StatusCode::OK,
+            &json!({ "result": "applied", "hash": hash, "previous": previous, "generation": generation }),
+        )
+        .with(header::ETAG, format!("\"{hash}\"")),
+        Ok(Written::Unchanged { hash, generation }) => Answer::json(
+            StatusCode::OK,
+            &json!({ "result": "unchanged", "hash": hash, "generation": generation }),
+        )
+        .with(header::ETAG, format!("\"{hash}\"")),
+        Err(WriteError::Invalid(e)) => invalid(&e),
+        Err(e @ WriteError::PreconditionRequired) => {
+            error(StatusCode::PRECONDITION_REQUIRED, e.to_string())
+        }
+        Err(ref e @ WriteError::Stale { ref current, .. }) => Answer::json(
+            StatusCode::PRECONDITION_FAILED,
+            &json!({ "error": e.to_string(), "current": current }),
+        )
+        .with(header::ETAG, format!("\"{current}\"")),
+        Err(e @ WriteError::StoreUnavailable(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).with(header::RETRY_AFTER, "5")
+        }
+        Err(e @ WriteError::Io(_)) => {
+            log::error!("admin: PUT /config of {}: {e}", config::content_hash(text));
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+/// 400: every error of the document, each with its line, column and key when it has them,
+/// and the line as `pylon -t` prints it.
+fn invalid(e: &ConfigError) -> Answer {
+    let one = |e: &ConfigError| -> Value {
+        match e {
+            ConfigError::Invalid {
+                line,
+                column,
+                key,
+                message,
+                ..
+            } => {
+                json!({ "line": line, "column": column, "key": key, "message": message, "text": e.to_string() })
+            }
+            other => {
+                json!({ "line": null, "column": null, "key": null, "message": other.to_string(), "text": other.to_string() })
+            }
+        }
+    };
+    let errors: Vec<Value> = match e {
+        ConfigError::Many(all) => all.iter().map(one).collect(),
+        e => vec![one(e)],
+    };
+    Answer::json(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": "the document is not valid; nothing was applied", "errors": errors }),
+    )
+}
