@@ -593,6 +593,45 @@ impl Gateway {
         std::fs::write(&self.config_path, text).unwrap();
     }
 
+    /// Kill the process and start a new one on the same config file (a restart, not an
+    /// upgrade: the listeners close between the two).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let mut child = spawn_pylon(
+            &self.dir,
+            &self.config_path,
+            &[],
+            &format!("stderr.{n}.log"),
+            &self.envs,
+        );
+        assert!(
+            wait_until_listening(self.addr, &mut child),
+            "the gateway did not start again"
+        );
+        self.child = child;
+    }
+
+    /// Everything the gateway's processes wrote to stderr, restarts included.
+    pub fn all_stderr(&self) -> String {
+        let mut names: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("stderr"))
+            })
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+
     /// `pylon -t` on the current config file: true when it passes.
     pub fn check_config(&self) -> bool {
         Command::new(pylon_bin())

@@ -443,6 +443,33 @@ impl Redis {
     pub fn stop(self) -> u16 {
         self.port
     }
+
+    /// Save its data (SAVE), then kill it: what it takes to start it again with that data.
+    pub fn stop_saved(mut self) -> StoppedRedis {
+        assert_eq!(self.query(&["SAVE"]).text(), "OK");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        StoppedRedis {
+            port: self.port,
+            dir,
+        }
+    }
+}
+
+/// A plain node stopped with its data kept.
+pub struct StoppedRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl StoppedRedis {
+    /// The same node again: same port, same data.
+    pub fn start_again(self) -> Redis {
+        let port = self.port;
+        Redis::launch_in(self.dir, port, None, &[])
+            .unwrap_or_else(|log| panic!("redis-server did not start again on {port}:\n{log}"))
+    }
 }
 
 impl Drop for Redis {
