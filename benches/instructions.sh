@@ -13,6 +13,11 @@
 #                                                     the 4 handshakes are in the count too)
 #   TRACING=unsampled benches/instructions.sh        ([tracing] with sampling = 0; TRACING=sampled:
 #                                                     every request's spans exported)
+#   FLEET=1 benches/instructions.sh                  (the policy document from a fleet's store:
+#                                                     a local redis-server, the node subscribed)
+#   IDLE_MATCH=1 benches/instructions.sh             (the run without requests lasts as long
+#                                                     as the one with them: per-second work
+#                                                     such as a fleet's beat cancels out)
 #   JWT=1 benches/instructions.sh 2000 /jwt/small      (an RS256 route, one reused token;
 #                                                     JWT_CACHE_TTL=0s: without the cache;
 #                                                     JWT_ALG=ES256: an ES256 route)
@@ -48,6 +53,7 @@ tmp=$(mktemp -d)
 cleanup() {
   [ -f "$tmp/up.pid" ] && kill "$(cat "$tmp/up.pid")" 2>/dev/null || true
   [ -f "$tmp/sink.pid" ] && kill "$(cat "$tmp/sink.pid")" 2>/dev/null || true
+  [ -f "$tmp/redis.pid" ] && kill "$(cat "$tmp/redis.pid")" 2>/dev/null || true
   pkill -f "callgrind-out-file=$tmp" 2>/dev/null || true
   rm -rf "$tmp"
 }
@@ -238,6 +244,34 @@ CONF
   fi
 fi
 
+# FLEET=1: Pylon takes the same policy from a fleet's store instead of its file: the
+# policy sections move into Redis (a local redis-server) and the file keeps [server],
+# [access_log] and a [control] naming the store, so the node subscribes to the fleet's
+# channel and writes its state every second while it serves
+if [ -n "${FLEET:-}" ]; then
+  command -v redis-server >/dev/null || { echo "FLEET=1 needs redis-server" >&2; exit 1; }
+  redis_port=18197
+  redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" \
+    --daemonize yes --pidfile "$tmp/redis.pid" >/dev/null
+  python3 - "$tmp/pylon.toml" "$tmp/policy.toml" "$redis_port" <<'PY'
+import re, sys
+node, policy, part = [], [], None
+for line in open(sys.argv[1]).read().splitlines(keepends=True):
+    m = re.match(r"\s*\[\[?\s*([A-Za-z_]+)", line)
+    if m:
+        part = node if m.group(1) in ("server", "access_log", "admin", "tls", "control", "metrics") else policy
+    (part if part is not None else node).append(line)
+with open(sys.argv[1], "w") as f:
+    f.write("".join(node) + f'[control]\nstore = "redis://127.0.0.1:{sys.argv[3]}"\nfleet = "bench"\n')
+with open(sys.argv[2], "w") as f:
+    f.write("".join(policy))
+PY
+  for _ in $(seq 50); do redis-cli -p $redis_port PING >/dev/null 2>&1 && break; sleep 0.1; done
+  key='{pylon:fleet:bench}:doc'
+  redis-cli -p $redis_port -x HSET "$key" text < "$tmp/policy.toml" >/dev/null
+  redis-cli -p $redis_port HSET "$key" hash "$(sha256sum < "$tmp/policy.toml" | cut -c1-16)" version 1 >/dev/null
+fi
+
 # Ir of one run of a proxy ($1: pylon, floor or nginx) that serves $2 requests
 measure() {
   local who=$1 n=$2 out="$tmp/cg.$1.$2" port tls_port="" cmd
@@ -255,6 +289,11 @@ measure() {
     curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
     sleep 0.1
   done
+  local began
+  began=$(date +%s.%N)
+  if [ "$n" -eq 0 ] && [ -n "${IDLE_MATCH:-}" ] && [ -f "$tmp/elapsed.$who" ]; then
+    sleep "$(cat "$tmp/elapsed.$who")"
+  fi
   if [ "$n" -gt 0 ]; then
     local target="http://127.0.0.1:$port$path"
     [ "$scheme" = https ] && target="https://127.0.0.1:$tls_port$path"
@@ -262,6 +301,7 @@ measure() {
     grep -q "$n done" "$tmp/h2load.$who.$n" || { cat "$tmp/h2load.$who.$n" >&2; exit 1; }
     grep -q "status codes: $n 2xx" "$tmp/h2load.$who.$n" ||
       { echo "$who: not every answer was a 2xx" >&2; cat "$tmp/h2load.$who.$n" >&2; exit 1; }
+    awk -v a="$began" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }' > "$tmp/elapsed.$who"
   fi
   # nginx ends at QUIT (graceful), the Pingora processes at INT
   if [ "$who" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
@@ -277,8 +317,14 @@ for who in pylon floor nginx; do
   wants "$who" || continue
   # the floor and nginx have no /jwt or /all route: they proxy the same path to the
   # same upstream without the route's policy
-  base=$(measure "$who" 0)
-  with=$(measure "$who" "$requests")
+  # with IDLE_MATCH the run with requests goes first, and the one without lasts as long
+  if [ -n "${IDLE_MATCH:-}" ]; then
+    with=$(measure "$who" "$requests")
+    base=$(measure "$who" 0)
+  else
+    base=$(measure "$who" 0)
+    with=$(measure "$who" "$requests")
+  fi
   per[$who]=$(( (with - base) / requests ))
   printf '%-6s %16s %16s %14s\n' "$who" "$base" "$with" "${per[$who]}"
   if [ -n "${KEEP:-}" ]; then

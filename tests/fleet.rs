@@ -19,6 +19,10 @@
 //!   applied; and every refusal: no If-Match 428, stale 412, no token or the read token 401,
 //!   bad document 400 (validate too), too large 413, same document "unchanged", off
 //!   loopback 403, writes off 405.
+//! - `on_a_redis_cluster_the_fleet_follows_one_document`: `store = { cluster = [...] }`
+//!   (three masters): a PUT on one node is served by the other, and the view agrees.
+//! - `through_a_sentinel_failover_the_fleet_keeps_taking_writes`: `store = { sentinels =
+//!   [...] }`: a write before and one after `SENTINEL FAILOVER` both reach both nodes.
 //! - `a_fleet_node_refuses_policy_sections_in_its_own_file`: `pylon -t` names the section.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -682,6 +686,70 @@ fn non_loopback_address() -> Option<std::net::IpAddr> {
     socket.connect("192.0.2.1:9").ok()?;
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+fn quoted(urls: &[String]) -> String {
+    let items: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Two nodes on `store` (a TOML value): a PUT on the first reaches the second.
+fn two_nodes_follow(store: &str) -> (Node, Node, Upstream) {
+    let up = Upstream::fixed(common::Reply::ok("fine"));
+    let start = |name: &str| {
+        let admin = closed_port();
+        let control = format!("[control]\nstore = {store}\nfleet = \"test\"\nnode = \"{name}\"\n");
+        let gw = Gateway::start_with("", &node_rest(admin, &control), "combined", &envs());
+        Node { gw, admin }
+    };
+    let (a, b) = (start("a"), start("b"));
+    let r = put(a.admin, "*", &route("/first", up.addr));
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for("b to serve /first", Duration::from_secs(5), || status_of(&b.gw, "/first") == 200);
+    (a, b, up)
+}
+
+#[test]
+fn on_a_redis_cluster_the_fleet_follows_one_document() {
+    let cluster = RedisCluster::start(3);
+    let (a, b, _up) = two_nodes_follow(&format!("{{ cluster = {} }}", quoted(&cluster.seeds())));
+    wait_for("the view to agree", Duration::from_secs(10), || {
+        let view = fleet_view(b.admin);
+        view["agree"] == true && states(&view).len() == 2
+    });
+    assert_eq!(get_config(a.admin).etag, get_config(b.admin).etag);
+}
+
+#[test]
+fn through_a_sentinel_failover_the_fleet_keeps_taking_writes() {
+    let master = Redis::start();
+    let replica = Redis::replica_of(&master);
+    let sentinel = Sentinel::start(&master, "pylon");
+    sentinel.wait_for_replica(&replica);
+    let store = format!("{{ sentinels = {}, master = \"pylon\" }}", quoted(&[sentinel.url()]));
+    let (a, b, up) = two_nodes_follow(&store);
+    // the document must be on the replica before the failover, or the new master lacks it
+    wait_for("the replica to hold the document", Duration::from_secs(10), || {
+        replica
+            .query(&["HGET", "{pylon:fleet:test}:doc", "version"])
+            .text()
+            == "1"
+    });
+    assert_eq!(sentinel.failover(), replica.port);
+    let body = format!("{}{}", route("/first", up.addr), route("/second", up.addr));
+    let mut last = (0, String::new());
+    wait_for("a write after the failover", Duration::from_secs(20), || {
+        let tag = get_config(b.admin).etag.unwrap();
+        let r = put(b.admin, &tag, &body);
+        last = (r.status, r.body);
+        last.0 == 200
+    });
+    wait_for("a to serve /second", Duration::from_secs(5), || status_of(&a.gw, "/second") == 200);
+    assert_eq!(
+        replica.query(&["HGET", "{pylon:fleet:test}:doc", "version"]).text(),
+        "2",
+        "the write went to the new master"
+    );
 }
 
 #[test]
