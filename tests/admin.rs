@@ -528,3 +528,108 @@ fn the_status_page_charts_each_routes_traffic_in_chromium() {
         "{done}"
     );
 }
+
+const WRITE_TOKEN: &str = "write-token-0123456789abcdef";
+
+/// The fleet view, the policy document and its editor in a real headless Chromium: with the
+/// write token, a bad document is refused with its error at its line, a good one is applied,
+/// and the page shows the new hash and the new route.
+#[test]
+fn the_status_page_edits_the_policy_in_chromium() {
+    let up = Upstream::fixed(Reply::ok("fine"));
+    let admin = closed_port();
+    let gw = Gateway::start_with(
+        "",
+        &admin_config(
+            admin,
+            "write_token_env = \"PYLON_TEST_WRITE_TOKEN\"",
+            &route("/a", up.addr, ""),
+        ),
+        "combined",
+        &[("PYLON_TEST_WRITE_TOKEN", WRITE_TOKEN)],
+    );
+    let etag = |reply: &reqwest::blocking::Response| {
+        reply.headers()["etag"]
+            .to_str()
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    };
+    let before = get(format!("http://{admin}/config"), None);
+    assert_eq!(before.status(), 200);
+    let hash_before = etag(&before);
+    let text_before = before.text().unwrap();
+
+    let bad = "[[routes]]\nprefix = \"/b\"\nupstreams = [\"nope://x\"]\n";
+    let good = route("/b", up.addr, "");
+    let done = browser(
+        "policy_editor.mjs",
+        &[
+            format!("http://{admin}/"),
+            WRITE_TOKEN.into(),
+            bad.into(),
+            good,
+            "/b".into(),
+        ],
+    );
+    // the browser logs the answer to a refused document; nothing else may be logged
+    let problems: Vec<&serde_json::Value> = done["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            !(p["text"].as_str().unwrap().contains("status of 400")
+                && p["url"].as_str().unwrap().ends_with("/config/validate"))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{done}");
+    assert_eq!(done["foreign"], serde_json::json!([]), "{done}");
+    let seen = &done["seen"];
+
+    let fleet = seen["fleet"]["nodes"].as_array().unwrap();
+    assert_eq!(fleet.len(), 1, "one node without a store: {done}");
+    assert!(
+        fleet[0][0].as_str().unwrap().contains("(this node)"),
+        "{done}"
+    );
+    assert_eq!(fleet[0][2], hash_before.as_str(), "{done}");
+    assert_eq!(seen["fleet"]["agree"], "true", "{done}");
+
+    assert_eq!(seen["hash"], hash_before.as_str(), "{done}");
+    assert_eq!(seen["readOnly"], text_before.as_str(), "{done}");
+    assert_eq!(seen["editorHiddenBefore"], true, "{done}");
+    assert_eq!(seen["loaded"], text_before.as_str(), "{done}");
+
+    // the bad upstream is on the third line of the addition
+    let line = text_before.trim_end_matches('\n').lines().count() + 3;
+    let errors = seen["bad"]["errors"].as_array().unwrap();
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("line {line}: ")),
+        "line {line}: {done}"
+    );
+    assert!(errors[0].as_str().unwrap().contains("upstreams"), "{done}");
+    assert_eq!(seen["bad"]["marked"], serde_json::json!([line]), "{done}");
+
+    assert!(
+        seen["valid"].as_str().unwrap().starts_with("valid"),
+        "{done}"
+    );
+    assert_eq!(seen["markedAfterValid"], 0, "{done}");
+    let after = get(format!("http://{admin}/config"), None);
+    let hash_after = etag(&after);
+    assert_ne!(hash_after, hash_before);
+    assert!(after.text().unwrap().contains("prefix = \"/b\""));
+    let applied = seen["applied"].as_str().unwrap();
+    assert!(
+        applied.contains(&hash_after) && applied.contains(&hash_before),
+        "{done}"
+    );
+    assert_eq!(seen["hashAfter"], hash_after.as_str(), "{done}");
+    assert_eq!(seen["routes"], serde_json::json!(["/a", "/b"]), "{done}");
+    assert_eq!(seen["fleetAfter"][0][2], hash_after.as_str(), "{done}");
+    let reply = client().get(gw.url("/b/x")).send().unwrap();
+    assert_eq!(reply.status(), 200, "the new route serves");
+}
