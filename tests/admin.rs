@@ -346,3 +346,290 @@ fn the_status_page_shows_the_routes_in_chromium_and_follows_a_reload() {
         .collect();
     assert_eq!(prefixes, ["/a", "/b"]);
 }
+
+/// An upstream that answers 200, or 404 to a path ending in "/missing", after 20 ms.
+fn upstream_with_misses() -> Upstream {
+    Upstream::start(std::sync::Arc::new(|seen: &Seen| {
+        let mut reply = Reply::ok("fine").delayed(Duration::from_millis(20));
+        if seen.target.ends_with("/missing") {
+            reply.status = 404;
+        }
+        reply
+    }))
+}
+
+/// 8 answers of 200 and 2 of 404 through `/a`, 3 answers of 502 through `/b`.
+fn send_traffic(gw: &Gateway) {
+    for i in 0..10 {
+        let path = if i < 2 { "/a/missing" } else { "/a/x" };
+        let _ = client().get(gw.url(path)).send().unwrap().bytes();
+    }
+    for _ in 0..3 {
+        let reply = client().get(gw.url("/b/x")).send().unwrap();
+        assert_eq!(reply.status(), 502);
+    }
+}
+
+/// The first reading is taken at start and a point closes every 5 s: the traffic sent
+/// right after start is in a point within two steps.
+fn history_with_traffic(admin: SocketAddr, token: Option<&str>) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = get(format!("http://{admin}/api/history"), token);
+        assert_eq!(reply.status(), 200);
+        assert_eq!(reply.headers()["content-type"], "application/json");
+        let doc: serde_json::Value = reply.json().unwrap();
+        let has_traffic = doc["routes"].as_array().unwrap().iter().all(|r| {
+            r["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["rps"].as_f64().unwrap() > 0.0)
+        });
+        if has_traffic {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no point with the traffic: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn the_history_api_has_each_routes_steps_with_rates_latency_and_errors() {
+    let up = upstream_with_misses();
+    let dead = refusing_port();
+    let admin = closed_port();
+    let gw = Gateway::start_with(
+        "",
+        &admin_config(
+            admin,
+            "token_env = \"PYLON_TEST_ADMIN_TOKEN\"",
+            &format!("{}{}", route("/a", up.addr, ""), route("/b", dead.addr, "")),
+        ),
+        "combined",
+        &[("PYLON_TEST_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert_eq!(
+        get(format!("http://{admin}/api/history"), None).status(),
+        401,
+        "the read token, as /api/status"
+    );
+    send_traffic(&gw);
+    let doc = history_with_traffic(admin, Some(ADMIN_TOKEN));
+    assert_eq!(doc["step_s"], 5);
+    assert_eq!(doc["window_s"], 900);
+    let now = doc["now"].as_f64().unwrap();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - unix).abs() < 5.0, "{now} {unix}");
+    let routes = doc["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 2, "{doc}");
+    assert_eq!(routes[0]["prefix"], "/a");
+    assert_eq!(routes[1]["prefix"], "/b");
+    // every point of a step; the traffic may straddle two of them
+    let sum = |route: &serde_json::Value, key: &str| -> u64 {
+        route["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((sum(&routes[0], "c4xx"), sum(&routes[0], "c5xx")), (2, 0));
+    assert_eq!((sum(&routes[1], "c4xx"), sum(&routes[1], "c5xx")), (0, 3));
+    for p in routes[0]["points"].as_array().unwrap() {
+        assert!(p["t"].as_f64().unwrap() <= now && p["t"].as_f64().unwrap() > now - 30.0);
+        if p["rps"].as_f64().unwrap() > 0.0 {
+            // 20 ms upstream delay: in the 10-25 ms bucket, or a slower one on a busy machine
+            let (p50, p99) = (p["p50_ms"].as_f64().unwrap(), p["p99_ms"].as_f64().unwrap());
+            assert!((10.0..=100.0).contains(&p50) && p50 <= p99, "{p}");
+        } else {
+            assert_eq!(p["p50_ms"], serde_json::Value::Null, "{p}");
+        }
+    }
+}
+
+/// Run a browser script under node and return its "done" line's JSON (panics with its
+/// stderr when there is none).
+fn browser(script: &str, args: &[String]) -> serde_json::Value {
+    let path = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("node is needed for the browser test (make test installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(done) = stdout.lines().find_map(|l| l.strip_prefix("done ")) else {
+        panic!(
+            "{script} ended without a result:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert!(out.status.success(), "{script}: {}", out.status);
+    serde_json::from_str(done).unwrap()
+}
+
+/// The charts of the last 15 minutes in a real headless Chromium: a route's requests/s,
+/// latency and errors are drawn once a step with traffic has closed.
+#[test]
+fn the_status_page_charts_each_routes_traffic_in_chromium() {
+    let up = upstream_with_misses();
+    let dead = refusing_port();
+    let admin = closed_port();
+    let gw = Gateway::start(
+        "",
+        &admin_config(
+            admin,
+            "",
+            &format!("{}{}", route("/a", up.addr, ""), route("/b", dead.addr, "")),
+        ),
+    );
+    send_traffic(&gw);
+    let done = browser(
+        "history_charts.mjs",
+        &[format!("http://{admin}/"), "/a".into(), "/b".into()],
+    );
+    assert_eq!(done["problems"], serde_json::json!([]), "{done}");
+    assert_eq!(done["foreign"], serde_json::json!([]), "{done}");
+    let charts = done["charts"].as_array().unwrap();
+    let prefixes: Vec<&str> = charts
+        .iter()
+        .map(|c| c["prefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(prefixes, ["/a", "/b"], "{done}");
+    let (a, b) = (&charts[0]["charts"], &charts[1]["charts"]);
+    assert!(a["rps"]["points"].as_u64().unwrap() >= 1, "{done}");
+    assert!(a["rps"]["max"].as_f64().unwrap() > 0.0, "{done}");
+    assert!(a["latency"]["max"].as_f64().unwrap() >= 10.0, "{done}");
+    assert!(a["errors"]["max"].as_f64().unwrap() >= 1.0, "{done}");
+    assert!(b["errors"]["max"].as_f64().unwrap() >= 1.0, "{done}");
+    // drawn, in the series' colours: the rate's line, both percentiles, 4xx on /a, 5xx on /b
+    let pixels = |c: &serde_json::Value, i: usize| c["pixels"][i].as_u64().unwrap();
+    assert!(pixels(&a["rps"], 0) > 0, "{done}");
+    assert!(
+        pixels(&a["latency"], 0) > 0 && pixels(&a["latency"], 1) > 0,
+        "{done}"
+    );
+    assert!(
+        pixels(&a["errors"], 0) > 0 && pixels(&a["errors"], 1) == 0,
+        "{done}"
+    );
+    assert!(
+        pixels(&b["errors"], 1) > 0 && pixels(&b["errors"], 0) == 0,
+        "{done}"
+    );
+    assert!(
+        a["rps"]["caption"].as_str().unwrap().contains("requests/s"),
+        "{done}"
+    );
+}
+
+const WRITE_TOKEN: &str = "write-token-0123456789abcdef";
+
+/// The fleet view, the policy document and its editor in a real headless Chromium: with the
+/// write token, a bad document is refused with its error at its line, a good one is applied,
+/// and the page shows the new hash and the new route.
+#[test]
+fn the_status_page_edits_the_policy_in_chromium() {
+    let up = Upstream::fixed(Reply::ok("fine"));
+    let admin = closed_port();
+    let gw = Gateway::start_with(
+        "",
+        &admin_config(
+            admin,
+            "write_token_env = \"PYLON_TEST_WRITE_TOKEN\"",
+            &route("/a", up.addr, ""),
+        ),
+        "combined",
+        &[("PYLON_TEST_WRITE_TOKEN", WRITE_TOKEN)],
+    );
+    let etag = |reply: &reqwest::blocking::Response| {
+        reply.headers()["etag"]
+            .to_str()
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    };
+    let before = get(format!("http://{admin}/config"), None);
+    assert_eq!(before.status(), 200);
+    let hash_before = etag(&before);
+    let text_before = before.text().unwrap();
+
+    let bad = "[[routes]]\nprefix = \"/b\"\nupstreams = [\"nope://x\"]\n";
+    let good = route("/b", up.addr, "");
+    let done = browser(
+        "policy_editor.mjs",
+        &[
+            format!("http://{admin}/"),
+            WRITE_TOKEN.into(),
+            bad.into(),
+            good,
+            "/b".into(),
+        ],
+    );
+    // the browser logs the answer to a refused document; nothing else may be logged
+    let problems: Vec<&serde_json::Value> = done["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            !(p["text"].as_str().unwrap().contains("status of 400")
+                && p["url"].as_str().unwrap().ends_with("/config/validate"))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{done}");
+    assert_eq!(done["foreign"], serde_json::json!([]), "{done}");
+    let seen = &done["seen"];
+
+    let fleet = seen["fleet"]["nodes"].as_array().unwrap();
+    assert_eq!(fleet.len(), 1, "one node without a store: {done}");
+    assert!(
+        fleet[0][0].as_str().unwrap().contains("(this node)"),
+        "{done}"
+    );
+    assert_eq!(fleet[0][2], hash_before.as_str(), "{done}");
+    assert_eq!(seen["fleet"]["agree"], "true", "{done}");
+
+    assert_eq!(seen["hash"], hash_before.as_str(), "{done}");
+    assert_eq!(seen["readOnly"], text_before.as_str(), "{done}");
+    assert_eq!(seen["editorHiddenBefore"], true, "{done}");
+    assert_eq!(seen["loaded"], text_before.as_str(), "{done}");
+
+    // the bad upstream is on the third line of the addition
+    let line = text_before.trim_end_matches('\n').lines().count() + 3;
+    let errors = seen["bad"]["errors"].as_array().unwrap();
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("line {line}: ")),
+        "line {line}: {done}"
+    );
+    assert!(errors[0].as_str().unwrap().contains("upstreams"), "{done}");
+    assert_eq!(seen["bad"]["marked"], serde_json::json!([line]), "{done}");
+
+    assert!(
+        seen["valid"].as_str().unwrap().starts_with("valid"),
+        "{done}"
+    );
+    assert_eq!(seen["markedAfterValid"], 0, "{done}");
+    let after = get(format!("http://{admin}/config"), None);
+    let hash_after = etag(&after);
+    assert_ne!(hash_after, hash_before);
+    assert!(after.text().unwrap().contains("prefix = \"/b\""));
+    let applied = seen["applied"].as_str().unwrap();
+    assert!(
+        applied.contains(&hash_after) && applied.contains(&hash_before),
+        "{done}"
+    );
+    assert_eq!(seen["hashAfter"], hash_after.as_str(), "{done}");
+    assert_eq!(seen["routes"], serde_json::json!(["/a", "/b"]), "{done}");
+    assert_eq!(seen["fleetAfter"][0][2], hash_after.as_str(), "{done}");
+    let reply = client().get(gw.url("/b/x")).send().unwrap();
+    assert_eq!(reply.status(), 200, "the new route serves");
+}

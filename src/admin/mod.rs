@@ -18,6 +18,7 @@
 //! needs `Authorization: Bearer <token>` (the read token or the write token).
 
 mod fleet;
+mod history;
 mod prometheus;
 pub mod status;
 mod write;
@@ -195,6 +196,11 @@ impl AdminApp {
                 StatusCode::OK,
                 "application/json",
                 status::render(&rt, &self.current.status(), self.current.source().path()),
+            ),
+            ("/api/history", _) => Answer::new(
+                StatusCode::OK,
+                "application/json",
+                history::render(rt.shared.history.as_ref(), std::time::SystemTime::now()),
             ),
             ("/api/fleet", _) => Answer::new(
                 StatusCode::OK,

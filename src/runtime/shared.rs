@@ -8,6 +8,7 @@ use arc_swap::ArcSwapOption;
 use crate::config::{ConfigError, FileConfig, LocatedError};
 use crate::limits::{Limiter, Stores, DEFAULT_MAX_CLIENTS};
 use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::history::History;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::SpanQueue;
 use crate::tls::CertStore;
@@ -25,6 +26,8 @@ pub struct Shared {
     pub live: LiveStates,
     /// The counters behind /metrics; `None` when no admin or metrics listener is set.
     pub metrics: Option<Metrics>,
+    /// Each route's last 15 minutes, read from `metrics` by the housekeeping; `None` with it.
+    pub history: Option<History>,
     /// Client connections open now, and refused over the cap.
     pub connections: Arc<Connections>,
     /// The proxy's worker threads, for giving freed memory back (see [`crate::memory`]).
@@ -59,6 +62,7 @@ impl Shared {
             live: LiveStates::default(),
             metrics: (file.admin.is_some() || file.metrics.is_some())
                 .then(|| Metrics::new(threads(file))),
+            history: (file.admin.is_some() || file.metrics.is_some()).then(History::default),
             connections: Arc::new(Connections::default()),
             workers: Arc::default(),
             life: Arc::new(Lifecycle::default()),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -10,13 +11,15 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::control::Current;
 use crate::server::signals::ExitWhenIdle;
+use crate::telemetry::history;
 use crate::tls::TicketKeys;
 use crate::upstream::HealthChecks;
 
 /// Everything that runs beside the proxy, on one background runtime (a thread) rather than
 /// one each: the access-log writer, reloads on SIGHUP, the work that follows the runtime
-/// in force (health checks, JWKS refreshes), the TLS ticket key rotation, giving freed
-/// memory back, following the fleet's policy document, and the exit once idle. It starts in the serving process, after any daemon fork.
+/// in force (health checks, JWKS refreshes), the TLS ticket key rotation, the routes' history
+/// for the status page, giving freed memory back, following the fleet's policy document, and
+/// the exit once idle. It starts in the serving process, after any daemon fork.
 pub(super) struct Housekeeping {
     pub current: Arc<Current>,
     /// A daemon's diagnostics file, reopened on SIGHUP.
@@ -36,6 +39,7 @@ impl BackgroundService for Housekeeping {
             self.reload_on_hangup(shutdown.clone()),
             self.ticket_keys.rotate_on_schedule(shutdown.clone()),
             self.return_freed_memory(shutdown.clone()),
+            self.sample_history(shutdown.clone()),
             self.exit.start(shutdown.clone()),
             self.current.follow_fleet(shutdown.clone()),
         );
@@ -86,6 +90,28 @@ impl Housekeeping {
             let _ = stop.send(true);
             if !next || *shutdown.borrow() {
                 return;
+            }
+        }
+    }
+
+    /// Every step, read each route's counters into its history (`GET /api/history`). The
+    /// first reading is taken at start, so the first points come one step later.
+    async fn sample_history(&self, mut shutdown: ShutdownWatch) {
+        if self.current.peek().shared.history.is_none() {
+            return;
+        }
+        let mut every = tokio::time::interval(history::STEP);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let rt = self.current.peek();
+                    if let Some(history) = &rt.shared.history {
+                        let routes = rt.routes.iter().filter_map(|r| Some((&*r.prefix, r.counters.as_deref()?)));
+                        history.sample(Instant::now(), SystemTime::now(), routes);
+                    }
+                }
+                _ = shutdown.changed() => return,
             }
         }
     }

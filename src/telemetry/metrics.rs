@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::wire::GatewayError;
 
 /// Histogram bucket bounds, in seconds.
-const BUCKETS: [f64; 13] = [
+pub const BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Bucket counters per histogram: the bounds above and +Inf, then the sum in microseconds.
@@ -121,6 +121,12 @@ impl RouteCounters {
 
     pub fn upstream_errors(&self) -> u64 {
         self.total(UPSTREAM_ERRORS)
+    }
+
+    /// Requests by their time to the end of the response: a count per bound of
+    /// [`BUCKETS`], then the count above the last (not cumulative).
+    pub fn request_times(&self) -> [u64; BUCKETS.len() + 1] {
+        std::array::from_fn(|b| self.total(REQUEST_TIME + b))
     }
 }
 
