@@ -88,7 +88,7 @@ def request(conn, method, path, body=None, headers=None):
     conn.request(method, path, body=body, headers=headers or {})
     reply = conn.getresponse()
     data = reply.read()
-    return reply.status, dict(reply.getheaders()), data
+    return reply.status, reply.msg, data
 
 
 def run(args):

@@ -298,7 +298,8 @@ measure() {
     local target="http://127.0.0.1:$port$path"
     [ "$scheme" = https ] && target="https://127.0.0.1:$tls_port$path"
     h2load --h1 -n "$n" -c 4 -m 1 "${header[@]}" "$target" >"$tmp/h2load.$who.$n" 2>&1
-    grep -q "$n done" "$tmp/h2load.$who.$n" || { cat "$tmp/h2load.$who.$n" >&2; exit 1; }
+    grep -q "$n done" "$tmp/h2load.$who.$n" ||
+      { cat "$tmp/h2load.$who.$n" >&2; tail -20 "$tmp/vg.$who.$n" >&2; exit 1; }
     grep -q "status codes: $n 2xx" "$tmp/h2load.$who.$n" ||
       { echo "$who: not every answer was a 2xx" >&2; cat "$tmp/h2load.$who.$n" >&2; exit 1; }
     awk -v a="$began" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }' > "$tmp/elapsed.$who"

@@ -34,6 +34,13 @@ fn main() {
             cli.conf.display()
         );
         print!("{}", server::summary(&started.runtime));
+        if let Some(fleet) = &started.fleet {
+            println!(
+                "policy document: fleet {}'s, in {} (checked by each PUT /config, not by -t)",
+                fleet.name(),
+                fleet.store()
+            );
+        }
         return;
     }
     std::process::exit(server::run(started, &cli));

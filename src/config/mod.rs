@@ -627,6 +627,70 @@ rate_limit = false
     }
 
     #[test]
+    fn a_policy_document_apart_is_checked_with_the_node_and_located_in_its_own_text() {
+        let node = "[server]\nlisten = [\"127.0.0.1:5000\"]\n";
+        let policy =
+            "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nauth = \"nobody\"\n";
+        let e = parse_split((Path::new("node.toml"), node), (Path::new("doc"), policy))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("doc:4:"), "{e}");
+        assert!(e.contains("unknown authenticator"), "{e}");
+        let c = parse_split(
+            (Path::new("node.toml"), node),
+            (
+                Path::new("doc"),
+                "[rate_limit]\nrequests = 5\nwindow = \"1m\"\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.get_ref()[0].0.port(), 5000);
+        assert!(c.rate_limit.is_some());
+        assert_eq!(c.policy_path(), Path::new("doc"));
+        // each part refuses the other's sections, both reported in one run
+        let e = parse_split(
+            (Path::new("node.toml"), "[cors]\nmax_age = 1\n"),
+            (Path::new("doc"), "\n[tls]\nlisten = []\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("node.toml:1:") && e.contains("[cors] is part of the policy document"),
+            "{e}"
+        );
+        assert!(
+            e.contains("doc:2:") && e.contains("[tls] is a node's own section"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_fleet_nodes_file_holds_only_its_own_sections() {
+        let control = "[control]\nstore = \"redis://127.0.0.1:6379\"\nfleet = \"f\"\n";
+        assert!(parse_str(control).unwrap().fleet().is_some());
+        let e = error_of(&format!("{control}{ROUTE}"));
+        assert!(
+            e.starts_with("test.toml:4:") && e.contains("key `routes`"),
+            "{e}"
+        );
+        for (text, key) in [
+            (
+                "[control]\nstore = \"redis://127.0.0.1:6379\"\n",
+                "control.store",
+            ),
+            ("[control]\nfleet = \"f\"\n", "control.fleet"),
+            ("[control]\ncache_file = \"/tmp/x\"\n", "control.cache_file"),
+            (
+                "[control]\nstore = \"redis://h:1\"\nfleet = \"a b\"\n",
+                "control.fleet",
+            ),
+        ] {
+            let e = error_of(text);
+            assert!(e.contains(&format!("key `{key}`")), "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
     fn an_empty_file_is_a_valid_config() {
         let c = parse_str("").unwrap();
         assert!(c.routes.is_empty());

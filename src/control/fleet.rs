@@ -259,7 +259,14 @@ impl Fleet {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())
-            .and_then(|rt| rt.block_on(self.fetch()));
+            .and_then(|rt| {
+                rt.block_on(async {
+                    let fetched = self.fetch().await;
+                    // the link lives on this runtime, which ends here: the server makes its own
+                    *self.link.lock().await = None;
+                    fetched
+                })
+            });
         let from_cache = |why: &str| match self.cached() {
             Some(text) => {
                 log::warn!(
@@ -632,7 +639,9 @@ impl Fleet {
             .arg(&self.keys.nodes)
             .arg(0)
             .arg(-1);
-        let answer: Result<((Option<String>, Option<u64>), Vec<String>), _> =
+        /// The document's hash and version, and the names of the fleet's nodes.
+        type Answer = ((Option<String>, Option<u64>), Vec<String>);
+        let answer: Result<Answer, _> =
             tokio::time::timeout(self.timeout, pipe.query_async(&mut link))
                 .await
                 .map_err(|_| format!("no answer within {:?}", self.timeout))?;

@@ -52,7 +52,7 @@ pub fn check(cli: &Cli) -> Result<Started, StartError> {
             message: format!("control.store: {message}"),
         }
     })?;
-    let Some(fleet) = fleet.filter(|_| !cli.test) else {
+    let Some(fleet) = fleet else {
         let runtime = source.first(&own)?;
         return Ok(Started {
             source,
@@ -61,6 +61,16 @@ pub fn check(cli: &Cli) -> Result<Started, StartError> {
             fleet: None,
         });
     };
+    if cli.test {
+        // the node's own file only: the fleet's document is checked by each write
+        let runtime = source.first(&own)?;
+        return Ok(Started {
+            source,
+            runtime,
+            document: own.document,
+            fleet: Some(fleet),
+        });
+    }
     let (fetched, origin) = fleet.first_document();
     let mut candidates = Vec::new();
     candidates.extend(fetched.map(|text| (text, origin)));
