@@ -109,12 +109,16 @@ fn described_operations(description: &str) -> BTreeSet<String> {
     ops
 }
 
-/// A gateway with an admin listener, both tokens and a route to a real upstream, that has
-/// answered a few requests (so that counts and history hold something).
-fn gateway(up: &Upstream) -> (Gateway, SocketAddr) {
+/// The `[admin]` keys of a gateway with both tokens.
+const BOTH_TOKENS: &str =
+    "token_env = \"PYLON_TEST_READ_TOKEN\"\nwrite_token_env = \"PYLON_TEST_WRITE_TOKEN\"";
+
+/// A gateway with an admin listener (`admin` its other keys) and a route to a real
+/// upstream, that has answered a few requests (so that the counts hold something).
+fn gateway(up: &Upstream, admin_keys: &str) -> (Gateway, SocketAddr) {
     let admin = closed_port();
     let rest = format!(
-        "[admin]\nlisten = \"{admin}\"\ntoken_env = \"PYLON_TEST_READ_TOKEN\"\nwrite_token_env = \"PYLON_TEST_WRITE_TOKEN\"\n\n{}",
+        "[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n{}",
         route("/a", up.addr, "")
     );
     let gw = Gateway::start_with(
@@ -144,38 +148,10 @@ fn gateway(up: &Upstream) -> (Gateway, SocketAddr) {
     (gw, admin)
 }
 
-#[test]
-fn the_description_names_every_operation_of_the_admin_listener() {
-    let described = described_operations(DESCRIPTION);
-    let expected: BTreeSet<String> = OPERATIONS.iter().map(|s| s.to_string()).collect();
-    assert_eq!(described, expected);
-}
-
-#[test]
-fn the_description_is_served_as_written_without_a_token() {
-    let up = Upstream::fixed(Reply::ok("fine"));
-    let (_gw, admin) = gateway(&up);
-    let reply = client()
-        .get(format!("http://{admin}/openapi.yaml"))
-        .send()
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    let content_type = reply.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        content_type.starts_with("application/yaml"),
-        "{content_type}"
-    );
-    assert_eq!(reply.text().unwrap(), DESCRIPTION);
-}
-
-#[test]
-fn the_admin_api_answers_as_its_openapi_description_says() {
+/// Run schemathesis over every operation of the description against `admin`; panic with
+/// its output unless it passed and tested each operation.
+fn schemathesis_passes(gw: &mut Gateway, admin: SocketAddr) {
     let bin = schemathesis();
-    let up = Upstream::fixed(Reply::ok("fine"));
-    let (mut gw, admin) = gateway(&up);
     let work = tempfile::tempdir().unwrap();
     let report = work.path().join("report.json");
     let output = work.path().join("output.txt");
@@ -269,4 +245,48 @@ fn the_admin_api_answers_as_its_openapi_description_says() {
         );
     }
     assert!(gw.is_running(), "the gateway died:\n{}", gw.stderr());
+}
+
+#[test]
+fn the_description_names_every_operation_of_the_admin_listener() {
+    let described = described_operations(DESCRIPTION);
+    let expected: BTreeSet<String> = OPERATIONS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(described, expected);
+}
+
+#[test]
+fn the_description_is_served_as_written_without_a_token() {
+    let up = Upstream::fixed(Reply::ok("fine"));
+    let (_gw, admin) = gateway(&up, BOTH_TOKENS);
+    let reply = client()
+        .get(format!("http://{admin}/openapi.yaml"))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let content_type = reply.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/yaml"),
+        "{content_type}"
+    );
+    assert_eq!(reply.text().unwrap(), DESCRIPTION);
+}
+
+/// Reads with the read token, writes with the write token: every answer as described,
+/// `PUT /config` replacing the policy of this gateway with what schemathesis made.
+#[test]
+fn the_admin_api_answers_as_its_openapi_description_says() {
+    let up = Upstream::fixed(Reply::ok("fine"));
+    let (mut gw, admin) = gateway(&up, BOTH_TOKENS);
+    schemathesis_passes(&mut gw, admin);
+}
+
+/// Without tokens: reads are open, and writes are off (405) as described.
+#[test]
+fn without_tokens_the_admin_api_still_answers_as_described() {
+    let up = Upstream::fixed(Reply::ok("fine"));
+    let (mut gw, admin) = gateway(&up, "");
+    schemathesis_passes(&mut gw, admin);
 }
