@@ -21,6 +21,28 @@ const READ_TOKEN: &str = "openapi-read-token-0123456789";
 const WRITE_TOKEN: &str = "openapi-write-token-0123456789";
 /// The checks run on every answer (schemathesis 4's names).
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance";
+/// The same but `not_a_server_error`: see [`Checks::AllBut5xx`].
+const CHECKS_BUT_5XX: &str = "status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance";
+
+/// What a run checks.
+#[derive(Clone, Copy)]
+enum Checks {
+    /// Every check, on valid requests and invalid ones (no 5xx, whatever is sent).
+    All,
+    /// For a fleet node whose store is gone, whose writes answer 503 as described: every
+    /// check but `not_a_server_error`, on valid requests only (an invalid one is checked by
+    /// nothing else, and the run with the store up sent them).
+    AllBut5xx,
+}
+
+impl Checks {
+    fn args(self) -> [&'static str; 4] {
+        match self {
+            Checks::All => ["--checks", CHECKS, "--mode", "all"],
+            Checks::AllBut5xx => ["--checks", CHECKS_BUT_5XX, "--mode", "positive"],
+        }
+    }
+}
 /// Test cases per operation in the fuzzing phase (the examples and coverage phases add
 /// their own few).
 const MAX_EXAMPLES: &str = "12";
@@ -113,14 +135,11 @@ fn described_operations(description: &str) -> BTreeSet<String> {
 const BOTH_TOKENS: &str =
     "token_env = \"PYLON_TEST_READ_TOKEN\"\nwrite_token_env = \"PYLON_TEST_WRITE_TOKEN\"";
 
-/// A gateway with an admin listener (`admin` its other keys) and a route to a real
-/// upstream, that has answered a few requests (so that the counts hold something).
-fn gateway(up: &Upstream, admin_keys: &str) -> (Gateway, SocketAddr) {
+/// A gateway with an admin listener (`admin_keys` its other keys) and the rest of its
+/// config after it, that has been sent a few requests (so that the counts hold something).
+fn gateway(admin_keys: &str, rest: &str) -> (Gateway, SocketAddr) {
     let admin = closed_port();
-    let rest = format!(
-        "[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n{}",
-        route("/a", up.addr, "")
-    );
+    let rest = format!("[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n{rest}");
     let gw = Gateway::start_with(
         "",
         &rest,
@@ -148,9 +167,9 @@ fn gateway(up: &Upstream, admin_keys: &str) -> (Gateway, SocketAddr) {
     (gw, admin)
 }
 
-/// Run schemathesis over every operation of the description against `admin`; panic with
-/// its output unless it passed and tested each operation.
-fn schemathesis_passes(gw: &mut Gateway, admin: SocketAddr) {
+/// Run schemathesis with `checks` over every operation of the description against
+/// `admin`; panic with its output unless it passed and tested each operation.
+fn schemathesis_passes(gw: &mut Gateway, admin: SocketAddr, checks: Checks) {
     let bin = schemathesis();
     let work = tempfile::tempdir().unwrap();
     let report = work.path().join("report.json");
@@ -170,7 +189,7 @@ fn schemathesis_passes(gw: &mut Gateway, admin: SocketAddr) {
         .arg("run")
         .arg(here().join("admin/openapi.yaml"))
         .args(["--url", &format!("http://{admin}")])
-        .args(["--checks", CHECKS])
+        .args(checks.args())
         .args(["--max-examples", MAX_EXAMPLES, "--seed", &seed])
         .args(["--workers", "2", "--request-timeout", "5"])
         .args(["--generation-database", "none", "--no-color"])
@@ -257,7 +276,7 @@ fn the_description_names_every_operation_of_the_admin_listener() {
 #[test]
 fn the_description_is_served_as_written_without_a_token() {
     let up = Upstream::fixed(Reply::ok("fine"));
-    let (_gw, admin) = gateway(&up, BOTH_TOKENS);
+    let (_gw, admin) = gateway(BOTH_TOKENS, &route("/a", up.addr, ""));
     let reply = client()
         .get(format!("http://{admin}/openapi.yaml"))
         .send()
@@ -279,14 +298,59 @@ fn the_description_is_served_as_written_without_a_token() {
 #[test]
 fn the_admin_api_answers_as_its_openapi_description_says() {
     let up = Upstream::fixed(Reply::ok("fine"));
-    let (mut gw, admin) = gateway(&up, BOTH_TOKENS);
-    schemathesis_passes(&mut gw, admin);
+    let (mut gw, admin) = gateway(BOTH_TOKENS, &route("/a", up.addr, ""));
+    schemathesis_passes(&mut gw, admin, Checks::All);
 }
 
 /// Without tokens: reads are open, and writes are off (405) as described.
 #[test]
 fn without_tokens_the_admin_api_still_answers_as_described() {
     let up = Upstream::fixed(Reply::ok("fine"));
-    let (mut gw, admin) = gateway(&up, "");
-    schemathesis_passes(&mut gw, admin);
+    let (mut gw, admin) = gateway("", &route("/a", up.addr, ""));
+    schemathesis_passes(&mut gw, admin, Checks::All);
+}
+
+/// A node of a fleet of two sharing a real Redis: the fleet's view with both nodes, PUT
+/// through the store; then, with the store gone, writes refused (503) and the view saying
+/// so, all as described.
+#[test]
+fn in_a_fleet_the_admin_api_answers_as_described_with_the_store_up_and_gone() {
+    let redis = common::redis::Redis::start();
+    let up = Upstream::fixed(Reply::ok("fine"));
+    let control = |node: &str| {
+        format!(
+            "[control]\nstore = \"{}\"\nfleet = \"openapi\"\nnode = \"{node}\"\n",
+            redis.url()
+        )
+    };
+    let (_other, _) = gateway(BOTH_TOKENS, &control("b"));
+    let (mut gw, admin) = gateway(BOTH_TOKENS, &control("a"));
+    let put = client()
+        .put(format!("http://{admin}/config"))
+        .bearer_auth(WRITE_TOKEN)
+        .header("if-match", "*")
+        .body(route("/a", up.addr, ""))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200, "{}", put.text().unwrap());
+    let fleet = |key: &str| -> serde_json::Value {
+        let view: serde_json::Value = client()
+            .get(format!("http://{admin}/api/fleet"))
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        view[key].clone()
+    };
+    common::redis::wait_for("both nodes in the view", Duration::from_secs(10), || {
+        fleet("nodes").as_array().is_some_and(|n| n.len() == 2)
+    });
+    schemathesis_passes(&mut gw, admin, Checks::All);
+
+    redis.stop();
+    common::redis::wait_for("the store seen gone", Duration::from_secs(10), || {
+        fleet("store_state") == "unreachable"
+    });
+    schemathesis_passes(&mut gw, admin, Checks::AllBut5xx);
 }
