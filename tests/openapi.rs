@@ -24,6 +24,15 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 /// The same but `not_a_server_error`: see [`Checks::AllBut5xx`].
 const CHECKS_BUT_5XX: &str = "status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance";
 
+/// Test cases per operation in the fuzzing phase (the examples and coverage phases add
+/// their own few).
+const MAX_EXAMPLES: &str = "12";
+/// A fixed seed, so that a run is repeatable; schemathesis prints the one it used.
+const SEED: &str = "25";
+/// One run's bound (a run takes under 10 s), so that the fleet's two runs stay under two
+/// minutes together.
+const RUN_LIMIT: Duration = Duration::from_secs(50);
+
 /// What a run checks.
 #[derive(Clone, Copy)]
 enum Checks {
@@ -43,13 +52,6 @@ impl Checks {
         }
     }
 }
-/// Test cases per operation in the fuzzing phase (the examples and coverage phases add
-/// their own few).
-const MAX_EXAMPLES: &str = "12";
-/// A fixed seed, so that a run is repeatable; schemathesis prints the one it used.
-const SEED: &str = "25";
-/// The whole run's bound; a run takes a few seconds.
-const RUN_LIMIT: Duration = Duration::from_secs(90);
 
 /// Every operation of the admin listener (issue 25's contract): the description must
 /// name each, and schemathesis must test each.
