@@ -705,7 +705,9 @@ fn two_nodes_follow(store: &str) -> (Node, Node, Upstream) {
     let (a, b) = (start("a"), start("b"));
     let r = put(a.admin, "*", &route("/first", up.addr));
     assert_eq!(r.status, 200, "{}", r.body);
-    wait_for("b to serve /first", Duration::from_secs(5), || status_of(&b.gw, "/first") == 200);
+    wait_for("b to serve /first", Duration::from_secs(5), || {
+        status_of(&b.gw, "/first") == 200
+    });
     (a, b, up)
 }
 
@@ -726,27 +728,42 @@ fn through_a_sentinel_failover_the_fleet_keeps_taking_writes() {
     let replica = Redis::replica_of(&master);
     let sentinel = Sentinel::start(&master, "pylon");
     sentinel.wait_for_replica(&replica);
-    let store = format!("{{ sentinels = {}, master = \"pylon\" }}", quoted(&[sentinel.url()]));
+    let store = format!(
+        "{{ sentinels = {}, master = \"pylon\" }}",
+        quoted(&[sentinel.url()])
+    );
     let (a, b, up) = two_nodes_follow(&store);
     // the document must be on the replica before the failover, or the new master lacks it
-    wait_for("the replica to hold the document", Duration::from_secs(10), || {
-        replica
-            .query(&["HGET", "{pylon:fleet:test}:doc", "version"])
-            .text()
-            == "1"
-    });
+    wait_for(
+        "the replica to hold the document",
+        Duration::from_secs(10),
+        || {
+            replica
+                .query(&["HGET", "{pylon:fleet:test}:doc", "version"])
+                .text()
+                == "1"
+        },
+    );
     assert_eq!(sentinel.failover(), replica.port);
     let body = format!("{}{}", route("/first", up.addr), route("/second", up.addr));
     let mut last = (0, String::new());
-    wait_for("a write after the failover", Duration::from_secs(20), || {
-        let tag = get_config(b.admin).etag.unwrap();
-        let r = put(b.admin, &tag, &body);
-        last = (r.status, r.body);
-        last.0 == 200
+    wait_for(
+        "a write after the failover",
+        Duration::from_secs(20),
+        || {
+            let tag = get_config(b.admin).etag.unwrap();
+            let r = put(b.admin, &tag, &body);
+            last = (r.status, r.body);
+            last.0 == 200
+        },
+    );
+    wait_for("a to serve /second", Duration::from_secs(5), || {
+        status_of(&a.gw, "/second") == 200
     });
-    wait_for("a to serve /second", Duration::from_secs(5), || status_of(&a.gw, "/second") == 200);
     assert_eq!(
-        replica.query(&["HGET", "{pylon:fleet:test}:doc", "version"]).text(),
+        replica
+            .query(&["HGET", "{pylon:fleet:test}:doc", "version"])
+            .text(),
         "2",
         "the write went to the new master"
     );

@@ -266,6 +266,11 @@ fn schemathesis_passes(gw: &mut Gateway, admin: SocketAddr, checks: Checks) {
         );
     }
     assert!(gw.is_running(), "the gateway died:\n{}", gw.stderr());
+    println!(
+        "schemathesis: {} operations tested, test cases {cases}, in {:.1} s",
+        ops["tested"],
+        summary["running_time"].as_f64().unwrap_or(0.0)
+    );
 }
 
 #[test]
