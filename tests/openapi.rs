@@ -301,11 +301,25 @@ fn the_description_is_served_as_written_without_a_token() {
 }
 
 /// Reads with the read token, writes with the write token: every answer as described,
-/// `PUT /config` replacing the policy of this gateway with what schemathesis made.
+/// `PUT /config` replacing the policy of this gateway with what schemathesis made. It
+/// starts once /api/history holds a point (one step, 5 s), so that points are checked too.
 #[test]
 fn the_admin_api_answers_as_its_openapi_description_says() {
     let up = Upstream::fixed(Reply::ok("fine"));
     let (mut gw, admin) = gateway(BOTH_TOKENS, &route("/a", up.addr, ""));
+    common::redis::wait_for("a point in /api/history", Duration::from_secs(15), || {
+        client()
+            .get(format!("http://{admin}/api/history"))
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .ok()
+            .and_then(|r| r.json::<serde_json::Value>().ok())
+            .is_some_and(|h| {
+                h["routes"][0]["points"]
+                    .as_array()
+                    .is_some_and(|p| !p.is_empty())
+            })
+    });
     schemathesis_passes(&mut gw, admin, Checks::All);
 }
 
