@@ -24,6 +24,8 @@ BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
 # (scripts/check-h2spec.sh says whether it is there). scripts/ensure-otel.sh makes the venv
 # target/otel-venv (python3-venv, then OpenTelemetry's proto, SDK and OTLP/HTTP exporter
 # from PyPI) for tests/tracing.rs's OTLP receiver and its instrumented client and upstream.
+# scripts/ensure-schemathesis.sh makes the venv target/schemathesis-venv (schemathesis from
+# PyPI) with which tests/openapi.rs checks the admin API against admin/openapi.yaml.
 TEST_PACKAGES := systemd logrotate chromium nodejs openssl redis-server redis-tools
 # The load harness (benches/load.py): wrk drives Pylon, its floor (target/release/pylon-floor),
 # nginx, HAProxy, Caddy and the tutorial's Node gateway (benches/tutorial: node, and its
@@ -91,6 +93,7 @@ test: deps
 	@[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
 	@bash scripts/ensure-autobahn.sh
 	@bash scripts/ensure-otel.sh
+	@bash scripts/ensure-schemathesis.sh
 	@bash scripts/check-h2spec.sh
 	$(CARGO) test --all-targets
 
