@@ -582,6 +582,10 @@ fn without_a_store_a_put_rewrites_the_file_and_keeps_the_node_sections() {
         "{}",
         node_section.body
     );
+    let empty = with(Some(WRITE), Some("*"), "");
+    assert_eq!(empty.status, 400, "an empty body would remove every route");
+    assert!(empty.json()["errors"][0]["message"].as_str().unwrap().contains("empty"));
+    assert_eq!(with(Some(WRITE), Some(""), &new).status, 428, "an empty If-Match is none");
     let huge = format!("# {}\n", "x".repeat(1 << 20));
     assert_eq!(with(Some(WRITE), Some(&etag), &huge).status, 413);
     let validate = |body: &str| {
@@ -597,8 +601,12 @@ fn without_a_store_a_put_rewrites_the_file_and_keeps_the_node_sections() {
     let v = validate("[cors]\nmax_age = \"x\"\n");
     assert_eq!(v.status, 400);
     assert_eq!(v.json()["errors"][0]["key"], "cors.max_age");
-    let v = validate(&new);
-    assert_eq!(v.status, 200, "{}", v.body);
+    let v = validate(&format!("\u{feff}{new}"));
+    assert_eq!(v.status, 200, "a byte order mark is dropped: {}", v.body);
+    assert_eq!(
+        send(reqwest::Method::GET, admin, "/config/validate", Some(WRITE), None, None).status,
+        405
+    );
     assert_eq!(status_of(&gw, "/b"), 404, "validation applies nothing");
     assert_eq!(std::fs::read_to_string(&gw.config_path).unwrap(), before);
     let same = with(Some(WRITE), Some(&etag), &got.body);

@@ -111,12 +111,12 @@ impl ServeHttp for AdminApp {
             (&Method::PUT, "/config") | (&Method::POST, "/config/validate") => {
                 write::answer(&self.current, session, method == Method::PUT).await
             }
+            (_, "/config/validate") => Answer::method_not_allowed("POST"),
             (&Method::GET | &Method::HEAD, _) => {
                 let authorization = req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
                 self.route(&path, authorization)
             }
             (_, "/config") => Answer::method_not_allowed("GET, HEAD, PUT"),
-            (_, "/config/validate") => Answer::method_not_allowed("POST"),
             _ => Answer::method_not_allowed("GET, HEAD"),
         };
         let mut builder = Response::builder()

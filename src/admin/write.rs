@@ -25,7 +25,7 @@ pub(super) async fn answer(current: &Current, session: &mut ServerSession, put: 
         .client_addr()
         .map_or_else(|| "an unknown address".to_string(), ToString::to_string);
     let before = current.document().hash;
-    let answer = match admit(current, session).await {
+    let answer = match admit(current, session, put).await {
         Err(refused) => refused,
         Ok(text) if put => {
             let if_match = session
@@ -33,6 +33,7 @@ pub(super) async fn answer(current: &Current, session: &mut ServerSession, put: 
                 .headers
                 .get(header::IF_MATCH)
                 .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.trim().is_empty())
                 .map(str::to_string);
             written(current.write(&text, if_match.as_deref()).await, &text)
         }
@@ -72,14 +73,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Answer {
 }
 
 /// Whether this request may write, and its body as text; or the answer that refuses it.
-async fn admit(current: &Current, session: &mut ServerSession) -> Result<String, Answer> {
+async fn admit(
+    current: &Current,
+    session: &mut ServerSession,
+    put: bool,
+) -> Result<String, Answer> {
     let rt = current.load();
     let Some(admin) = rt.admin.as_ref().filter(|a| a.writes_on()) else {
+        // with writes off, /config is read-only and /config/validate takes nothing
         return Err(error(
             StatusCode::METHOD_NOT_ALLOWED,
             "writes are off: set [admin] write_token_env to the name of an environment variable that holds a token (16 bytes or more), then send it as Authorization: Bearer <token>",
         )
-        .with(header::ALLOW, "GET, HEAD"));
+        .with(header::ALLOW, if put { "GET, HEAD" } else { "" }));
     };
     let loopback = session
         .client_addr()
@@ -123,7 +129,7 @@ async fn admit(current: &Current, session: &mut ServerSession) -> Result<String,
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue && session.write_continue_response().await.is_err() {
-        return Err(error(StatusCode::BAD_REQUEST, "the client went away"));
+        return Err(not_a_document("the client went away"));
     }
     let mut body = Vec::new();
     loop {
@@ -135,16 +141,25 @@ async fn admit(current: &Current, session: &mut ServerSession) -> Result<String,
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the body could not be read: {e}"),
-                ))
-            }
+            Err(e) => return Err(not_a_document(&format!("the body could not be read: {e}"))),
         }
     }
-    String::from_utf8(body)
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "the document is not UTF-8 text"))
+    // a byte order mark is no part of the document
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&body);
+    if body.is_empty() {
+        return Err(not_a_document(
+            "the document is empty, which would remove every route and policy: to clear them on purpose, send a document that holds only a comment",
+        ));
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| not_a_document("the document is not UTF-8 text"))
+}
+
+/// 400 for a body that is no document at all, in the shape of a document's errors.
+fn not_a_document(message: &str) -> Answer {
+    Answer::json(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": message, "errors": [{ "line": null, "column": null, "key": null, "message": message, "text": message }] }),
+    )
 }
 
 /// A write's outcome as its answer.
