@@ -64,8 +64,11 @@ bench-deps: deps
 # shorter run, "--modes clients" for the sweep alone.
 # Then benches/idle_connections.py: memory per idle keep-alive connection, TLS connection
 # and WebSocket, Pylon against nginx and the floor (benches/results/connections-latest.md).
-# Last, benches/instructions.sh (callgrind) for Pylon without [tracing], with it and no
+# Then benches/instructions.sh (callgrind) for Pylon without [tracing], with it and no
 # request sampled, and with every request's spans exported (benches/results/tracing.md).
+# Last, benches/fleet.py: three gateways in a fleet, the time from a PUT /config to the
+# last node serving it over 20 changes, then the instructions per request with the policy
+# in the file and in the fleet's store (benches/results/fleet-latest.md).
 bench: bench-deps release
 	python3 benches/load.py $(BENCH_ARGS)
 	python3 benches/cluster.py $(CLUSTER_ARGS)
@@ -73,6 +76,10 @@ bench: bench-deps release
 	@{ echo "tracing off:"; ONLY=pylon bash benches/instructions.sh | tail -1; \
 	  echo "tracing on, not sampled:"; TRACING=unsampled ONLY=pylon bash benches/instructions.sh | tail -1; \
 	  echo "tracing on, every request sampled and exported:"; TRACING=sampled ONLY=pylon bash benches/instructions.sh | tail -1; } | tee benches/results/tracing-latest.txt
+	python3 benches/fleet.py --out benches/results/fleet-latest.md
+	@{ echo; echo "Instructions per request (benches/instructions.sh, IDLE_MATCH=1), the policy in the file and in a fleet's store:"; echo; \
+	  echo '```'; echo "file:"; IDLE_MATCH=1 ONLY=pylon bash benches/instructions.sh | tail -1; \
+	  echo "fleet:"; FLEET=1 IDLE_MATCH=1 ONLY=pylon bash benches/instructions.sh | tail -1; echo '```'; } | tee -a benches/results/fleet-latest.md
 
 build: deps
 	$(CARGO) build

@@ -325,6 +325,14 @@ fn a_put_on_one_node_is_served_by_all_three_within_a_second() {
         "pylon_config_info{{hash=\"{}\"}} 1",
         view["document"]["hash"].as_str().unwrap()
     )));
+    // a SIGHUP reloads the node's own file and keeps the fleet's document
+    let winner_etag = get_config(nodes[0].admin).etag;
+    nodes[0].gw.signal("HUP");
+    wait_for("the reload", Duration::from_secs(5), || {
+        nodes[0].gw.stderr().contains("reload: ")
+    });
+    assert_eq!(get_config(nodes[0].admin).etag, winner_etag);
+    assert_eq!(status_of(&nodes[0].gw, "/users/1"), 200);
     // and each write is in the log of the node that took it
     let log = nodes[1].gw.stderr();
     assert!(
@@ -584,8 +592,15 @@ fn without_a_store_a_put_rewrites_the_file_and_keeps_the_node_sections() {
     );
     let empty = with(Some(WRITE), Some("*"), "");
     assert_eq!(empty.status, 400, "an empty body would remove every route");
-    assert!(empty.json()["errors"][0]["message"].as_str().unwrap().contains("empty"));
-    assert_eq!(with(Some(WRITE), Some(""), &new).status, 428, "an empty If-Match is none");
+    assert!(empty.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("empty"));
+    assert_eq!(
+        with(Some(WRITE), Some(""), &new).status,
+        428,
+        "an empty If-Match is none"
+    );
     let huge = format!("# {}\n", "x".repeat(1 << 20));
     assert_eq!(with(Some(WRITE), Some(&etag), &huge).status, 413);
     let validate = |body: &str| {
@@ -604,7 +619,15 @@ fn without_a_store_a_put_rewrites_the_file_and_keeps_the_node_sections() {
     let v = validate(&format!("\u{feff}{new}"));
     assert_eq!(v.status, 200, "a byte order mark is dropped: {}", v.body);
     assert_eq!(
-        send(reqwest::Method::GET, admin, "/config/validate", Some(WRITE), None, None).status,
+        send(
+            reqwest::Method::GET,
+            admin,
+            "/config/validate",
+            Some(WRITE),
+            None,
+            None
+        )
+        .status,
         405
     );
     assert_eq!(status_of(&gw, "/b"), 404, "validation applies nothing");

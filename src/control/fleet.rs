@@ -330,6 +330,13 @@ impl Fleet {
         }
     }
 
+    /// Try the store's document again at the next beat, even one that failed here (after
+    /// a reload of the node's file, which may have fixed what it lacked).
+    pub fn retry(&self) {
+        self.update(|s| s.failed = None);
+        self.wake.notify_one();
+    }
+
     /// A document of the store's that does not compile here.
     pub fn failed_to_apply(&self, hash: String, error: String) {
         self.update(|s| s.failed = Some((hash, error)));
@@ -478,15 +485,12 @@ impl Fleet {
         text: &str,
         version: u64,
     ) -> Result<u64, crate::config::ConfigError> {
-        if self
-            .state()
-            .applied_version
-            .is_some_and(|applied| applied >= version)
-            && *current.document().text == *text
-        {
+        let hash = crate::config::content_hash(text);
+        if *current.document().hash == hash {
+            // in force already (a write here, then its own notification)
+            self.update(|s| s.applied_version = s.applied_version.max(Some(version)));
             return Ok(current.status().generation);
         }
-        let hash = crate::config::content_hash(text);
         let loaded = current.load_policy(text, &self.document_name)?;
         match current.install(loaded) {
             Ok((generation, _)) => {

@@ -191,6 +191,9 @@ impl Current {
                     not_applied,
                 });
                 counts(true);
+                if let Some(fleet) = &self.fleet {
+                    fleet.retry();
+                }
                 log::info!(
                     "reload: {} loaded as generation {generation} in {:?}",
                     self.source.path().display(),
