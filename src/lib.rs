@@ -27,6 +27,8 @@
 //!    - [`forwarding`]: client IP through trusted proxies, X-Forwarded-*, request ids.
 //!    - `tls`: certificates checked at load, ticket keys, the listeners' settings.
 //!    - [`memory`]: giving the allocator's freed pages back once clients leave.
+//!    - `cache`: the response cache: its in-memory store, what a route stores, the key
+//!      and `Cache-Status`.
 //!    - `store`: the way to Redis (one node, a cluster, Sentinel's master; TLS), for the
 //!      shared limits and the fleet's policy document.
 //! 4. **Telemetry**: [`telemetry`], counting, the access log, and the one place a finished
@@ -49,6 +51,7 @@
 
 pub(crate) mod admin;
 pub mod auth;
+pub(crate) mod cache;
 pub mod config;
 pub mod control;
 pub(crate) mod edge;

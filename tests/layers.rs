@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tls",
             "memory",
             "store",
+            "cache",
         ],
     ),
     ("telemetry", &["telemetry"]),

@@ -10,6 +10,7 @@
 //! - `GET /config`: the policy document in force, with its hash as `ETag`;
 //!   `PUT /config` replaces it (`If-Match` needed), `POST /config/validate` checks one
 //!   ([`write`]). Writes need the write token, and a loopback client.
+//! - `DELETE /cache?path=` or `?prefix=`: purge the response cache (the write token).
 //! - `GET /openapi.yaml`: the OpenAPI description of all of this.
 //! - `GET /`: a status page for a person, which refreshes itself from /api/status; it and
 //!   its script and style come from this binary and run under a strict CSP.
@@ -112,6 +113,8 @@ impl ServeHttp for AdminApp {
                 write::answer(&self.current, session, method == Method::PUT).await
             }
             (_, "/config/validate") => Answer::method_not_allowed("POST"),
+            (&Method::DELETE, "/cache") => write::purge(&self.current, session),
+            (_, "/cache") => Answer::method_not_allowed("DELETE"),
             (&Method::GET | &Method::HEAD, _) => {
                 let authorization = req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
                 self.route(&path, authorization)

@@ -88,6 +88,8 @@ pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
         unix_seconds(config.loaded_at)
     );
 
+    write_cache(&mut out, rt);
+
     if rt.tracing.is_some() {
         let spans = &rt.shared.spans;
         out.push_str("# HELP pylon_trace_spans_exported_total Spans the collector took.\n# TYPE pylon_trace_spans_exported_total counter\n");
@@ -160,4 +162,89 @@ fn process_metrics(out: &mut String, started: std::time::SystemTime) {
     }
     out.push_str("# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\n");
     let _ = writeln!(out, "process_start_time_seconds {}", unix_seconds(started));
+}
+
+/// The response cache's series: each cached route's requests by result, bytes stored,
+/// evictions and waits on another's fill, and the store's totals.
+fn write_cache(out: &mut String, rt: &Runtime) {
+    let cached: Vec<&str> = rt
+        .routes
+        .iter()
+        .filter(|r| r.cache.is_some())
+        .map(|r| &*r.prefix)
+        .collect();
+    if cached.is_empty() {
+        return;
+    }
+    let counts: Vec<_> = rt
+        .shared
+        .cache
+        .counts()
+        .into_iter()
+        .filter(|(prefix, _)| cached.contains(&&**prefix))
+        .collect();
+    let series = |out: &mut String, name: &str, help: &str, kind: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    series(out, "pylon_cache_requests_total", "Requests of cached routes by what the cache did: hit, miss (stored or not), stale (served stale), revalidated (a 304 from the upstream), bypass.", "counter");
+    for (prefix, c) in &counts {
+        for (result, n) in [
+            ("hit", &c.hits),
+            ("miss", &c.misses),
+            ("stale", &c.stale),
+            ("revalidated", &c.revalidated),
+            ("bypass", &c.bypass),
+        ] {
+            out.push_str("pylon_cache_requests_total{route=\"");
+            label(out, prefix);
+            let _ = writeln!(
+                out,
+                "\",result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+    for (name, help, kind, pick) in [
+        (
+            "pylon_cache_route_stored_bytes",
+            "Bytes a route's entries take in the store.",
+            "gauge",
+            0,
+        ),
+        (
+            "pylon_cache_route_evictions_total",
+            "A route's entries evicted to keep the store within [cache] memory.",
+            "counter",
+            1,
+        ),
+        (
+            "pylon_cache_lock_waits_total",
+            "Requests that waited for another request's fill of the same key.",
+            "counter",
+            2,
+        ),
+    ] {
+        series(out, name, help, kind);
+        for (prefix, c) in &counts {
+            let n = [&c.stored_bytes, &c.evictions, &c.lock_waits][pick];
+            let _ = write!(out, "{name}{{route=\"");
+            label(out, prefix);
+            let _ = writeln!(out, "\"}} {}", n.load(Ordering::Relaxed));
+        }
+    }
+    let (bytes, evictions) = rt.shared.cache.totals();
+    series(
+        out,
+        "pylon_cache_stored_bytes",
+        "Bytes the response cache's store holds (bodies, headers, keys).",
+        "gauge",
+    );
+    let _ = writeln!(out, "pylon_cache_stored_bytes {bytes}");
+    series(
+        out,
+        "pylon_cache_evictions_total",
+        "Entries evicted to keep the store within [cache] memory.",
+        "counter",
+    );
+    let _ = writeln!(out, "pylon_cache_evictions_total {evictions}");
 }

@@ -72,20 +72,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Answer {
     Answer::json(status, &json!({ "error": message.into() }))
 }
 
-/// Whether this request may write, and its body as text; or the answer that refuses it.
-async fn admit(
+/// Whether this request may write: writes on, a loopback client, the write token.
+fn authorize(
     current: &Current,
-    session: &mut ServerSession,
-    put: bool,
-) -> Result<String, Answer> {
+    session: &ServerSession,
+    allow_off: &'static str,
+) -> Result<(), Answer> {
     let rt = current.load();
     let Some(admin) = rt.admin.as_ref().filter(|a| a.writes_on()) else {
-        // with writes off, /config is read-only and /config/validate takes nothing
         return Err(error(
             StatusCode::METHOD_NOT_ALLOWED,
             "writes are off: set [admin] write_token_env to the name of an environment variable that holds a token (16 bytes or more), then send it as Authorization: Bearer <token>",
         )
-        .with(header::ALLOW, if put { "GET, HEAD" } else { "" }));
+        .with(header::ALLOW, allow_off));
     };
     let loopback = session
         .client_addr()
@@ -108,6 +107,17 @@ async fn admit(
             "the write token is needed: Authorization: Bearer <the token in [admin] write_token_env>",
         ));
     }
+    Ok(())
+}
+
+/// Whether this request may write, and its body as text; or the answer that refuses it.
+async fn admit(
+    current: &Current,
+    session: &mut ServerSession,
+    put: bool,
+) -> Result<String, Answer> {
+    // with writes off, /config is read-only and /config/validate takes nothing
+    authorize(current, session, if put { "GET, HEAD" } else { "" })?;
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -225,4 +235,103 @@ fn invalid(e: &ConfigError) -> Answer {
         StatusCode::BAD_REQUEST,
         &json!({ "error": "the document is not valid; nothing was applied", "errors": errors }),
     )
+}
+
+/// `DELETE /cache?path=/x/1` (that path: every query, host, caller and variant) or
+/// `?prefix=/x` (every path under it): the entries removed, as `{"purged": N}`.
+pub(super) fn purge(current: &Current, session: &ServerSession) -> Answer {
+    let peer = session
+        .client_addr()
+        .map_or_else(|| "an unknown address".to_string(), ToString::to_string);
+    let answer = authorize(current, session, "").and_then(|()| {
+        let query = session.req_header().uri.query().unwrap_or("");
+        let (mut path, mut prefix) = (None, None);
+        for (name, value) in url_pairs(query) {
+            match name.as_str() {
+                "path" => path = Some(value),
+                "prefix" => prefix = Some(value),
+                _ => {}
+            }
+        }
+        if path.is_none() && prefix.is_none() || path.is_some() && prefix.is_some() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "say what to purge: ?path=/x/1 (one path) or ?prefix=/x (every path under it)",
+            ));
+        }
+        if !path.iter().chain(prefix.iter()).all(|p| p.starts_with('/')) {
+            return Err(error(StatusCode::BAD_REQUEST, "a path starts with /"));
+        }
+        let purged = current
+            .peek()
+            .shared
+            .cache
+            .purge(path.as_deref(), prefix.as_deref());
+        Ok(Answer::json(StatusCode::OK, &json!({ "purged": purged })))
+    });
+    let answer = answer.unwrap_or_else(|refused| refused);
+    log::info!(
+        "admin: DELETE /cache?{} from {peer}: {} {}",
+        session.req_header().uri.query().unwrap_or(""),
+        answer.status.as_u16(),
+        String::from_utf8_lossy(&answer.body)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    answer
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// A query string's pairs, percent-decoded (`+` is a space).
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(high), Some(low)) => {
+                        out.push(high << 4 | low);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((n, v)) => (decode(n), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_are_decoded() {
+        assert_eq!(
+            url_pairs("path=%2Fx%2F1&prefix=/a+b&bad=%zz&end=%4"),
+            vec![
+                ("path".to_string(), "/x/1".to_string()),
+                ("prefix".to_string(), "/a b".to_string()),
+                ("bad".to_string(), "%zz".to_string()),
+                ("end".to_string(), "%4".to_string()),
+            ]
+        );
+    }
 }

@@ -38,6 +38,7 @@ macro_rules! from_string {
 }
 
 pub(crate) mod auth;
+mod cache;
 mod check;
 mod control;
 mod document;
@@ -52,6 +53,7 @@ mod tracing;
 mod values;
 
 pub use self::auth::{AuthKind, AuthSection, OneOrMany};
+pub use cache::*;
 use check::*;
 pub use control::*;
 pub use document::*;
@@ -93,6 +95,9 @@ pub struct FileConfig {
     pub tls: Option<TlsSection>,
     #[serde(default)]
     pub tracing: Option<Spanned<TracingSection>>,
+    /// The response cache's store; its routes say what they store.
+    #[serde(default)]
+    pub cache: CacheSection,
     /// Where the policy document comes from: this file, or a fleet's store.
     #[serde(default)]
     pub control: Option<Spanned<ControlSection>>,
@@ -224,6 +229,7 @@ pub fn parse_split(node: (&Path, &str), policy: (&Path, &str)) -> Result<FileCon
         cors: policy.cors,
         security_headers: policy.security_headers,
         tracing: policy.tracing,
+        cache: policy.cache,
         auth: policy.auth,
         routes: policy.routes,
         source: node.source,

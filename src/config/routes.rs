@@ -92,6 +92,9 @@ pub struct RouteSection {
     pub request_headers: Option<Spanned<HeaderTransformSection>>,
     #[serde(default)]
     pub response_headers: Option<Spanned<HeaderTransformSection>>,
+    /// Store this route's answers (GET and HEAD) in the response cache.
+    #[serde(default)]
+    pub cache: Option<Spanned<super::cache::RouteCacheSection>>,
 }
 
 /// `request_headers` / `response_headers`: fields to set (values may hold placeholders)

@@ -124,6 +124,9 @@ pub struct RequestState {
     pub(crate) capped: bool,
     /// With `[tracing]`: the request's trace.
     pub(crate) trace: Option<RequestTrace>,
+    /// The request carries `Authorization` or `Cookie` and its cache key holds no
+    /// identity: only an answer that says it is shared (`public`) is stored.
+    pub(crate) credentials: bool,
 }
 
 /// What the early checks of `request_filter` decided.
@@ -157,6 +160,7 @@ impl RequestCtx {
             unavailable: None,
             upstream_sent: None,
             upstream_time: None,
+            credentials: false,
             identity: None,
             challenge: None,
             answered: None,

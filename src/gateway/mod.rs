@@ -13,6 +13,10 @@
 //!   forwarded claims, then the route's `request_headers`.
 //! - `response_filter`: the route's `response_headers` on the upstream's headers, those
 //!   over the security defaults, CORS and RateLimit headers, X-Request-Id.
+//! - the cache phases (`request_cache_filter`, `cache_key_callback`,
+//!   `response_cache_filter`, `cache_vary_filter`, `should_serve_stale`): a cached route's
+//!   GET and HEAD use the response cache after every policy has run; `response_filter`
+//!   adds its `Cache-Status`.
 //! - `fail_to_proxy`: the one place a failure becomes a 4xx/5xx answer (see [`crate::wire::GatewayError`]).
 //! - `logging`: metrics, and the access line handed to the background writer.
 
@@ -20,6 +24,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::cache::key::HashBinary;
+use pingora::cache::{CacheKey, CacheMeta, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -29,6 +35,7 @@ use crate::control::Current;
 
 mod admit;
 pub(crate) mod answer;
+mod cache;
 mod ctx;
 mod forward;
 mod peer;
@@ -81,6 +88,47 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
         }
+    }
+
+    /// A GET or HEAD on a route with `cache` uses the response cache; every policy of
+    /// `request_filter` has run by now.
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let (rt, ctx) = ctx.parts();
+        self.use_cache(session, rt, ctx);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let (rt, ctx) = ctx.parts();
+        Ok(self.cache_key(session, rt, ctx))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let (rt, ctx) = ctx.parts();
+        Ok(self.cacheable(resp, rt, ctx))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        cache::variance(meta, req)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        cache::serve_stale(error)
     }
 
     async fn upstream_peer(
@@ -146,7 +194,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let (rt, ctx) = ctx.parts();
-        self.upstream_response(session, resp, rt, ctx)
+        self.upstream_response(session, resp, rt, ctx)?;
+        self.cache_status(session, resp, rt, ctx);
+        Ok(())
     }
 
     async fn fail_to_proxy(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{Authenticator, Authenticators};
+use crate::cache::RouteCache;
 use crate::config::{ConfigError, FileConfig, LocatedError, RouteRateLimit, TopRateLimit};
 use crate::forwarding::TrustedProxies;
 use crate::limits::caps::{InFlightCap, RouteRate};
@@ -27,7 +28,7 @@ use route::{compile_policies, compile_pool};
 use settings::compile_tls;
 pub use settings::{AdminSettings, ClientTimeouts, Pinned, TlsListeners, LINGERING_QUIET};
 pub use shared::Shared;
-use shared::{max_clients, threads};
+use shared::{cache_memory, max_clients, threads};
 
 const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
 const DEFAULT_READ: Duration = Duration::from_secs(15);
@@ -53,6 +54,8 @@ pub struct Runtime {
     pub store: Option<Arc<Store>>,
     /// `[tracing]`: trace context, sampling, where spans go.
     pub tracing: Option<Arc<Tracing>>,
+    /// `[cache] memory`: the response cache's budget.
+    pub cache_memory: u64,
     /// `rate_limit.max_clients`, applied to the shared limiter when this runtime activates.
     max_clients: usize,
     /// IPv6 clients are counted by this prefix of their address.
@@ -169,6 +172,10 @@ impl Runtime {
                     auth_headers.push(name.clone());
                 }
             }
+            let cache = r
+                .cache
+                .as_ref()
+                .map(|c| RouteCache::from_config(c.get_ref(), shared.cache.route_counts(&prefix)));
             routes.push(Route {
                 in_flight: r.max_in_flight.map(|n| InFlightCap::new(n.0)),
                 route_rate: r
@@ -191,6 +198,7 @@ impl Runtime {
                 access: policies_of.access,
                 request_headers: policies_of.request_headers,
                 response_headers: policies_of.response_headers,
+                cache,
             });
         }
         let router = Router::new(
@@ -226,6 +234,7 @@ impl Runtime {
             default_limit,
             store,
             tracing,
+            cache_memory: cache_memory(file),
             max_clients: max_clients(file),
             ipv6_prefix,
             grace_period: file.server.grace_period.0,
@@ -287,6 +296,7 @@ impl Runtime {
     /// over from `previous` (the runtime it replaces, if any).
     pub fn activate(&self, previous: Option<&Runtime>) {
         self.shared.limiter.set_max_clients(self.max_clients);
+        self.shared.cache.set_memory(self.cache_memory);
         if let Some(tls) = &self.tls {
             self.shared.certs.store(Some(tls.store.clone()));
         }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::cache::RouteCache;
 use crate::config::{BalanceKind, HashKeySpec, LocatedError, RouteSection};
 use crate::limits::caps::{InFlightCap, RouteRate};
 use crate::limits::Policy;
@@ -51,6 +52,8 @@ pub struct Route {
     pub request_headers: Option<Transform>,
     /// Fields set or removed on the upstream's answer, before the security headers.
     pub response_headers: Option<Transform>,
+    /// What the route stores in the response cache; `None`: nothing.
+    pub cache: Option<RouteCache>,
 }
 
 /// A route's policies, compiled.

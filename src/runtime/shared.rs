@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 
+use crate::cache::Cache;
 use crate::config::{ConfigError, FileConfig, LocatedError};
 use crate::limits::{Limiter, Stores, DEFAULT_MAX_CLIENTS};
 use crate::telemetry::access_log::AccessLog;
@@ -40,6 +41,8 @@ pub struct Shared {
     pub stores: Stores,
     /// Finished spans waiting for export, kept across reloads.
     pub spans: SpanQueue,
+    /// The response cache: its store and each route's counts, kept across reloads.
+    pub cache: Cache,
     /// When the process started.
     pub started: SystemTime,
 }
@@ -70,6 +73,7 @@ impl Shared {
             certs: Arc::new(ArcSwapOption::empty()),
             stores: Stores::default(),
             spans: SpanQueue::default(),
+            cache: Cache::new(cache_memory(file)),
             started: SystemTime::now(),
         })
     }
@@ -79,6 +83,14 @@ pub(super) fn max_clients(file: &FileConfig) -> usize {
     file.rate_limit
         .as_ref()
         .map_or(DEFAULT_MAX_CLIENTS, |p| p.max_clients.0)
+}
+
+/// `[cache] memory`; "0" is the default.
+pub(super) fn cache_memory(file: &FileConfig) -> u64 {
+    file.cache
+        .memory
+        .0
+        .unwrap_or(crate::config::DEFAULT_CACHE_MEMORY)
 }
 
 pub(super) fn threads(file: &FileConfig) -> usize {
