@@ -72,6 +72,7 @@ const OPERATIONS: &[&str] = &[
     "HEAD /config",
     "PUT /config",
     "POST /config/validate",
+    "DELETE /cache",
     "GET /openapi.yaml",
     "HEAD /openapi.yaml",
     "GET /",
