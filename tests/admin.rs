@@ -285,12 +285,19 @@ fn a_token_env_that_is_unset_or_short_is_refused() {
 
 /// The page in a real headless Chromium (Debian's `chromium`, driven by playwright-core
 /// from tests/browser, both installed by `make test`): it shows the routes and instance
-/// health, and a reload shows up on it without a reload of the page.
+/// health, a cached route's hit ratio, and a reload shows up on it without a reload of the
+/// page.
 #[test]
 fn the_status_page_shows_the_routes_in_chromium_and_follows_a_reload() {
     let up = Upstream::fixed(Reply::ok("fine"));
     let admin = closed_port();
-    let gw = Gateway::start("", &admin_config(admin, "", &route("/a", up.addr, "")));
+    let cached = "cache = { ttl = \"60s\" }\n";
+    let gw = Gateway::start("", &admin_config(admin, "", &route("/a", up.addr, cached)));
+    // one miss, then three hits
+    for _ in 0..4 {
+        assert_eq!(client().get(gw.url("/a/x")).send().unwrap().status(), 200);
+    }
+    assert_eq!(up.hits(), 1);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/status_page.mjs");
     let mut node = Command::new("node")
         .arg(script)
@@ -317,11 +324,16 @@ fn the_status_page_shows_the_routes_in_chromium_and_follows_a_reload() {
         row.contains(&format!("http://{}", up.addr)) && row.contains("healthy"),
         "{row}"
     );
+    assert!(row.contains("75.0% hits"), "{row}");
 
     gw.write_config(&admin_config(
         admin,
         "",
-        &format!("{}{}", route("/a", up.addr, ""), route("/b", up.addr, "")),
+        &format!(
+            "{}{}",
+            route("/a", up.addr, cached),
+            route("/b", up.addr, "")
+        ),
     ));
     gw.signal("HUP");
     let done = lines

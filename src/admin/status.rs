@@ -116,5 +116,26 @@ fn route(r: &Route) -> Value {
             "window_seconds": c.window().as_secs(),
         })),
         "counts": r.counters.as_deref().map(counts),
+        "cache": r.cache.as_ref().map(|c| {
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let counts = &c.counts;
+            let (hits, stale, misses) = (n(&counts.hits), n(&counts.stale), n(&counts.misses));
+            let revalidated = n(&counts.revalidated);
+            let served = hits + stale + misses + revalidated;
+            json!({
+                "ttl_seconds": c.ttl.as_secs(),
+                "max_object": c.max_object,
+                "stale_while_revalidate_seconds": c.stale_while_revalidate,
+                "stale_if_error_seconds": c.stale_if_error,
+                "hits": hits,
+                "stale": stale,
+                "revalidated": revalidated,
+                "misses": misses,
+                "bypass": n(&counts.bypass),
+                "hit_ratio": if served == 0 { None } else { Some((hits + stale + revalidated) as f64 / served as f64) },
+                "stored_bytes": n(&counts.stored_bytes),
+                "evictions": n(&counts.evictions),
+            })
+        }),
     })
 }

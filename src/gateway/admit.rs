@@ -85,6 +85,10 @@ impl Gateway {
         if req.method == Method::TRACE && !route.is_some_and(|r| r.allow_trace) {
             return Early::RefuseCounted(GatewayError::MethodNotAllowed);
         }
+        // a cache is purged through the admin API with its token, never by any client
+        if req.method.as_str() == "PURGE" && route.is_some_and(|r| r.cache.is_some()) {
+            return Early::RefuseCounted(GatewayError::MethodNotAllowed);
+        }
         Early::Continue
     }
 

@@ -113,6 +113,7 @@ function draw(doc, at) {
     tr.append(el("td", limit ? limit.requests + " / " + limit.window_seconds + " s" : "–"));
     tr.append(el("td", rate(route.counts, before[route.prefix], total, seconds)));
     tr.append(el("td", rate(route.counts, before[route.prefix], errors, seconds)));
+    tr.append(el("td", cacheCell(route.cache), route.cache ? "cache" : undefined));
     body.append(tr);
   }
   previous = { doc, at };
@@ -565,3 +566,11 @@ document.addEventListener("DOMContentLoaded", () => {
   setInterval(refresh, REFRESH_MS);
   setInterval(refreshHistory, HISTORY_MS);
 });
+
+// A cached route's hit ratio (hits, stale and revalidated answers over every answer it
+// made from its cache or the upstream) and what it stores; "–" for a route without cache.
+function cacheCell(cache) {
+  if (!cache) return "–";
+  const ratio = cache.hit_ratio == null ? "no answers yet" : (cache.hit_ratio * 100).toFixed(1) + "% hits";
+  return ratio + ", " + Math.round(cache.stored_bytes / 1024) + " KiB stored";
+}
