@@ -23,6 +23,8 @@
 //!   (three masters): a PUT on one node is served by the other, and the view agrees.
 //! - `through_a_sentinel_failover_the_fleet_keeps_taking_writes`: `store = { sentinels =
 //!   [...] }`: a write before and one after `SENTINEL FAILOVER` both reach both nodes.
+//! - `a_purge_on_one_node_empties_every_nodes_cache`: `DELETE /cache?prefix=` on one node
+//!   of three reaches the others through the store.
 //! - `a_fleet_node_refuses_policy_sections_in_its_own_file`: `pylon -t` names the section.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -798,6 +800,53 @@ fn through_a_sentinel_failover_the_fleet_keeps_taking_writes() {
         "2",
         "the write went to the new master"
     );
+}
+
+#[test]
+fn a_purge_on_one_node_empties_every_nodes_cache() {
+    let redis = Redis::start();
+    let up = Upstream::fixed(common::Reply::ok("fine"));
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| start_node(&redis.url(), n, None, &[]))
+        .collect();
+    let doc = format!("{}cache = {{ ttl = \"1h\" }}\n", route("/c", up.addr));
+    assert_eq!(put(nodes[0].admin, "*", &doc).status, 200);
+    let cache_status = |n: &Node| {
+        client()
+            .get(n.gw.url("/c/page"))
+            .send()
+            .map(|r| {
+                r.headers()
+                    .get("cache-status")
+                    .map_or(String::new(), |v| v.to_str().unwrap().to_string())
+            })
+            .unwrap_or_default()
+    };
+    wait_for(
+        "every node to serve /c from its cache",
+        Duration::from_secs(5),
+        || nodes.iter().all(|n| cache_status(n).contains("hit")),
+    );
+    let purged = send(
+        reqwest::Method::DELETE,
+        nodes[1].admin,
+        "/cache?prefix=/c",
+        Some(WRITE),
+        None,
+        None,
+    );
+    assert_eq!(purged.status, 200, "{}", purged.body);
+    assert_eq!(purged.json()["purged"], 1);
+    assert_eq!(purged.json()["fleet"], true);
+    // a node that purged answers the next request as a miss (and stores it again)
+    let mut missed = [false; 3];
+    wait_for("every node to have purged", Duration::from_secs(5), || {
+        for (i, n) in nodes.iter().enumerate() {
+            missed[i] = missed[i] || cache_status(n).contains("fwd=miss");
+        }
+        missed.iter().all(|m| *m)
+    });
 }
 
 #[test]

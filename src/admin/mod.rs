@@ -113,7 +113,7 @@ impl ServeHttp for AdminApp {
                 write::answer(&self.current, session, method == Method::PUT).await
             }
             (_, "/config/validate") => Answer::method_not_allowed("POST"),
-            (&Method::DELETE, "/cache") => write::purge(&self.current, session),
+            (&Method::DELETE, "/cache") => write::purge(&self.current, session).await,
             (_, "/cache") => Answer::method_not_allowed("DELETE"),
             (&Method::GET | &Method::HEAD, _) => {
                 let authorization = req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());

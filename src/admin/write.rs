@@ -7,6 +7,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 use crate::config::{self, ConfigError};
+use crate::control::fleet::Purge;
 use crate::control::{Current, WriteError, Written};
 
 use super::Answer;
@@ -238,38 +239,27 @@ fn invalid(e: &ConfigError) -> Answer {
 }
 
 /// `DELETE /cache?path=/x/1` (that path: every query, host, caller and variant) or
-/// `?prefix=/x` (every path under it): the entries removed, as `{"purged": N}`.
-pub(super) fn purge(current: &Current, session: &ServerSession) -> Answer {
+/// `?prefix=/x` (every path under it): the entries removed here, as `{"purged": N}`; in a
+/// fleet, published to every node too (`"fleet": true`, or the error when the store is
+/// away: this node's entries are gone all the same).
+pub(super) async fn purge(current: &Current, session: &ServerSession) -> Answer {
     let peer = session
         .client_addr()
         .map_or_else(|| "an unknown address".to_string(), ToString::to_string);
-    let answer = authorize(current, session, "").and_then(|()| {
-        let query = session.req_header().uri.query().unwrap_or("");
-        let (mut path, mut prefix) = (None, None);
-        for (name, value) in url_pairs(query) {
-            match name.as_str() {
-                "path" => path = Some(value),
-                "prefix" => prefix = Some(value),
-                _ => {}
-            }
+    let answer = match authorize(current, session, "").and_then(|()| purge_target(session)) {
+        Err(refused) => refused,
+        Ok(target) => {
+            let purged = target.run(&current.peek().shared.cache);
+            let fleet = match current.fleet() {
+                None => Value::Null,
+                Some(fleet) => match fleet.publish_purge(&target).await {
+                    Ok(()) => Value::Bool(true),
+                    Err(e) => Value::String(format!("the other nodes were not told: {e}")),
+                },
+            };
+            Answer::json(StatusCode::OK, &json!({ "purged": purged, "fleet": fleet }))
         }
-        if path.is_none() && prefix.is_none() || path.is_some() && prefix.is_some() {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "say what to purge: ?path=/x/1 (one path) or ?prefix=/x (every path under it)",
-            ));
-        }
-        if !path.iter().chain(prefix.iter()).all(|p| p.starts_with('/')) {
-            return Err(error(StatusCode::BAD_REQUEST, "a path starts with /"));
-        }
-        let purged = current
-            .peek()
-            .shared
-            .cache
-            .purge(path.as_deref(), prefix.as_deref());
-        Ok(Answer::json(StatusCode::OK, &json!({ "purged": purged })))
-    });
-    let answer = answer.unwrap_or_else(|refused| refused);
+    };
     log::info!(
         "admin: DELETE /cache?{} from {peer}: {} {}",
         session.req_header().uri.query().unwrap_or(""),
@@ -280,6 +270,33 @@ pub(super) fn purge(current: &Current, session: &ServerSession) -> Answer {
             .join(" ")
     );
     answer
+}
+
+/// What a purge's query names: `path` or `prefix`, one of them, starting with `/`.
+fn purge_target(session: &ServerSession) -> Result<Purge, Answer> {
+    let query = session.req_header().uri.query().unwrap_or("");
+    let (mut path, mut prefix) = (None, None);
+    for (name, value) in url_pairs(query) {
+        match name.as_str() {
+            "path" => path = Some(value),
+            "prefix" => prefix = Some(value),
+            _ => {}
+        }
+    }
+    let target = match (path, prefix) {
+        (Some(p), None) => Purge::Path(p),
+        (None, Some(p)) => Purge::Prefix(p),
+        _ => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "say what to purge: ?path=/x/1 (one path) or ?prefix=/x (every path under it)",
+            ))
+        }
+    };
+    match &target {
+        Purge::Path(p) | Purge::Prefix(p) if p.starts_with('/') => Ok(target),
+        _ => Err(error(StatusCode::BAD_REQUEST, "a path starts with /")),
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {

@@ -28,6 +28,39 @@ use crate::store::{Link, Target};
 
 use super::{Current, WriteError, Written};
 
+/// A purge of the response cache: one path, or every path under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    Path(String),
+    Prefix(String),
+}
+
+impl Purge {
+    /// As published: `path /x/1` or `prefix /x`.
+    fn to_message(&self) -> String {
+        match self {
+            Purge::Path(p) => format!("path {p}"),
+            Purge::Prefix(p) => format!("prefix {p}"),
+        }
+    }
+
+    fn parse(message: &str) -> Option<Purge> {
+        match message.split_once(' ')? {
+            ("path", p) if p.starts_with('/') => Some(Purge::Path(p.to_string())),
+            ("prefix", p) if p.starts_with('/') => Some(Purge::Prefix(p.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Purge it from this node's cache: the entries removed.
+    pub fn run(&self, cache: &crate::cache::Cache) -> usize {
+        match self {
+            Purge::Path(p) => cache.purge(Some(p), None),
+            Purge::Prefix(p) => cache.purge(None, Some(p)),
+        }
+    }
+}
+
 /// How often a node writes its state and compares hashes.
 pub const BEAT: Duration = Duration::from_secs(1);
 /// How long a node's state lives in the store without a new beat.
@@ -77,6 +110,8 @@ struct Keys {
     nodes: String,
     node_prefix: String,
     channel: String,
+    /// The cache's purges, for every node.
+    purges: String,
 }
 
 /// What this node knows of its fleet.
@@ -204,6 +239,7 @@ impl Fleet {
                 nodes: format!("{tag}:nodes"),
                 node_prefix: format!("{tag}:node:"),
                 channel: format!("{tag}:changed"),
+                purges: format!("{tag}:purge"),
             },
             document_name: PathBuf::from(format!("fleet {fleet}'s policy document")),
             target,
@@ -561,7 +597,7 @@ impl Fleet {
         let messages = async {
             let mut failures = 0u32;
             loop {
-                match self.listen().await {
+                match self.listen(current).await {
                     Ok(()) => failures = 0,
                     Err(e) => {
                         log::debug!("fleet {}: subscription: {e}", self.fleet);
@@ -578,21 +614,56 @@ impl Fleet {
         }
     }
 
-    /// Subscribe, and wake the beat on each message and once subscribed (a reconnection
-    /// compares hashes at once); returns when the subscription ends.
-    async fn listen(&self) -> Result<(), String> {
+    /// Subscribe to the document's channel and the cache's purges: wake the beat on each
+    /// change and once subscribed (a reconnection compares hashes at once), purge this
+    /// node's cache on each purge; returns when the subscription ends.
+    async fn listen(&self, current: &Current) -> Result<(), String> {
         use futures::StreamExt as _;
         let mut pubsub = self.target.pubsub(self.timeout).await?;
-        pubsub
-            .subscribe(&self.keys.channel)
-            .await
-            .map_err(|e| crate::store::explain(&e))?;
+        for channel in [&self.keys.channel, &self.keys.purges] {
+            pubsub
+                .subscribe(channel)
+                .await
+                .map_err(|e| crate::store::explain(&e))?;
+        }
         self.wake.notify_one();
         let mut messages = pubsub.on_message();
-        while messages.next().await.is_some() {
-            self.wake.notify_one();
+        while let Some(message) = messages.next().await {
+            if message.get_channel_name() != self.keys.purges {
+                self.wake.notify_one();
+                continue;
+            }
+            let payload: String = message.get_payload().unwrap_or_default();
+            match Purge::parse(&payload) {
+                Some(purge) => {
+                    let n = purge.run(&current.peek().shared.cache);
+                    log::info!(
+                        "fleet {}: purge {payload} from the fleet: {n} entries here",
+                        self.fleet
+                    );
+                }
+                None => log::warn!(
+                    "fleet {}: a purge message not understood: {payload:?}",
+                    self.fleet
+                ),
+            }
         }
         Err("the subscription ended".into())
+    }
+
+    /// Tell every node of the fleet to purge (this one too, again: a purge is idempotent).
+    pub async fn publish_purge(&self, purge: &Purge) -> Result<(), String> {
+        let mut link = self.link().await?;
+        let sent: Result<u64, _> = tokio::time::timeout(
+            self.timeout,
+            redis::cmd("PUBLISH")
+                .arg(&self.keys.purges)
+                .arg(purge.to_message())
+                .query_async(&mut link),
+        )
+        .await
+        .map_err(|_| format!("no answer within {:?}", self.timeout))?;
+        sent.map(|_| ()).map_err(|e| crate::store::explain(&e))
     }
 
     /// One beat: write this node's state, read the store's document hash and every node's
@@ -773,6 +844,15 @@ mod tests {
             assert!(wait >= full / 2 && wait <= full, "{failures}: {wait:?}");
         }
         assert!(backoff(30) <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn purges_round_trip_as_messages() {
+        for purge in [Purge::Path("/x/1 a".into()), Purge::Prefix("/x".into())] {
+            assert_eq!(Purge::parse(&purge.to_message()), Some(purge));
+        }
+        assert_eq!(Purge::parse("path x"), None);
+        assert_eq!(Purge::parse("drop /x"), None);
     }
 
     #[test]
