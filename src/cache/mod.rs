@@ -121,6 +121,18 @@ impl Cache {
         (self.store.bytes(), self.store.evictions())
     }
 
+    /// Remove the entry of `key` (its primary slot: its other variants can no longer be
+    /// found, and leave with the eviction).
+    pub fn invalidate(&self, key: &pingora::cache::CacheKey) {
+        use pingora::cache::eviction::{CacheEntryKeyRef, EvictionManager as _};
+        use pingora::cache::key::CacheHashKey as _;
+        let compact = key.to_compact();
+        if self.store.remove_primary(&key.primary_bin()) {
+            self.eviction
+                .remove(CacheEntryKeyRef::from_entry_id(&compact, None));
+        }
+    }
+
     /// Remove every entry whose path is `path` (with any query, host, identity or
     /// variant), or starts with `prefix` on a segment boundary: how many were removed.
     pub fn purge(&self, path: Option<&str>, prefix: Option<&str>) -> usize {

@@ -98,6 +98,11 @@ impl MemStore {
         }
     }
 
+    /// Take out the entry stored under a key's primary hash (a write invalidated it).
+    pub(super) fn remove_primary(&self, hash: &HashBinary) -> bool {
+        self.remove(hash, false)
+    }
+
     fn account(&self, entry: &Entry, added: bool) {
         let weight = entry.weight as u64;
         let route = self.counts.route(&entry.key.user_tag);

@@ -99,6 +99,12 @@ impl Gateway {
         };
         let (value, count) =
             crate::cache::status::describe(&session.cache, resp.status.as_u16(), &cache.counts);
+        // a background refresh counts as what it did: a revalidation, not a client's miss
+        let count = if session.subrequest_ctx.is_some() {
+            Some(&cache.counts.revalidated)
+        } else {
+            count
+        };
         if let Some(count) = count {
             crate::cache::bump(count);
         }
@@ -106,6 +112,31 @@ impl Gateway {
             crate::cache::bump(&cache.counts.lock_waits);
         }
         let _ = resp.insert_header("cache-status", value);
+    }
+}
+
+impl Gateway {
+    /// A successful unsafe request (POST, PUT, DELETE...) on a cached route invalidates the
+    /// entry of its URI (RFC 9111 §4.4): the next GET goes upstream.
+    pub(super) fn invalidate_after_write(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        rt: &Runtime,
+        ctx: &RequestState,
+    ) {
+        let method = &session.req_header().method;
+        let safe = matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let succeeded = resp.status.is_success() || resp.status.is_redirection();
+        if safe || !succeeded || route(rt, ctx).is_none_or(|r| r.cache.is_none()) {
+            return;
+        }
+        rt.shared
+            .cache
+            .invalidate(&self.cache_key(session, rt, ctx));
     }
 }
 

@@ -196,6 +196,7 @@ impl ProxyHttp for Gateway {
         let (rt, ctx) = ctx.parts();
         self.upstream_response(session, resp, rt, ctx)?;
         self.cache_status(session, resp, rt, ctx);
+        self.invalidate_after_write(session, resp, rt, ctx);
         Ok(())
     }
 
@@ -224,6 +225,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // a cache's background refresh is no client's request: its answer goes to the store
+        if session.subrequest_ctx.is_some() {
+            return;
+        }
         let (rt, ctx) = ctx.parts();
         let error = e.map(|e| format!("{} {}", e.esource().as_str(), e.etype().as_str()));
         finish(session, e, error.as_deref(), rt, ctx)
