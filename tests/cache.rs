@@ -21,13 +21,16 @@
 //! - `on_an_api_key_route_each_consumer_has_its_own_entry` and
 //!   `on_a_jwt_route_each_subject_has_its_own_entry`: the identity is in the key; a
 //!   subject's second token hits the subject's entry.
+//! - `the_key_holds_host_path_and_query`: two hosts, two queries, two paths.
 //! - `vary_keeps_one_entry_per_accept_encoding`: two values, two upstream requests, then hits.
 //! - `a_client_conditional_request_gets_304_from_a_fresh_entry`: `If-None-Match` and
 //!   `If-Modified-Since`, matching and not.
 //! - `a_stale_entry_is_revalidated_with_its_validators`: the upstream sees `If-None-Match` /
 //!   `If-Modified-Since` and answers 304; the stored body is served, `fwd-status=304`, and the
 //!   entry is fresh again.
-//! - `head_is_answered_from_a_stored_get`.
+//! - `a_set_cookie_on_a_revalidation_never_reaches_another_client`: the upstream's 304
+//!   carries a Set-Cookie; a later hit must not.
+//! - `head_is_answered_from_a_stored_get` and `a_head_miss_never_leaves_an_empty_body_for_get`.
 //! - `a_hundred_concurrent_misses_make_one_upstream_request`: threads behind a barrier;
 //!   `; collapsed` and `pylon_cache_lock_waits_total`.
 //! - `waiters_go_upstream_themselves_after_the_read_timeout`: a fill whose head trickles in
@@ -35,9 +38,10 @@
 //! - `stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background`.
 //! - `stale_if_error_answers_the_stale_body_when_the_upstream_fails`: a 500 and a closed
 //!   upstream; a route without it passes the 500 and answers 502-504.
-//! - `purge_by_path_and_prefix_needs_the_write_token` and
+//! - `purge_by_path_and_prefix_needs_the_write_token` (a prefix on a segment boundary) and
 //!   `purge_is_405_without_write_token_env`: `DELETE /cache` on the admin listener; a `PURGE`
-//!   on the data port purges nothing.
+//!   on the data port purges nothing (forwarded like any method, or 405 from the route's
+//!   `methods`).
 //! - `the_store_stays_within_its_memory_budget` and
 //!   `an_object_over_max_object_is_served_whole_but_not_stored`.
 //! - `policies_run_before_the_cache`: 401, 429 and 405 never get the cached body.
@@ -710,6 +714,32 @@ fn on_a_jwt_route_each_subject_has_its_own_entry() {
 }
 
 #[test]
+fn the_key_holds_host_path_and_query() {
+    let origin = Origin::versioned(&[("cache-control", "max-age=60")]);
+    let gw = Gateway::start("", &cached_route("/c", origin.addr, "", ""));
+    let asks = [
+        ("a.test", "/c/x", "/x v1"),
+        ("b.test", "/c/x", "/x v2"),
+        ("a.test", "/c/x?q=1", "/x?q=1 v1"),
+        ("a.test", "/c/x?q=2", "/x?q=2 v1"),
+        ("a.test", "/c/z", "/z v1"),
+    ];
+    for round in 1..=2 {
+        for (host, path, body) in asks {
+            let got = get_with(&gw, path, &[("host", host)]);
+            assert_eq!(got.body, body, "round {round}: {host} {path}");
+            assert_eq!(
+                is_hit(&got),
+                round == 2,
+                "round {round}: {host} {path}: {}",
+                got.cache_status()
+            );
+        }
+    }
+    assert_eq!(origin.hits(), asks.len());
+}
+
+#[test]
 fn vary_keeps_one_entry_per_accept_encoding() {
     let origin = Origin::start(|seen, _| {
         Reply::ok(&format!(
@@ -833,6 +863,40 @@ fn a_stale_entry_is_revalidated_with_its_validators() {
 }
 
 #[test]
+fn a_set_cookie_on_a_revalidation_never_reaches_another_client() {
+    let origin = Origin::start(|seen, _| {
+        if seen.header("if-none-match") == Some("\"sc1\"") {
+            not_modified(&[
+                ("etag", "\"sc1\""),
+                ("cache-control", "max-age=60"),
+                ("set-cookie", "session=first-revalidator"),
+            ])
+        } else {
+            Reply::ok("shared body")
+                .header("etag", "\"sc1\"")
+                .header("cache-control", "max-age=1")
+        }
+    });
+    let gw = Gateway::start("", &cached_route("/c", origin.addr, "", ""));
+    assert_eq!(get(&gw, "/c/x").cache_status(), "pylon; fwd=miss; stored");
+    sleep_ms(1500);
+    let revalidated = get(&gw, "/c/x");
+    assert_eq!(revalidated.body, "shared body");
+    assert_eq!(origin.hits(), 2, "revalidated upstream");
+    for i in 1..=2 {
+        let other = get(&gw, "/c/x");
+        assert_eq!(other.body, "shared body");
+        if is_hit(&other) {
+            assert_eq!(
+                other.header("set-cookie"),
+                None,
+                "hit {i} carries the cookie the upstream gave with its 304 to another client"
+            );
+        }
+    }
+}
+
+#[test]
 fn head_is_answered_from_a_stored_get() {
     let origin = Origin::fixed(Reply::ok("ten bytes!").header("cache-control", "max-age=60"));
     let gw = Gateway::start("", &cached_route("/c", origin.addr, "", ""));
@@ -844,6 +908,25 @@ fn head_is_answered_from_a_stored_get() {
     assert!(is_hit(&head), "{}", head.cache_status());
     assert_eq!(origin.hits(), 1);
     assert!(origin.seen().iter().all(|s| s.method == "GET"));
+}
+
+#[test]
+fn a_head_miss_never_leaves_an_empty_body_for_get() {
+    let origin = Origin::fixed(Reply::ok("the whole body").header("cache-control", "max-age=60"));
+    let gw = Gateway::start("", &cached_route("/c", origin.addr, "", ""));
+    let head = send(client().head(gw.url("/c/y")));
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, "");
+    for i in 1..=2 {
+        let got = get(&gw, "/c/y");
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            got.body,
+            "the whole body",
+            "GET {i} after a HEAD miss: {}",
+            got.cache_status()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1120,13 +1203,14 @@ fn purge_by_path_and_prefix_needs_the_write_token() {
     let gw = Gateway::start_with(
         "",
         &format!(
-            "{}{}{}",
+            "{}{}{}{}",
             admin_section(
                 admin,
                 "token_env = \"PYLON_TEST_READ_TOKEN\"\nwrite_token_env = \"PYLON_TEST_WRITE_TOKEN\""
             ),
             cached_route("/c", origin.addr, "", ""),
-            cached_route("/d", origin.addr, "", "")
+            cached_route("/d", origin.addr, "", "methods = [\"GET\"]"),
+            cached_route("/cx", origin.addr, "", "")
         ),
         "combined",
         &[
@@ -1145,24 +1229,33 @@ fn purge_by_path_and_prefix_needs_the_write_token() {
     fill("/c/x", &br);
     fill("/c/y", &gzip);
     fill("/d/z", &gzip);
+    fill("/cx/w", &gzip);
 
     for token in [None, Some(READ_TOKEN), Some("wrong-token-0123456789abcdef")] {
         let refused = purge(admin, "path=/c/x", token);
         assert_eq!(refused.status, 401, "token {token:?}: {}", refused.body);
     }
+    // PURGE on the data port is a method like any other: forwarded where the route takes
+    // every method (the cache does not answer it), 405 where it takes GET; it purges nothing
     let purge_method = reqwest::Method::from_bytes(b"PURGE").unwrap();
-    let on_data_port = send(
+    let forwarded = send(
         client()
-            .request(purge_method, gw.url("/c/y"))
+            .request(purge_method.clone(), gw.url("/c/y"))
             .header("accept-encoding", "gzip"),
     );
-    assert!(
-        !(200..300).contains(&on_data_port.status),
-        "PURGE on the data port: {} {}",
-        on_data_port.status,
-        on_data_port.body
+    assert_eq!(forwarded.cache_status(), "pylon; fwd=method");
+    assert_eq!(
+        origin.last_on("/y").method,
+        "PURGE",
+        "the upstream answered it"
     );
-    for (path, fields) in [("/c/x", &gzip), ("/c/y", &gzip)] {
+    let refused = send(
+        client()
+            .request(purge_method, gw.url("/d/z"))
+            .header("accept-encoding", "gzip"),
+    );
+    assert_eq!(refused.status, 405, "{}", refused.body);
+    for (path, fields) in [("/c/x", &gzip), ("/c/y", &gzip), ("/d/z", &gzip)] {
         let got = get_with(&gw, path, fields);
         assert!(
             is_hit(&got),
@@ -1196,8 +1289,10 @@ fn purge_by_path_and_prefix_needs_the_write_token() {
             "{path} purged by prefix"
         );
     }
-    let other = get_with(&gw, "/d/z", &gzip);
-    assert!(is_hit(&other), "/d stays: {}", other.cache_status());
+    for path in ["/d/z", "/cx/w"] {
+        let other = get_with(&gw, path, &gzip);
+        assert!(is_hit(&other), "{path} stays: {}", other.cache_status());
+    }
 }
 
 #[test]
