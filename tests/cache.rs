@@ -43,7 +43,8 @@
 //!   on the data port purges nothing (forwarded like any method, or 405 from the route's
 //!   `methods`).
 //! - `the_store_stays_within_its_memory_budget` and
-//!   `an_object_over_max_object_is_served_whole_but_not_stored`.
+//!   `an_object_over_max_object_is_served_whole_but_not_stored` (with a Content-Length and
+//!   chunked).
 //! - `policies_run_before_the_cache`: 401, 429 and 405 never get the cached body.
 //! - `cache_status_names_each_path`: no field on an uncached route; method, miss, hit,
 //!   expired and refetched.
@@ -1383,6 +1384,26 @@ fn an_object_over_max_object_is_served_whole_but_not_stored() {
     let small = get(&gw, "/c/small");
     assert!(is_hit(&small), "5 KiB is stored: {}", small.cache_status());
     assert_eq!(small.body.len(), 5 * 1024);
+
+    // without a Content-Length the size shows only as the body streams through
+    let mut chunked = b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 5 * 1024).as_bytes());
+        chunked.extend_from_slice(&[b'q'; 5 * 1024]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let streaming = BrokenUpstream::start(Misbehaviour::Fixed(chunked.leak()));
+    let gw = Gateway::start(
+        "",
+        &cached_route("/s", streaming.addr, "max_object = \"10k\"", ""),
+    );
+    for i in 1..=2 {
+        let big = get(&gw, "/s/big");
+        assert_eq!(big.status, 200, "{}", gw.stderr());
+        assert_eq!(big.body.len(), 20 * 1024, "served whole, request {i}");
+        assert!(!is_hit(&big), "request {i}: {}", big.cache_status());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
