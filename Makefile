@@ -26,6 +26,8 @@ BUILD_PACKAGES := cmake pkg-config libssl-dev gcc g++ make curl
 # from PyPI) for tests/tracing.rs's OTLP receiver and its instrumented client and upstream.
 # scripts/ensure-schemathesis.sh makes the venv target/schemathesis-venv (schemathesis from
 # PyPI) with which tests/openapi.rs checks the admin API against admin/openapi.yaml.
+# scripts/ensure-redbot.sh makes the venv target/redbot-venv (REDbot from PyPI) with which
+# tests/cache.rs checks a cached route's headers.
 TEST_PACKAGES := systemd logrotate chromium nodejs openssl redis-server redis-tools
 # The load harness (benches/load.py): wrk drives Pylon, its floor (target/release/pylon-floor),
 # nginx, HAProxy, Caddy and the tutorial's Node gateway (benches/tutorial: node, and its
@@ -101,6 +103,7 @@ test: deps
 	@bash scripts/ensure-autobahn.sh
 	@bash scripts/ensure-otel.sh
 	@bash scripts/ensure-schemathesis.sh
+	@bash scripts/ensure-redbot.sh
 	@bash scripts/check-h2spec.sh
 	$(CARGO) test --all-targets
 
