@@ -56,10 +56,10 @@ bench-deps: deps
 
 # Pylon against its floor, nginx, HAProxy, Caddy and the tutorial's Node gateway doing the
 # same work, then the scenarios (routes, clients, bodies, the gateway's own answers, auth,
-# upload, HTTPS and HTTP/2, new TLS connections), on this machine; results in
-# benches/results/latest.{md,json,png}. BENCH_ARGS="--quick" for a smoke test (every
-# scenario, briefly), "--only pylon,nginx", "--skip-scaling" (no scenarios),
-# "--scenarios auth,h2", "--duration 20 --rounds 3", "--soak 600".
+# upload, HTTPS and HTTP/2, new TLS connections, the response cache's hits), on this
+# machine; results in benches/results/latest.{md,json,png}. BENCH_ARGS="--quick" for a
+# smoke test (every scenario, briefly), "--only pylon,nginx", "--skip-scaling" (no
+# scenarios), "--scenarios auth,cache", "--duration 20 --rounds 3", "--soak 600".
 # Then benches/cluster.py: three gateways sharing one budget in Redis against local
 # counts (benches/results/cluster.md), and 1,000 to 100,000 clients over them with a hot
 # one in the crowd (benches/results/cluster-clients.md); CLUSTER_ARGS="--duration 5" for a
@@ -68,6 +68,9 @@ bench-deps: deps
 # and WebSocket, Pylon against nginx and the floor (benches/results/connections-latest.md).
 # Then benches/instructions.sh (callgrind) for Pylon without [tracing], with it and no
 # request sampled, and with every request's spans exported (benches/results/tracing.md).
+# Then the instructions per request of a proxied request and of a cache hit (CACHE=1),
+# Pylon and nginx (benches/results/cache-instructions-latest.txt; benches/results/cache.md
+# has a run of both with the load scenario's figures).
 # Last, benches/fleet.py: three gateways in a fleet, the time from a PUT /config to the
 # last node serving it over 20 changes, then the instructions per request with the policy
 # in the file and in the fleet's store (benches/results/fleet-latest.md).
@@ -78,6 +81,8 @@ bench: bench-deps release
 	@{ echo "tracing off:"; ONLY=pylon bash benches/instructions.sh | tail -1; \
 	  echo "tracing on, not sampled:"; TRACING=unsampled ONLY=pylon bash benches/instructions.sh | tail -1; \
 	  echo "tracing on, every request sampled and exported:"; TRACING=sampled ONLY=pylon bash benches/instructions.sh | tail -1; } | tee benches/results/tracing-latest.txt
+	@{ echo "proxied (no cache):"; ONLY=pylon,nginx bash benches/instructions.sh | tail -3; \
+	  echo "cache hits (CACHE=1):"; CACHE=1 ONLY=pylon,nginx bash benches/instructions.sh | tail -3; } | tee benches/results/cache-instructions-latest.txt
 	python3 benches/fleet.py --out benches/results/fleet-latest.md
 	@{ echo; echo "Instructions per request (benches/instructions.sh, IDLE_MATCH=1), the policy in the file and in a fleet's store:"; echo; \
 	  echo '```'; echo "file:"; IDLE_MATCH=1 ONLY=pylon bash benches/instructions.sh | tail -1; \

@@ -334,7 +334,7 @@ def start_nginx(tmp, cert, key):
     (tmp / "nginx-tmp").mkdir(exist_ok=True)
     conf = fill_template(PEERS / "nginx.conf", tmp / "nginx.conf", TMP=tmp, NAME="nginx",
                 PORT=PLAIN_PORT, UPSTREAM_PORT=UPSTREAM_PORT, REALIP=realip,
-                EXTRA_LOCATIONS=extra)
+                EXTRA_LOCATIONS=extra, HTTP_EXTRA="")
     text = conf.read_text()
     text = text.replace("worker_connections 16384;", "worker_connections 65536;")
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -21,6 +21,12 @@
 #   JWT=1 benches/instructions.sh 2000 /jwt/small      (an RS256 route, one reused token;
 #                                                     JWT_CACHE_TTL=0s: without the cache;
 #                                                     JWT_ALG=ES256: an ES256 route)
+#   CACHE=1 benches/instructions.sh                  (the response cache's hit path: Pylon's
+#                                                     /api with cache = { ttl = "1h" }, nginx
+#                                                     with proxy_cache and proxy_cache_valid
+#                                                     200 1h; one request fills the cache
+#                                                     before the counted ones, which are all
+#                                                     hits, checked; the floor has no cache)
 #
 # Runs three proxies under callgrind in front of the same nginx upstream, one after the
 # other, each once with no requests and once with REQUESTS keep-alive requests from h2load,
@@ -65,6 +71,9 @@ floor_port=18192
 nginx_port=18193
 pylon_tls_port=18194
 floor_tls_port=18195
+# CACHE=1: the upstream logs its requests (none should come during the counted hits)
+up_log=off
+[ -n "${CACHE:-}" ] && up_log="$tmp/up.access"
 cat > "$tmp/up.conf" <<CONF
 worker_processes 1;
 pid $tmp/up.pid;
@@ -72,7 +81,7 @@ error_log $tmp/up.err;
 daemon on;
 events { worker_connections 1024; }
 http {
-  access_log off;
+  access_log $up_log;
   server {
     listen 127.0.0.1:$up_port;
     keepalive_requests 1000000;
@@ -97,6 +106,16 @@ nginx -c "$tmp/up.conf"
 
 timeouts=""
 [ -n "${UPSTREAM_IDLE:-}" ] && timeouts=$(printf '[timeouts]\nupstream_idle = "%s"' "$UPSTREAM_IDLE")
+# CACHE=1: Pylon's store and /api cached for an hour; nginx's cache in files under $tmp,
+# /api cached for an hour, X-Cache-Status telling a hit (at the server level: an add_header
+# in a location would drop the server's security headers there)
+cache_section="" route_cache="" nginx_http="" nginx_server=""
+if [ -n "${CACHE:-}" ]; then
+  cache_section=$(printf '[cache]\nmemory = "256m"')
+  route_cache='cache = { ttl = "1h" }'
+  nginx_http="    proxy_cache_path $tmp/nginx-cache levels=1:2 keys_zone=bench:16m max_size=256m inactive=2h use_temp_path=off;"
+  nginx_server='        proxy_cache bench;\n        proxy_cache_valid 200 1h;\n        add_header X-Cache-Status $upstream_cache_status always;'
+fi
 cat > "$tmp/pylon.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$gw_port"]
@@ -106,12 +125,14 @@ upgrade_sock = "$tmp/pylon.sock"
 [access_log]
 path = "${ACCESS_LOG:-$tmp/access.log}"
 $timeouts
+$cache_section
 [rate_limit]
 requests = 1000000000
 window = "1m"
 [[routes]]
 prefix = "/api"
 upstreams = ["127.0.0.1:$up_port"]
+$route_cache
 CONF
 # ALL_POLICIES=1: also a route with every route policy (body limit, methods, client
 # lists, header transforms), to measure as benches/instructions.sh 2000 /all/small
@@ -203,7 +224,8 @@ fi
 
 # the same policy in nginx: the load harness's config, one process, nothing else changed
 sed -e "s|@@TMP@@|$tmp|g; s|@@NAME@@|policy|g; s|@@PORT@@|$nginx_port|g" \
-    -e "s|@@UPSTREAM_PORT@@|$up_port|g; s|@@REALIP@@||; s|@@EXTRA_LOCATIONS@@||" \
+    -e "s|@@UPSTREAM_PORT@@|$up_port|g; s|@@REALIP@@||" \
+    -e "s|@@EXTRA_LOCATIONS@@|$nginx_server|; s|@@HTTP_EXTRA@@|$nginx_http|" \
     -e "s|^worker_processes .*|worker_processes 1;\nmaster_process off;|" \
     benches/peers/nginx.conf > "$tmp/policy.conf"
 mkdir -p "$tmp/policy-tmp"
@@ -282,6 +304,8 @@ measure() {
       [ -n "${TLS:-}" ] && cmd+=(--tls-listen "127.0.0.1:$floor_tls_port" --cert "$tmp/tls.crt" --key "$tmp/tls.key") ;;
     nginx) port=$nginx_port; cmd=(nginx -c "$tmp/policy.conf") ;;
   esac
+  # nginx's cache starts empty in each run, as Pylon's (in memory) does
+  [ "$who" = nginx ] && rm -rf "$tmp/nginx-cache"
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
     "${cmd[@]}" >/dev/null 2>"$tmp/vg.$who.$n" &
   local pid=$!
@@ -289,6 +313,22 @@ measure() {
     curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
     sleep 0.1
   done
+  # CACHE=1: one request fills the cache, in both runs so that it cancels out, and the
+  # next is a hit (pylon: Cache-Status, nginx: X-Cache-Status; the floor has no cache)
+  if [ -n "${CACHE:-}" ]; then
+    curl -s -o /dev/null "${header[@]}" "http://127.0.0.1:$port$path"
+    local hit=""
+    case $who in
+      pylon) hit='^cache-status: pylon; hit' ;;
+      nginx) hit='^x-cache-status: HIT' ;;
+    esac
+    if [ -n "$hit" ]; then
+      curl -s -D - -o /dev/null "${header[@]}" "http://127.0.0.1:$port$path" | tr -d '\r' |
+        grep -qi "$hit" || { echo "$who: $path is not a cache hit after a fill" >&2; exit 1; }
+    fi
+  fi
+  local up_before=0
+  [ -n "${CACHE:-}" ] && up_before=$(wc -l < "$tmp/up.access")
   local began
   began=$(date +%s.%N)
   if [ "$n" -eq 0 ] && [ -n "${IDLE_MATCH:-}" ] && [ -f "$tmp/elapsed.$who" ]; then
@@ -302,6 +342,12 @@ measure() {
       { cat "$tmp/h2load.$who.$n" >&2; tail -20 "$tmp/vg.$who.$n" >&2; exit 1; }
     grep -q "status codes: $n 2xx" "$tmp/h2load.$who.$n" ||
       { echo "$who: not every answer was a 2xx" >&2; cat "$tmp/h2load.$who.$n" >&2; exit 1; }
+    # every counted request a hit: none reached the upstream
+    if [ -n "${CACHE:-}" ] && [ "$who" != floor ]; then
+      local reached=$(( $(wc -l < "$tmp/up.access") - up_before ))
+      [ "$reached" -eq 0 ] ||
+        { echo "$who: $reached of the $n requests reached the upstream (not hits)" >&2; exit 1; }
+    fi
     awk -v a="$began" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }' > "$tmp/elapsed.$who"
   fi
   # nginx ends at QUIT (graceful), the Pingora processes at INT
@@ -312,6 +358,11 @@ measure() {
 
 # the readiness probe (one answer) happens in both runs and cancels out
 echo "requests: $requests of $path (h2load, 4 keep-alive connections)"
+if [ -n "${CACHE:-}" ]; then
+  echo "CACHE=1: pylon and nginx answer every counted request from their cache (one fill"
+  echo "before them; none reached the upstream); the floor has no cache: its count is a"
+  echo "proxied request"
+fi
 printf '%-6s %16s %16s %14s\n' proxy "without requests" "with requests" "per request"
 declare -A per
 for who in pylon floor nginx; do

@@ -46,6 +46,12 @@ Then the scenarios, at 100 connections, their variants taking turns in the same 
                      streams); the floor's HTTP/2 only if it offers h2 by ALPN
     tls_connect      the same three: a new TLS connection for every request (wrk sending
                      Connection: close; full handshakes, wrk never resumes a session)
+    cache            Pylon and nginx: a proxied GET against a cache hit of the same answer
+                     (Pylon's [cache] and a route's cache = { ttl = "1h" }; nginx's
+                     proxy_cache with proxy_cache_valid 200 1h), each cache filled and an
+                     answer checked for a hit (Cache-Status, X-Cache-Status) before each
+                     run, and the upstream's request count (stub_status) showing none
+                     reached it during a hit run
 
 --quick runs each scenario variant for 2 s. --soak runs Pylon alone and samples its memory.
 
@@ -102,6 +108,12 @@ SCALED_PORTS = {"pylon": 18084, "nginx": 18085}
 AUTH_PORTS = {"pylon": 18090, "nginx": 18091}
 # the TLS scenarios' instances: (plain port, TLS port)
 TLS_PORTS = {"pylon": (18092, 18093), "nginx": (18094, 18095), "floor": (18096, 18097)}
+# the cache scenario's instances: the proxied route and a cached one side by side
+CACHE_PORTS = {"pylon": 18098, "nginx": 18099}
+# the cache scenario's cached prefix, its entries' lifetime and Pylon's store
+CACHE_PREFIX = "/cached"
+CACHE_TTL_S = 3600
+CACHE_MEMORY = "256m"
 # the API key of the auth scenario (Pylon keeps its SHA-256)
 API_KEY = "bench-api-key-5f1c0e7a9b2d4c6e8f0a1b3c"
 # h2load's connections and the streams each keeps in flight: 100 requests in flight, as
@@ -475,9 +487,10 @@ def dump_toml(doc):
     return "\n".join(lines) + "\n"
 
 
-def pylon_config(tmp, name, port, extra_routes=0, auth=None, routes=(), tls=None):
+def pylon_config(tmp, name, port, extra_routes=0, auth=None, routes=(), tls=None,
+                 cache=None):
     """benches/pylon.toml with this run's port and temp paths, checked; and extra routes
-    (prefixes /svcN), authenticators, routes and a [tls] section if given."""
+    (prefixes /svcN), authenticators, routes, a [tls] and a [cache] section if given."""
     with open(BENCHES / "pylon.toml", "rb") as f:
         doc = tomllib.load(f)
     server = doc.setdefault("server", {})
@@ -489,6 +502,8 @@ def pylon_config(tmp, name, port, extra_routes=0, auth=None, routes=(), tls=None
         doc["tls"] = tls
     if auth:
         doc["auth"] = auth
+    if cache:
+        doc["cache"] = cache
     doc_routes = doc.setdefault("routes", [])
     doc_routes.extend(routes)
     for i in range(extra_routes):
@@ -585,8 +600,10 @@ def start_pylon(tmp, name, port, extra_routes=0, tls_port=None, **config):
     return svc
 
 
-def start_nginx(tools, tmp, name, port, extra_routes=0, extra="", tls_port=None):
-    """benches/peers/nginx.conf; `extra` goes into its server block."""
+def start_nginx(tools, tmp, name, port, extra_routes=0, extra="", tls_port=None,
+                http_extra=""):
+    """benches/peers/nginx.conf; `extra` goes into its server block, `http_extra` into
+    its http block."""
     extra += "".join(f"        location /svc{i}/ {{\n            proxy_pass http://backend/;\n"
                      f"        }}\n" for i in range(extra_routes))
     realip = ""
@@ -596,7 +613,7 @@ def start_nginx(tools, tmp, name, port, extra_routes=0, extra="", tls_port=None)
     (tmp / f"{name}-tmp").mkdir(exist_ok=True)
     conf = fill_template(PEERS / "nginx.conf", tmp / f"{name}.conf", TMP=tmp, NAME=name,
                          PORT=port, UPSTREAM_PORT=UPSTREAM_PORT, REALIP=realip,
-                         EXTRA_LOCATIONS=extra)
+                         EXTRA_LOCATIONS=extra, HTTP_EXTRA=http_extra)
     cmd = nginx_command(tools["nginx"], tmp, name, conf)
     check_config(cmd + ["-t", "-q"], "nginx")
     svc = Service(name, "nginx", port, cmd, tmp, signal.SIGTERM,
@@ -869,16 +886,18 @@ def measure(svc, upstream, run):
         raise BenchError(f"{svc.name} is not running any more:\n{svc.stderr_tail()}")
     peak_reset = reset_peak_rss(pids)
     up_pids = upstream.pids()
-    accepts0 = upstream_accepts()
+    status0 = upstream_status()
     ticks0, up0 = cpu_ticks(pids), cpu_ticks(up_pids)
     res = run()
     time.sleep(SETTLE)
     after = svc.pids()
     ticks1, up1 = cpu_ticks(after), cpu_ticks(up_pids)
-    accepts1 = upstream_accepts()
-    # the first status request's own connection is counted in the second reading
-    res["upstream_connections"] = (accepts1 - accepts0 - 1
-                                   if accepts0 is not None and accepts1 is not None else None)
+    status1 = upstream_status()
+    # the first status request's own connection and request are counted in the second
+    # reading
+    both = status0 is not None and status1 is not None
+    res["upstream_connections"] = status1[0] - status0[0] - 1 if both else None
+    res["upstream_requests"] = status1[1] - status0[1] - 1 if both else None
     n = res["requests"]
     res["cpu_us_per_req"] = (ticks1 - ticks0) * 1e6 / CLK_TCK / n if n else None
     res["upstream_cpu_us_per_req"] = (up1 - up0) * 1e6 / CLK_TCK / n if n else None
@@ -935,6 +954,9 @@ def summarize(runs, keys):
         row["errors"] = sum(r["errors"] for r in rs)
         row["non_2xx"] = sum(r["non_2xx"] for r in rs)
         row["socket_errors"] = sum(sum(r["socket_errors"].values()) for r in rs)
+        ups = [r.get("upstream_requests") for r in rs]
+        row["upstream_requests"] = None if None in ups else sum(ups)
+        row["requests"] = sum(r["requests"] for r in rs)
         row["rounds"] = len(rs)
         out.append(row)
     return out
@@ -1090,14 +1112,16 @@ class Scenarios:
 
 def variant(svc, label, path, script=None, args=(), expect=(200, None), method="GET",
             headers=None, prep=None, load_headers=None, body=None, tool="wrk", tls=False,
-            denied=None):
+            denied=None, hits=False):
     """One row of a scenario. headers go with the check request only (a wrk script sends
     its own); load_headers with the check and every request of the run; denied: the
-    status of the check request without load_headers (an auth route's 401)."""
+    status of the check request without load_headers (an auth route's 401); hits: every
+    answer of the run should come from the gateway's cache, so the upstream should see
+    none of its requests."""
     return dict(svc=svc, label=label, path=path, script=script, args=args, expect=expect,
                 method=method, headers=headers or {}, prep=prep,
                 load_headers=load_headers or {}, body=body, tool=tool, tls=tls,
-                denied=denied)
+                denied=denied, hits=hits)
 
 
 def scenario_routes(sc):
@@ -1258,6 +1282,93 @@ def scenario_tls_connect(sc):
             "handshake out.", variants)
 
 
+def warm_cache(svc, path, header, is_hit, notes):
+    """A prep for a cache-hit variant: fills the cache with `path` and checks that the
+    next answer is a hit (`is_hit` of the `header` field's value), with the body and the
+    policy headers of a proxied answer; a hit without them goes into `notes`."""
+    def prep(port):
+        seen = []
+        for _ in range(3):
+            status, headers, body = http_request(port, path)
+            value = headers.get(header)
+            seen.append(f"{status} {header}: {value}")
+            if status == 200 and body == SMALL_BODY and value and is_hit(value):
+                missing = [h for h in EXPECTED_HEADERS if headers.get(h) is None]
+                if missing:
+                    note = (f"{svc.kind}'s cache hits lack {', '.join(missing)}, which its "
+                            "proxied answers carry")
+                    if note not in notes:
+                        notes.append(note)
+                        log(f"[cache] {note}")
+                return
+        raise BenchError(f"{svc.name}: GET {path} is not answered from the cache after a "
+                         f"fill (answers: {'; '.join(seen)})")
+    return prep
+
+
+def scenario_cache(sc):
+    small = (200, len(SMALL_BODY))
+    cached = f"{CACHE_PREFIX}/small"
+    variants = []
+    notes = []
+
+    def warmed(svc, prep):
+        # filled, checked, then a short unmeasured run of hits, as sc.extra runs proxied
+        # requests
+        if svc.name not in warmed_up:
+            prep(svc.port)
+            run_wrk(svc.port, cached, SCALING_CONNECTIONS, sc.warm_s)
+            time.sleep(0.5)
+            svc.truncate_log()
+            warmed_up.add(svc.name)
+        return prep
+
+    warmed_up = set()
+    if sc.get("pylon"):
+        route = {"prefix": CACHE_PREFIX, "upstreams": [f"http://{HOST}:{UPSTREAM_PORT}"],
+                 "cache": {"ttl": f"{CACHE_TTL_S}s"}}
+        svc = sc.extra("pylon-cache", lambda: start_pylon(
+            sc.tmp, "pylon-cache", CACHE_PORTS["pylon"], routes=[route],
+            cache={"memory": CACHE_MEMORY}))
+        variants += [
+            variant(svc, "proxied GET /api/small", "/api/small", expect=small),
+            variant(svc, f"cache hit GET {cached}", cached, expect=small, hits=True,
+                    prep=warmed(svc, warm_cache(svc, cached, "Cache-Status",
+                                                lambda v: v.startswith("pylon; hit"),
+                                                notes))),
+        ]
+    if sc.get("nginx"):
+        # the cache in files under the temp dir (the page cache keeps them in memory);
+        # X-Cache-Status at the server level, as an add_header in the location would
+        # drop the server's security headers there
+        http_extra = (f"    proxy_cache_path {sc.tmp}/nginx-cache-store levels=1:2 "
+                      f"keys_zone=bench:16m max_size={CACHE_MEMORY} inactive=2h "
+                      "use_temp_path=off;\n")
+        extra = ("        add_header X-Cache-Status $upstream_cache_status always;\n"
+                 f"        location {CACHE_PREFIX}/ {{\n"
+                 "            proxy_cache bench;\n"
+                 f"            proxy_cache_valid 200 {CACHE_TTL_S}s;\n"
+                 "            proxy_cache_lock on;\n"
+                 "            proxy_pass http://backend/;\n"
+                 "        }\n")
+        svc = sc.extra("nginx-cache", lambda: start_nginx(
+            sc.tools, sc.tmp, "nginx-cache", CACHE_PORTS["nginx"], extra=extra,
+            http_extra=http_extra))
+        variants += [
+            variant(svc, "proxied GET /api/small", "/api/small", expect=small),
+            variant(svc, f"cache hit GET {cached}", cached, expect=small, hits=True,
+                    prep=warmed(svc, warm_cache(svc, cached, "X-Cache-Status",
+                                                lambda v: v == "HIT", notes))),
+        ]
+    return ("Response cache: a proxied GET vs a cache hit of the same answer (13 bytes)",
+            f"Pylon: [cache] memory = \"{CACHE_MEMORY}\", the route {CACHE_PREFIX} with "
+            f"cache = {{ ttl = \"{CACHE_TTL_S}s\" }}; nginx: proxy_cache (files in the temp "
+            f"dir, keys_zone 16m, max_size {CACHE_MEMORY}), proxy_cache_valid 200 "
+            f"{CACHE_TTL_S}s, proxy_cache_lock on. Before each hit run the cache is filled "
+            "and an answer checked for a hit (Cache-Status: pylon; hit / X-Cache-Status: "
+            "HIT).", variants, notes)
+
+
 SCENARIO_BUILDERS = {
     "routes": scenario_routes,
     "clients": scenario_clients,
@@ -1267,6 +1378,7 @@ SCENARIO_BUILDERS = {
     "upload": scenario_upload,
     "h2": scenario_h2,
     "tls_connect": scenario_tls_connect,
+    "cache": scenario_cache,
 }
 SCENARIOS = tuple(SCENARIO_BUILDERS)
 # scenarios that open TLS listeners
@@ -1356,6 +1468,9 @@ def run_scenario(key, title, note, variants, upstream, rounds, duration, progres
         row["path"] = first["path"]
         row["idle_rss_kib"] = first["idle_rss_kib"]
         row["tls_negotiated"] = first.get("tls_negotiated")
+        row["hits"] = next(v["hits"] for v in variants
+                           if v["svc"].kind == row["contender"]
+                           and v["label"] == row["variant"])
     rows.sort(key=lambda r: r["order"])
     for row in rows:
         base = next(r for r in rows if r["contender"] == row["contender"])
@@ -1377,18 +1492,19 @@ def run_scenarios(sc, keys, upstream, rounds, duration):
     built = []
     for key in keys:
         try:
-            title, note, variants = SCENARIO_BUILDERS[key](sc)
+            title, note, variants, *found = SCENARIO_BUILDERS[key](sc)
         except (BenchError, OSError, subprocess.SubprocessError) as e:
             log(f"[{key}] could not be set up: {e}")
             results[key] = {"title": key, "failed": str(e)}
             continue
         if variants:
-            built.append((key, title, note, variants))
-    progress = {"done": 0, "total": sum(len(vs) for *_, vs in built) * rounds}
-    for key, title, note, variants in built:
+            built.append((key, title, note, variants, found[0] if found else []))
+    progress = {"done": 0, "total": sum(len(b[3]) for b in built) * rounds}
+    for key, title, note, variants, found in built:
         try:
             results[key] = run_scenario(key, title, note, variants, upstream, rounds,
                                         duration, progress)
+            results[key]["found"] = found
         except (BenchError, OSError) as e:
             log(f"[{key}] failed: {e}")
             results[key] = {"title": title, "failed": str(e)}
@@ -1652,7 +1768,40 @@ def scaling_md(data):
             line += (f" {fmt_mib(r['peak_rss_kib'])} | {fmt_mib(r['idle_rss_kib'])} "
                      f"| {r['non_2xx']:,} | {r['socket_errors']:,} |")
             lines.append(line)
+        hit_rows = [r for r in rows if r.get("hits")]
+        if hit_rows:
+            lines += ["", "Requests that reached the upstream during the hit runs "
+                      "(stub_status; 0 when every answer was a hit): "
+                      + ", ".join(f"{r['contender']} "
+                                  + ("unknown" if r.get("upstream_requests") is None else
+                                     f"{r['upstream_requests']:,} of {r['requests']:,}")
+                                  for r in hit_rows) + "."]
+        for found in exp.get("found", ()):
+            lines += ["", f"Found: {found}."]
+        if key == "cache":
+            lines += cache_targets_md(rows)
     return lines
+
+
+def cache_targets_md(rows):
+    """The cache's targets (issue 26), reported, not enforced: Pylon's hits at least twice
+    its proxied req/s, its CPU per hit at or below nginx's."""
+    def row(contender, hits):
+        return next((r for r in rows if r["contender"] == contender
+                     and bool(r.get("hits")) == hits), None)
+    p_proxy, p_hit, n_hit = row("pylon", False), row("pylon", True), row("nginx", True)
+    lines = []
+    if p_proxy and p_hit and p_proxy["rps"] and p_hit["rps"]:
+        x = p_hit["rps"] / p_proxy["rps"]
+        lines.append(f"- Pylon's hits at least 2x its proxied req/s: {x:.2f}x "
+                     f"({fmt_num(p_hit['rps'])} vs {fmt_num(p_proxy['rps'])}): "
+                     + ("met" if x >= 2 else "not met"))
+    if p_hit and n_hit and p_hit["cpu_us_per_req"] and n_hit["cpu_us_per_req"]:
+        ok = p_hit["cpu_us_per_req"] <= n_hit["cpu_us_per_req"]
+        lines.append(f"- Pylon's CPU per hit at or below nginx's: "
+                     f"{p_hit['cpu_us_per_req']:.1f} vs {n_hit['cpu_us_per_req']:.1f} µs: "
+                     + ("met" if ok else "not met"))
+    return ["", "Targets (reported, not enforced):", ""] + lines if lines else []
 
 
 NOTES = [
