@@ -68,6 +68,16 @@ impl Parts {
         })
     }
 
+    /// About what the kept header takes in memory: its fields, and a map slot each.
+    fn size(&self) -> usize {
+        64 + self
+            .header
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum::<usize>()
+    }
+
     fn meta(&self) -> CacheMeta {
         let mut meta = CacheMeta::new(
             self.fresh_until,
@@ -370,6 +380,7 @@ impl HandleMiss for Miss {
         let weight = self.body.len()
             + self.internal.len()
             + self.header.len()
+            + self.parts.as_ref().map_or(0, Parts::size)
             + self.path.len()
             + ENTRY_OVERHEAD;
         let entry = Arc::new(Entry {
