@@ -335,6 +335,18 @@ fn a_put_on_one_node_is_served_by_all_three_within_a_second() {
     });
     assert_eq!(get_config(nodes[0].admin).etag, winner_etag);
     assert_eq!(status_of(&nodes[0].gw, "/users/1"), 200);
+    assert!(!nodes[0].gw.stderr().contains("[control] changed"));
+    // [control] is read at start: a reload that renames the node says it needs a restart
+    nodes[0].gw.write_config(&node_rest(
+        nodes[0].admin,
+        &control(&redis.url(), "a-renamed", None),
+    ));
+    nodes[0].gw.signal("HUP");
+    wait_for("the reload's warning", Duration::from_secs(5), || {
+        nodes[0].gw.stderr().contains("[control] changed")
+    });
+    assert_eq!(get_config(nodes[0].admin).etag, winner_etag);
+    assert_eq!(status_of(&nodes[0].gw, "/users/1"), 200);
     // and each write is in the log of the node that took it
     let log = nodes[1].gw.stderr();
     assert!(

@@ -261,6 +261,15 @@ impl Fleet {
         &self.fleet
     }
 
+    /// Whether `control` names this fleet's store (as logs show it).
+    pub fn uses(&self, control: &ControlSection) -> bool {
+        control
+            .store
+            .as_ref()
+            .and_then(|s| Target::new(s.get_ref(), self.timeout).ok())
+            .is_some_and(|t| t.shown() == self.target.shown())
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }

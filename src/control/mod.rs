@@ -181,7 +181,18 @@ impl Current {
                 c.fetch_add(1, Ordering::Relaxed);
             }
         };
-        let result = result.and_then(|loaded| self.install(loaded));
+        let result = result.and_then(|loaded| {
+            let control_changed = self.control_changed(&loaded.file);
+            let (generation, mut not_applied) = self.install(loaded)?;
+            if control_changed {
+                log::warn!(
+                    "reload: [control] changed in {}, but the fleet a node follows is chosen at start: restart to apply it",
+                    self.source.path().display()
+                );
+                not_applied.push("control");
+            }
+            Ok((generation, not_applied))
+        });
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((generation, not_applied)) => {
@@ -211,6 +222,23 @@ impl Current {
                 counts(false);
                 Err(e)
             }
+        }
+    }
+
+    /// Whether a reloaded file names another fleet (or store, or node) than the one this
+    /// process follows, or a fleet where there was none or none where there was one.
+    fn control_changed(&self, file: &crate::config::FileConfig) -> bool {
+        match (&self.fleet, file.fleet()) {
+            (None, None) => false,
+            (Some(fleet), Some(control)) => {
+                let named = |n: &Option<toml::Spanned<crate::config::Name>>| {
+                    n.as_ref().map(|n| n.get_ref().0.clone())
+                };
+                named(&control.fleet).as_deref() != Some(fleet.name())
+                    || named(&control.node).is_some_and(|n| n != fleet.node())
+                    || !fleet.uses(control)
+            }
+            _ => true,
         }
     }
 
