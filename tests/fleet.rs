@@ -81,6 +81,14 @@ fn start_node(
     Node { gw, admin }
 }
 
+/// Nodes "a", "b" and "c" of one fleet on `redis`, without cache files.
+fn three_nodes(redis: &Redis) -> Vec<Node> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|n| start_node(&redis.url(), n, None, &[]))
+        .collect()
+}
+
 fn route(prefix: &str, up: SocketAddr) -> String {
     format!("[[routes]]\nprefix = \"{prefix}\"\nupstreams = [\"{up}\"]\n")
 }
@@ -188,10 +196,7 @@ fn states(view: &serde_json::Value) -> Vec<(String, String)> {
 fn a_put_on_one_node_is_served_by_all_three_within_a_second() {
     let redis = Redis::start();
     let up = Upstream::fixed(common::Reply::ok("fine"));
-    let nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|n| start_node(&redis.url(), n, None, &[]))
-        .collect();
+    let nodes = three_nodes(&redis);
     for n in &nodes {
         assert_eq!(
             status_of(&n.gw, "/users/1"),
@@ -818,10 +823,7 @@ fn through_a_sentinel_failover_the_fleet_keeps_taking_writes() {
 fn a_purge_on_one_node_empties_every_nodes_cache() {
     let redis = Redis::start();
     let up = Upstream::fixed(common::Reply::ok("fine"));
-    let nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|n| start_node(&redis.url(), n, None, &[]))
-        .collect();
+    let nodes = three_nodes(&redis);
     let doc = format!("{}cache = {{ ttl = \"1h\" }}\n", route("/c", up.addr));
     assert_eq!(put(nodes[0].admin, "*", &doc).status, 200);
     let cache_status = |n: &Node| {

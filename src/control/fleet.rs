@@ -455,20 +455,12 @@ impl Fleet {
         if_match: &str,
         hash: String,
     ) -> Result<Written, WriteError> {
-        let loaded = current
-            .load_policy(text, Path::new(super::SENT_DOCUMENT))
-            .map_err(WriteError::Invalid)?;
-        current
-            .source
-            .compile(&loaded, current.peek().shared.clone())
-            .map_err(WriteError::Invalid)?;
-        let expected = if if_match.trim() == "*" {
-            "*".to_string()
-        } else {
-            let tag = if_match.split(',').next().unwrap_or("").trim();
-            tag.trim_start_matches("W/").trim_matches('"').to_string()
+        current.checked(text).map_err(WriteError::Invalid)?;
+        let expected = match if_match.trim() {
+            "*" => "*",
+            list => super::write::entity_tag(list.split(',').next().unwrap_or("")),
         };
-        let outcome = self.compare_and_set(&expected, text, &hash).await;
+        let outcome = self.compare_and_set(expected, text, &hash).await;
         let (code, before, version) = match outcome {
             Ok(answer) => {
                 self.came_back();

@@ -269,9 +269,15 @@ impl Current {
     /// Check a policy document as a write would, applying nothing: its hash, or every
     /// error with its line and key.
     pub fn check(&self, text: &str) -> Result<String, ConfigError> {
+        Ok(self.checked(text)?.document.hash.to_string())
+    }
+
+    /// The node's file with a sent document as its policy, loaded and compiled on the
+    /// running state (the runtime made is dropped: a check, not a swap).
+    fn checked(&self, text: &str) -> Result<Loaded, ConfigError> {
         let loaded = self.load_policy(text, Path::new(SENT_DOCUMENT))?;
         self.source.compile(&loaded, self.peek().shared.clone())?;
-        Ok(loaded.document.hash.to_string())
+        Ok(loaded)
     }
 
     /// The node's file with `text` as its policy document.

@@ -67,12 +67,7 @@ impl Current {
                 generation: self.status().generation,
             });
         }
-        let loaded = self
-            .load_policy(text, Path::new(SENT_DOCUMENT))
-            .map_err(WriteError::Invalid)?;
-        self.source
-            .compile(&loaded, self.peek().shared.clone())
-            .map_err(WriteError::Invalid)?;
+        let loaded = self.checked(text).map_err(WriteError::Invalid)?;
         let joined = config::join(&loaded.node_text, text);
         if config::split(&joined).node != loaded.node_text {
             return Err(WriteError::Invalid(ConfigError::Environment {
@@ -96,7 +91,12 @@ pub fn matches_etag(if_match: &str, hash: &str) -> bool {
     if_match
         .split(',')
         .map(str::trim)
-        .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == hash)
+        .any(|tag| tag == "*" || entity_tag(tag) == hash)
+}
+
+/// An entity tag's opaque part: `W/"abc"`, `"abc"` and `abc` are all `abc`.
+pub(super) fn entity_tag(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/").trim_matches('"')
 }
 
 /// Write `text` to `path` atomically: a temporary file beside it (with its permissions),
