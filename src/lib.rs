@@ -15,6 +15,8 @@
 //!      answers ([`wire::GatewayError`]: status, fields, JSON body).
 //!    - [`traffic`]: open client connections and their cap, requests in flight, draining.
 //!    - [`router`]: the prefix table (longest match on segment boundaries).
+//!    - `scratch`: reading a socket through one buffer per thread, so that a silent
+//!      connection holds none.
 //! 2. **File format**: [`config`], the TOML as users write it, one file per section, with
 //!    self-checking values and errors that name the file, line and key. Knows no component.
 //! 3. **Components**, one concern each, each compiled from its own section:
@@ -29,6 +31,8 @@
 //!    - [`memory`]: giving the allocator's freed pages back once clients leave.
 //!    - `cache`: the response cache: its in-memory store, what a route stores, the key
 //!      and `Cache-Status`.
+//!    - `relay`: the bytes of an upgraded connection (a WebSocket after its 101) between
+//!      the client and the upstream, with no buffer while both are silent.
 //!    - `store`: the way to Redis (one node, a cluster, Sentinel's master; TLS), for the
 //!      shared limits and the fleet's policy document.
 //! 4. **Telemetry**: [`telemetry`], counting, the access log, and the one place a finished
@@ -60,8 +64,10 @@ pub(crate) mod gateway;
 pub mod limits;
 pub mod memory;
 pub mod policy;
+pub(crate) mod relay;
 pub mod router;
 pub mod runtime;
+pub(crate) mod scratch;
 pub mod server;
 pub(crate) mod store;
 pub mod telemetry;

@@ -32,6 +32,14 @@ impl Connections {
         }
         Some(Admitted(self.clone()))
     }
+
+    /// Count a connection that was already admitted and now outlives its admission's
+    /// guard (an upgraded connection handed to a task of its own): the new guard is taken
+    /// before the old one drops, so the count never dips.
+    pub fn hold(self: &Arc<Self>) -> Admitted {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Admitted(self.clone())
+    }
 }
 
 /// One open connection, counted.

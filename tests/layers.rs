@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top: each layer's top-level modules.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("ground", &["wire", "traffic", "router"]),
+    ("ground", &["wire", "traffic", "router", "scratch"]),
     ("file format", &["config"]),
     (
         "components",
@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "memory",
             "store",
             "cache",
+            "relay",
         ],
     ),
     ("telemetry", &["telemetry"]),

@@ -140,3 +140,241 @@ fn a_client_gone_after_101_closes_the_upstream_side() {
         String::from_utf8_lossy(&rest)
     );
 }
+
+/// An upstream that runs `serve` on each connection, in a thread of its own.
+fn raw_upstream(serve: fn(TcpStream)) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
+/// Read one head; what came after it is returned too.
+fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = seen.split_off(end + 4);
+            return (String::from_utf8_lossy(&seen).into_owned(), rest);
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed inside a head: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Switch, read everything the client sends until its end, then answer with how much
+/// came and what, and close.
+fn switch_read_all_then_answer(mut s: TcpStream) {
+    let (_, mut got) = read_head(&mut s);
+    s.write_all(SWITCH).unwrap();
+    s.read_to_end(&mut got).unwrap();
+    let _ = s.write_all(format!("got {}: {}", got.len(), String::from_utf8_lossy(&got)).as_bytes());
+}
+
+/// Switch, then send back whatever comes.
+fn switch_then_echo(mut s: TcpStream) {
+    let _ = read_head(&mut s);
+    s.write_all(SWITCH).unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn bytes_sent_with_the_head_and_half_closes_cross_and_the_access_line_counts_them() {
+    let up = raw_upstream(switch_read_all_then_answer);
+    let admin = closed_port();
+    let gw = Gateway::start(
+        "",
+        &format!("[admin]\nlisten = \"{admin}\"\n{}", route("/ws", up, "")),
+    );
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // a frame written with the head, before the 101 came back
+    s.write_all(format!("{}hello", upgrade_request("/ws/half")).as_bytes())
+        .unwrap();
+    let (head, rest) = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(rest.is_empty());
+    // the gateway counts the WebSocket as an open client connection after its request's
+    // part is over
+    let metrics = metrics_text(admin);
+    assert!(
+        metrics.contains("pylon_downstream_connections 1\n"),
+        "{metrics}"
+    );
+    s.write_all(b" world").unwrap();
+    // the client's end reaches the upstream, which still answers over the other half
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer), "got 11: hello world");
+    let lines = gw.access_log_lines(1);
+    let line = lines
+        .iter()
+        .find(|l| l.contains("GET /ws/half"))
+        .expect("the WebSocket's access line");
+    // status 101, and the bytes sent to the client after it
+    assert!(line.contains("\" 101 19 "), "{line}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !metrics_text(admin).contains("pylon_downstream_connections 0\n") {
+        assert!(std::time::Instant::now() < deadline, "still counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_websocket_silent_both_ways_for_websocket_idle_is_closed_and_traffic_keeps_it() {
+    let up = raw_upstream(switch_then_echo);
+    let gw = Gateway::start(
+        "",
+        &route("/ws", up, "timeouts = { websocket_idle = \"1s\" }"),
+    );
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(upgrade_request("/ws/idle").as_bytes()).unwrap();
+    let (head, _) = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // a message every 400 ms for 2.4 s: open past its idle time
+    let mut buf = [0u8; 16];
+    for i in 0..6u8 {
+        std::thread::sleep(Duration::from_millis(400));
+        s.write_all(&[b'a' + i]).unwrap();
+        assert_eq!(s.read(&mut buf).unwrap(), 1, "the echo of message {i}");
+    }
+    let silent = std::time::Instant::now();
+    assert_eq!(s.read(&mut buf).unwrap(), 0, "closed, with nothing written");
+    let after = silent.elapsed();
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_millis(3000),
+        "closed {after:?} into the silence"
+    );
+    let lines = gw.access_log_lines(1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("GET /ws/idle") && l.contains("\" 101 6 ")),
+        "{lines:?}"
+    );
+}
+
+/// Answer every request on the connection with `reply` (keep-alive).
+fn answer_every_request(mut s: TcpStream) {
+    const DECLINE: &[u8] =
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nnope!";
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    loop {
+        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            seen.drain(..end + 4);
+            if s.write_all(DECLINE).is_err() {
+                return;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => return,
+        }
+    }
+}
+
+#[test]
+fn a_declined_upgrade_is_answered_as_any_request_and_the_connection_goes_on() {
+    let up = raw_upstream(answer_every_request);
+    let gw = Gateway::start("", &route("/ws", up, ""));
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(upgrade_request("/ws/no").as_bytes()).unwrap();
+    let mut answers = read_answers(&mut s, 1);
+    s.write_all(b"GET /ws/then HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    answers.extend(read_answers(&mut s, 1));
+    for answer in &answers {
+        assert_eq!(answer.status, 400);
+        assert_eq!(answer.body_text(), "nope!");
+        // the gateway's headers, as on any proxied answer
+        assert!(answer.header("x-request-id").is_some());
+        assert!(answer.header("x-content-type-options").is_some());
+    }
+    let lines = gw.access_log_lines(2);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("GET /ws/no") && l.contains("\" 400 5 ")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn an_upgrade_goes_to_another_instance_when_one_refuses_and_gets_a_502_when_all_do() {
+    let dead = refusing_port();
+    let up = raw_upstream(switch_then_echo);
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[[routes]]\nprefix = \"/ws\"\nupstreams = [\"http://{}\", \"http://{up}\"]\n\
+             [[routes]]\nprefix = \"/gone\"\nupstreams = [\"http://{}\"]\n",
+            dead.addr, dead.addr
+        ),
+    );
+    // round robin starts on either instance: four upgrades meet the dead one
+    for i in 0..4 {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(upgrade_request(&format!("/ws/{i}")).as_bytes())
+            .unwrap();
+        let (head, _) = read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade {i}: {head}");
+        s.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(upgrade_request("/gone/x").as_bytes()).unwrap();
+    let answer = &read_answers(&mut s, 1)[0];
+    assert_eq!(answer.status, 502);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&answer.body_text()).unwrap(),
+        error_body(502, "Bad gateway.")
+    );
+}
+
+#[test]
+fn a_request_pipelined_behind_a_declined_upgrade_is_answered() {
+    let up = raw_upstream(answer_every_request);
+    let gw = Gateway::start("", &route("/ws", up, ""));
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    // both at once: the second waits at the edge while the upstream declines the first
+    s.write_all(
+        format!(
+            "{}GET /ws/then HTTP/1.1\r\nHost: a\r\n\r\n",
+            upgrade_request("/ws/no")
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let answers = read_answers(&mut s, 2);
+    assert_eq!(answers[0].status, 400);
+    assert_eq!(answers[1].status, 400);
+    let lines = gw.access_log_lines(2);
+    assert!(
+        lines.iter().any(|l| l.contains("GET /ws/then")),
+        "{lines:?}"
+    );
+}

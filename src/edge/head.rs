@@ -45,8 +45,13 @@ pub enum Framing {
     /// Chunked: where it ends is known once its last chunk has arrived (see
     /// [`chunked_len`]); until then the proxy gets every byte that follows.
     Chunked,
-    /// A connection that changes protocol: only the proxy can tell where it ends, so it
-    /// gets every byte that follows.
+    /// A request to change protocol, without a body: the proxy gets the head alone. What
+    /// follows is either a request pipelined behind it (served next when the upstream
+    /// declines) or the new protocol's first bytes (the gateway takes them along when it
+    /// switches; see [`crate::gateway::HeldBack`]).
+    Upgrade,
+    /// A request to change protocol with a body: only the proxy can tell where it ends,
+    /// so it gets every byte that follows.
     Open,
 }
 
@@ -309,7 +314,9 @@ pub fn screen(head: &[u8], limits: &HeadLimits) -> Result<Screened, GatewayError
         (None, None) if http11 => return Err(BadRequest),
         _ => {}
     }
-    let framing = if upgrade {
+    let framing = if upgrade && !chunked && matches!(length, None | Some(0)) {
+        Framing::Upgrade
+    } else if upgrade {
         Framing::Open
     } else if chunked {
         Framing::Chunked
@@ -622,6 +629,8 @@ mod tests {
         let s = check("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(s.unwrap().framing, Framing::Chunked);
         let s = check("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(s.unwrap().framing, Framing::Upgrade);
+        let s = check("POST /x HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\n");
         assert_eq!(s.unwrap().framing, Framing::Open);
         assert!(check("GET / HTTP/1.0\r\n\r\n").is_ok());
         assert!(check("\r\nGET / HTTP/1.1\nHost: a\n\n").is_ok());

@@ -16,6 +16,8 @@
 //! 3. Give Pingora the head and as much of the body as is known to belong to it, as the
 //!    session's pre-read bytes; Pingora parses it and runs the proxy phases. Bytes of the
 //!    next pipelined request stay here, so every pipelined request is answered in order.
+//!    After an upgrade request the bytes that follow stay here too, and a copy goes to the
+//!    gateway, which sends them on if the upstream switches protocols.
 //!
 //! HTTP/2 (ALPN or cleartext prior knowledge) goes straight to Pingora, whose h2 codec
 //! frames requests itself. Connections over `server.max_connections` are closed at once.
@@ -26,14 +28,13 @@
 
 mod h2;
 pub mod head;
-mod scratch;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -46,8 +47,9 @@ use tokio::time::Sleep;
 use crate::control::Current;
 use crate::forwarding::new_request_id;
 use crate::gateway::answer::refusal_bytes;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, HeldBack};
 use crate::runtime::LINGERING_QUIET;
+use crate::scratch;
 use crate::telemetry::access_log::Entry;
 use crate::telemetry::exchange::Exchange;
 use crate::telemetry::trace::Traced;
@@ -161,7 +163,7 @@ impl Edge {
                 Err(err) => return self.refuse(stream, &pending, err, arrived.started).await,
             };
             let take = match screened.framing {
-                Framing::None => end,
+                Framing::None | Framing::Upgrade => end,
                 Framing::Length(n) => {
                     end + usize::try_from(n)
                         .map_or(pending.len() - end, |n| n.min(pending.len() - end))
@@ -196,6 +198,12 @@ impl Edge {
                 // connection after it: the body is read, and the connection kept
                 session.set_close_on_response_before_downstream_finish(false);
                 session.set_total_drain_timeout(Some(self.current.peek().client.lingering));
+            }
+            if screened.framing == Framing::Upgrade && !pending.is_empty() {
+                // kept here for a request pipelined behind a declined upgrade, and lent to
+                // the gateway, which sends them on if the upstream switches
+                let held = HeldBack(Bytes::copy_from_slice(&pending));
+                session.set_connection_user_context(Some(Box::new(held)));
             }
             session.set_pipelined_prefix(request);
             let Some(reused) = self.proxy.process_new_http(session, shutdown).await else {
@@ -245,7 +253,7 @@ impl Edge {
             if started.is_none() && *shutdown.borrow() {
                 return Err(NoHead::Gone);
             }
-            // the read holds no buffer while it waits (see [`scratch`])
+            // the read holds no buffer while it waits (see [`crate::scratch`])
             timer.as_mut().reset(deadline.into());
             let read = tokio::select! {
                 biased;
@@ -438,10 +446,8 @@ mod tests {
             crate::control::Document::new(String::new()),
             None,
         );
-        let proxy = HttpProxy::new(
-            Gateway::new(current.clone()),
-            Arc::new(ServerConf::default()),
-        );
+        let conf = Arc::new(ServerConf::default());
+        let proxy = HttpProxy::new(Gateway::new(current.clone(), &conf), conf);
         Arc::new(Edge::new(proxy, current))
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HeaderValue;
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 use crate::auth::Identity;
@@ -127,6 +128,12 @@ pub struct RequestState {
     /// The request carries `Authorization` or `Cookie` and its cache key holds no
     /// identity: only an answer that says it is shared (`public`) is stored.
     pub(crate) credentials: bool,
+    /// The request's state went to the task that relays its upgraded connection, which
+    /// records it when the connection ends: `logging` has nothing left to record.
+    pub(crate) handed_off: bool,
+    /// Bytes the client sent right after its upgrade request's head, which the edge kept
+    /// (see [`super::HeldBack`]).
+    pub(crate) held_back: Option<Bytes>,
 }
 
 /// What the early checks of `request_filter` decided.
@@ -172,19 +179,73 @@ impl RequestCtx {
             in_flight_slot: None,
             capped: false,
             trace: None,
+            handed_off: false,
+            held_back: None,
         };
         RequestCtx {
             rt,
             state: Box::new(state),
         }
     }
+
+    /// Take the request's state away for a task of its own, leaving a state that says so.
+    pub(crate) fn hand_off(&mut self) -> (Arc<Runtime>, Box<RequestState>) {
+        let mut left = RequestCtx::new(self.rt.clone()).state;
+        left.handed_off = true;
+        (self.rt.clone(), std::mem::replace(&mut self.state, left))
+    }
+}
+
+/// What the client side of a finished exchange saw: its request, the status that went out,
+/// and the body bytes each way.
+pub(super) struct Seen<'a> {
+    pub(super) req: &'a RequestHeader,
+    pub(super) status: Option<u16>,
+    pub(super) body_sent: usize,
+    pub(super) body_read: usize,
+}
+
+impl<'a> Seen<'a> {
+    pub(super) fn of(session: &'a Session) -> Seen<'a> {
+        Seen {
+            req: session.req_header(),
+            status: session.response_written().map(|r| r.status.as_u16()),
+            body_sent: session.body_bytes_sent(),
+            body_read: session.body_bytes_read(),
+        }
+    }
+}
+
+/// Who failed a finished exchange, and how, in the access line's words.
+#[derive(Default)]
+pub(super) struct Failure<'a> {
+    pub(super) error: Option<&'a str>,
+    /// The upstream failed it: refused, reset, timed out, cut its answer short.
+    pub(super) upstream: bool,
+    /// The client failed it (closed, reset or stalled its side).
+    pub(super) client: bool,
+}
+
+impl<'a> Failure<'a> {
+    /// A proxy error as the log and the counters tell it.
+    pub(super) fn of(e: Option<&Error>, error: Option<&'a str>) -> Failure<'a> {
+        Failure {
+            error,
+            upstream: e.is_some_and(|e| {
+                matches!(
+                    GatewayError::from_proxy_error(e),
+                    Some(GatewayError::BadGateway | GatewayError::GatewayTimeout)
+                )
+            }),
+            client: e.is_some_and(client_fault),
+        }
+    }
 }
 
 /// What a finished request tells the telemetry (`logging`): its access line and counts.
 pub(super) fn finish<'a>(
-    session: &'a Session,
-    e: Option<&Error>,
-    error: Option<&'a str>,
+    seen: Seen<'a>,
+    failure: Failure<'a>,
     rt: &'a Runtime,
     ctx: &'a RequestState,
 ) -> Exchange<'a> {
@@ -193,21 +254,12 @@ pub(super) fn finish<'a>(
         r.pool.end(i);
         r.pool.instance(i)
     });
-    let status = session
-        .response_written()
-        .map(|r| r.status.as_u16())
+    let status = seen
+        .status
         .or(ctx.answered.map(GatewayError::status))
         .unwrap_or(0);
     let duration = ctx.answered_in.unwrap_or_else(|| ctx.started.elapsed());
-    // the upstream failed the exchange (before or after its answer began); a client's
-    // fault never counts here
-    let upstream_error = e.is_some_and(|e| {
-        matches!(
-            GatewayError::from_proxy_error(e),
-            Some(GatewayError::BadGateway | GatewayError::GatewayTimeout)
-        )
-    });
-    let req = session.req_header();
+    let req = seen.req;
     Exchange {
         entry: Entry {
             client: ctx.client_ip,
@@ -216,7 +268,7 @@ pub(super) fn finish<'a>(
             uri: req.raw_path(),
             version: version_str(req.version),
             status,
-            body_bytes: session.body_bytes_sent(),
+            body_bytes: seen.body_sent,
             referer: req.headers.get(header::REFERER).map(HeaderValue::as_bytes),
             user_agent: req
                 .headers
@@ -226,7 +278,7 @@ pub(super) fn finish<'a>(
             duration,
             route: route.map(|r| &*r.prefix),
             upstream: instance.map(|u| &*u.authority),
-            error,
+            error: failure.error,
             trace: ctx.trace.as_ref().map(|t| t.ids),
         },
         // spans only for a recorded request: the others need nothing more of it
@@ -250,9 +302,11 @@ pub(super) fn finish<'a>(
         counters: route.and_then(|r| r.counters.as_deref()),
         upstream_time: ctx.upstream_time,
         answered: ctx.answered,
-        upstream_error,
-        client_error: e.is_some_and(client_fault),
-        request_bytes: session.body_bytes_read() as u64,
+        // the upstream failed the exchange (before or after its answer began); a client's
+        // fault never counts there
+        upstream_error: failure.upstream,
+        client_error: failure.client,
+        request_bytes: seen.body_read as u64,
     }
 }
 

@@ -6,6 +6,8 @@
 //!   take, 401/403/503 from its authenticators, 429 when over the limit, 413 for a body
 //!   over `max_body`, 404 when no route matches. Refusals by the lists and methods are
 //!   still counted by the limiter.
+//!   An admitted HTTP/1.1 upgrade (a WebSocket) is then asked of the instance by the
+//!   gateway itself, and after a 101 relayed in a task of its own ([`upgrade`]).
 //! - `request_body_filter`: a body without a length is counted against `max_body`.
 //! - `upstream_peer`: an instance from the route's pool, with the route's timeouts.
 //! - `fail_to_connect`, `error_while_proxy`: passive health, and whether to retry elsewhere.
@@ -26,9 +28,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::key::HashBinary;
 use pingora::cache::{CacheKey, CacheMeta, RespCacheable};
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
 use pingora::{Error, Result};
 
 use crate::control::Current;
@@ -40,18 +44,26 @@ mod ctx;
 mod forward;
 mod peer;
 mod respond;
+mod upgrade;
 
 pub use ctx::RequestCtx;
 use ctx::*;
+pub(crate) use upgrade::HeldBack;
 
-/// The gateway service: the runtime in force, which each request loads once.
+/// The gateway service: the runtime in force, which each request loads once, and the
+/// connector for the upgrades it relays itself (see [`upgrade`]).
 pub struct Gateway {
     current: Arc<Current>,
+    connector: TransportConnector,
 }
 
 impl Gateway {
-    pub fn new(current: Arc<Current>) -> Gateway {
-        Gateway { current }
+    /// `conf` is the server's, whose upstream TLS settings Pingora's proxy uses too.
+    pub fn new(current: Arc<Current>, conf: &ServerConf) -> Gateway {
+        Gateway {
+            current,
+            connector: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+        }
     }
 }
 
@@ -64,29 +76,45 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let (rt, ctx) = ctx.parts();
+        let (rt, state) = ctx.parts();
         self.keepalive(rt, session);
-        self.identify(session, rt, ctx);
-        let early = match self.screen(session, rt, ctx) {
-            Early::Continue => self.admit(session, rt, ctx, None).await,
-            Early::RefuseCounted(err) => self.admit(session, rt, ctx, Some(err)).await,
+        self.identify(session, rt, state);
+        let early = match self.screen(session, rt, state) {
+            Early::Continue => self.admit(session, rt, state, None).await,
+            Early::RefuseCounted(err) => self.admit(session, rt, state, Some(err)).await,
             early => early,
         };
         match early {
+            Early::Continue if Self::relays(session, rt, state) => {
+                self.upgrade(session, ctx).await?;
+                Ok(true)
+            }
             Early::Continue => Ok(false),
             Early::Preflight => {
-                self.answer_preflight(session, rt, ctx).await?;
+                self.answer_preflight(session, rt, state).await?;
                 Ok(true)
             }
             Early::RedirectToHttps(port) => {
-                self.answer_redirect(session, rt, ctx, port).await?;
+                self.answer_redirect(session, rt, state, port).await?;
                 Ok(true)
             }
             // `admit` has counted a `RefuseCounted` by now
             Early::Refuse(err) | Early::RefuseCounted(err) => {
-                self.answer(session, rt, ctx, err).await?;
+                self.answer(session, rt, state, err).await?;
                 Ok(true)
             }
+        }
+    }
+
+    /// The edge lends the bytes that followed an upgrade request's head (see [`HeldBack`]).
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        lent: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(held) = lent.downcast::<HeldBack>() {
+            ctx.state.held_back = Some(held.0);
         }
     }
 
@@ -225,13 +253,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        // a cache's background refresh is no client's request: its answer goes to the store
-        if session.subrequest_ctx.is_some() {
+        // a cache's background refresh is no client's request: its answer goes to the store;
+        // a relayed upgrade is recorded by its relay when the connection ends
+        if session.subrequest_ctx.is_some() || ctx.state.handed_off {
             return;
         }
         let (rt, ctx) = ctx.parts();
         let error = e.map(|e| format!("{} {}", e.esource().as_str(), e.etype().as_str()));
-        finish(session, e, error.as_deref(), rt, ctx)
+        finish(Seen::of(session), Failure::of(e, error.as_deref()), rt, ctx)
             .record(rt.shared.metrics.as_ref(), &rt.shared.access_log);
     }
 }

@@ -77,7 +77,10 @@ pub fn build(
 
     let mut options = HttpServerOptions::default();
     options.h2c = rt.h2c;
-    let mut gateway = HttpProxy::new(Gateway::new(current.clone()), server.configuration.clone());
+    let mut gateway = HttpProxy::new(
+        Gateway::new(current.clone(), &server.configuration),
+        server.configuration.clone(),
+    );
     gateway.server_options = Some(options);
     gateway.handle_init_modules();
     let mut proxy = Service::new("pylon".to_string(), Edge::new(gateway, current.clone()));

@@ -1,11 +1,12 @@
-//! Reading from a client without holding a buffer while it is silent.
+//! Reading from a socket without holding a buffer while it is silent.
 //!
 //! An idle keep-alive connection spends its life in a read that waits for the next request
 //! head. A read into the connection's own buffer needs that buffer before the wait, which
-//! made every idle connection hold 4 KiB for nothing (issue 16). So the edge reads through
-//! one buffer per thread instead: it is lent to a read only while the read is polled, and
-//! what arrives is copied out to the connection's `pending` bytes, which are allocated only
-//! when there is something to keep. The copy is of the head's few hundred bytes, once.
+//! made every idle connection hold 4 KiB for nothing (issue 16). So reads go through one
+//! buffer per thread instead: it is lent to a read only while the read is polled, and what
+//! arrives is copied out to bytes the connection allocates only when there is something to
+//! keep. The edge's head reads ([`read_into`]) and the relay of an upgraded connection
+//! ([`with`], see `relay`) both read this way.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -25,19 +26,22 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
 }
 
+/// Lend this thread's buffer to `f` (a buffer of its own when it is already lent): for a
+/// poll that reads and passes on what it read before it returns.
+pub fn with<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut [0; FALLBACK_SIZE]),
+    })
+}
+
 /// Read once from `stream` and append what came to `pending`: the number of bytes, 0 when
 /// the client closed its side.
 pub async fn read_into<S>(stream: &mut S, pending: &mut BytesMut) -> io::Result<usize>
 where
     S: AsyncRead + Unpin + ?Sized,
 {
-    poll_fn(|cx| {
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => poll_into(Pin::new(&mut *stream), cx, &mut scratch, pending),
-            Err(_) => poll_into(Pin::new(&mut *stream), cx, &mut [0; FALLBACK_SIZE], pending),
-        })
-    })
-    .await
+    poll_fn(|cx| with(|scratch| poll_into(Pin::new(&mut *stream), cx, scratch, pending))).await
 }
 
 fn poll_into<S>(
