@@ -13,7 +13,7 @@ static MIMALLOC_LAZY_COMMIT: extern "C" fn() = pylon::memory::mimalloc_lazy_comm
 
 fn main() {
     let openssl_in_mimalloc = pylon::memory::openssl_uses_mimalloc();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    pylon::telemetry::logger::init();
     if !openssl_in_mimalloc {
         log::warn!("OpenSSL had allocated before its allocator could be set; it keeps malloc");
     }

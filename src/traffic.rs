@@ -51,6 +51,41 @@ impl Drop for Admitted {
     }
 }
 
+/// Client handshakes that failed, for the whole process: Pingora tells of a failed TLS
+/// handshake only in its log (see `telemetry::logger`), before any runtime is at hand, so
+/// the count cannot live with one.
+#[derive(Debug, Default)]
+pub struct HandshakeFailures {
+    tls: AtomicU64,
+    h2: AtomicU64,
+}
+
+/// The process's count of failed client handshakes.
+pub static HANDSHAKE_FAILURES: HandshakeFailures = HandshakeFailures {
+    tls: AtomicU64::new(0),
+    h2: AtomicU64::new(0),
+};
+
+impl HandshakeFailures {
+    /// A TLS handshake failed or timed out.
+    pub fn tls(&self) {
+        self.tls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An HTTP/2 connection's preface and SETTINGS did not complete.
+    pub fn h2(&self) {
+        self.h2.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (TLS, HTTP/2) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.tls.load(Ordering::Relaxed),
+            self.h2.load(Ordering::Relaxed),
+        )
+    }
+}
+
 const SHARDS: usize = 16;
 
 /// A counter padded to its own cache line.

@@ -542,3 +542,143 @@ fn a_reload_serves_renewed_certificates_and_refuses_a_bad_one() {
     assert!(gw.is_running());
     assert_eq!(gw.pid(), pid);
 }
+
+/// Start with a TLS listener and an admin listener; (gateway, TLS address, admin address).
+fn start_tls_with_admin(
+    certs: &[(PathBuf, PathBuf)],
+    routes: &str,
+) -> (Gateway, SocketAddr, SocketAddr) {
+    let tls_addr = closed_port();
+    let admin = closed_port();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[admin]\nlisten = \"{admin}\"\n{}{routes}",
+            tls_config(tls_addr, certs, "")
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(tls_addr).is_err() || TcpStream::connect(admin).is_err() {
+        assert!(Instant::now() < deadline, "no TLS or admin listener");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (gw, tls_addr, admin)
+}
+
+#[test]
+fn failed_tls_handshakes_are_counted_and_kept_out_of_the_error_log() {
+    let pki = Pki::new();
+    let a = pki.write("a", &["a.pylon.test"], -60, 86_400 * 30);
+    let up = Upstream::echo();
+    let (gw, tls, admin) = start_tls_with_admin(&[a], &route("/app", up.addr, ""));
+    // the probes that saw the listener up closed without a handshake: they count too
+    let failures = || {
+        metrics_text(admin)
+            .lines()
+            .find_map(|l| l.strip_prefix("pylon_handshake_failures_total{protocol=\"tls\"} "))
+            .map(|n| n.parse::<u64>().unwrap())
+            .expect("the handshake failures' series")
+    };
+    let before = failures();
+    // plain HTTP to the TLS port, five times: a client's mistake, not the gateway's
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(tls).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /app HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while failures() < before + 5 {
+        assert!(Instant::now() < deadline, "{} counted", failures() - before);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(failures(), before + 5);
+    let stderr = gw.stderr();
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("handshake")),
+        "{stderr}"
+    );
+    // the listener still serves a client that speaks TLS
+    let ca = pki.ca_file();
+    assert_eq!(served_name(tls, Some("a.pylon.test"), &ca), "a.pylon.test");
+}
+
+#[test]
+fn a_websocket_over_tls_is_relayed_both_ways() {
+    use std::io::Read;
+    // an upstream that switches, then echoes what comes
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .unwrap();
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let pki = Pki::new();
+    let a = pki.write("a", &["a.pylon.test"], -60, 86_400 * 30);
+    let (gw, tls, _admin) = start_tls_with_admin(&[a], &route("/ws", upstream, ""));
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_ca_file(pki.ca_file()).unwrap();
+    let tcp = TcpStream::connect(tls).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = b.build().connect("a.pylon.test", tcp).unwrap();
+    s.write_all(b"GET /ws/tls HTTP/1.1\r\nHost: a.pylon.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // 1 MiB each way, in pieces larger than a TLS record
+    let sent: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    let mut echoed = Vec::new();
+    let mut written = 0;
+    for piece in sent.chunks(100_000) {
+        s.write_all(piece).unwrap();
+        written += piece.len();
+        while echoed.len() < written {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {} bytes", echoed.len());
+            echoed.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(echoed == sent, "{} bytes came back", echoed.len());
+    s.shutdown().unwrap();
+    drop(s);
+    let lines = gw.access_log_lines(1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("GET /ws/tls") && l.contains(&format!("\" 101 {} ", sent.len()))),
+        "{lines:?}"
+    );
+}

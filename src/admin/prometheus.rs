@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::control::Status;
 use crate::runtime::Runtime;
 use crate::telemetry::metrics::{label, unix_seconds, write_series, Metrics, RouteCounters};
+use crate::traffic::HANDSHAKE_FAILURES;
 
 /// The Prometheus text for a runtime, with the history of its config.
 pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
@@ -51,6 +52,11 @@ pub fn render(rt: &Runtime, metrics: &Metrics, config: &Status) -> String {
         out,
         "pylon_downstream_connections {}",
         rt.shared.connections.open()
+    );
+    let (tls, h2) = HANDSHAKE_FAILURES.counts();
+    let _ = writeln!(
+        out,
+        "# HELP pylon_handshake_failures_total Client connections whose TLS or HTTP/2 handshake failed or timed out (a client's fault: logged at debug level).\n# TYPE pylon_handshake_failures_total counter\npylon_handshake_failures_total{{protocol=\"tls\"}} {tls}\npylon_handshake_failures_total{{protocol=\"h2\"}} {h2}"
     );
     out.push_str("# HELP pylon_downstream_connections_refused_total Client connections closed at once because server.max_connections were open.\n# TYPE pylon_downstream_connections_refused_total counter\n");
     let _ = writeln!(

@@ -28,6 +28,8 @@ use pingora::protocols::{Digest, Stream};
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
+use crate::traffic::HANDSHAKE_FAILURES;
+
 use super::Edge;
 
 /// How long a peer has to read a GOAWAY once no stream is open, before the socket closes.
@@ -97,10 +99,12 @@ impl Edge {
                 // the client's doing (a bad preface, a close, silence): not the gateway's
                 Ok(Err(e)) => {
                     log::debug!("HTTP/2 handshake failed: {e}");
+                    HANDSHAKE_FAILURES.h2();
                     return;
                 }
                 Err(_) => {
                     log::debug!("HTTP/2 handshake not done within {handshake_within:?}");
+                    HANDSHAKE_FAILURES.h2();
                     return;
                 }
             };
