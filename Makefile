@@ -71,9 +71,12 @@ bench-deps: deps
 # Then the instructions per request of a proxied request and of a cache hit (CACHE=1),
 # Pylon and nginx (benches/results/cache-instructions-latest.txt; benches/results/cache.md
 # has a run of both with the load scenario's figures).
-# Last, benches/fleet.py: three gateways in a fleet, the time from a PUT /config to the
+# Then benches/fleet.py: three gateways in a fleet, the time from a PUT /config to the
 # last node serving it over 20 changes, then the instructions per request with the policy
 # in the file and in the fleet's store (benches/results/fleet-latest.md).
+# Last, benches/websocket.py: WebSocket throughput (bulk bytes each way over one and eight
+# connections, and Autobahn's 9.* cases), direct, through Pylon and through nginx;
+# BEFORE_BIN=path adds another Pylon build (benches/results/websocket-latest.md).
 bench: bench-deps release
 	python3 benches/load.py $(BENCH_ARGS)
 	python3 benches/cluster.py $(CLUSTER_ARGS)
@@ -87,6 +90,7 @@ bench: bench-deps release
 	@{ echo; echo "Instructions per request (benches/instructions.sh, IDLE_MATCH=1), the policy in the file and in a fleet's store:"; echo; \
 	  echo '```'; echo "file:"; IDLE_MATCH=1 ONLY=pylon bash benches/instructions.sh | tail -1; \
 	  echo "fleet:"; FLEET=1 IDLE_MATCH=1 ONLY=pylon bash benches/instructions.sh | tail -1; echo '```'; } | tee -a benches/results/fleet-latest.md
+	python3 benches/websocket.py --out benches/results/websocket-latest.md
 
 build: deps
 	$(CARGO) build

@@ -14,8 +14,8 @@ Gateways, each fresh on loopback, in front of the same upstream:
     nginx   benches/peers/nginx.conf with a WebSocket location (idle_connections.py's)
 
 Bulk: an upstream in this file (--bulk-upstream; a thread per connection, plain sockets)
-accepts the upgrade, then for /ws/sink reads to the end and says how many bytes came,
-and for /ws/source/N sends N bytes and closes. Each round moves MIB MiB over one
+accepts the upgrade, then for .../sink/N reads N bytes and says how many came,
+and for .../source/N sends N bytes and closes. Each round moves MIB MiB over one
 connection each way ("upload", "download"), then MIB MiB split over STREAMS connections
 at once each way ("upload xN", "download xN"); every byte count is checked. A round's
 figure is MiB/s over the wall time and the gateway's CPU time (user + system, from
@@ -88,15 +88,18 @@ def serve_one(conn):
         conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_key(head) +
                      b"\r\n\r\n")
-        if path.startswith("/ws/sink"):
-            total, buf = len(rest), bytearray(CHUNK)
-            while True:
+        # Pylon strips the route's prefix (/ws), nginx and a direct client do not
+        if "/sink/" in path:
+            # read the N bytes announced, then say how many came (no half close: not every
+            # gateway passes one on)
+            want, total, buf = int(path.rsplit("/", 1)[1]), len(rest), bytearray(CHUNK)
+            while total < want:
                 n = conn.recv_into(buf)
                 if n == 0:
                     break
                 total += n
             conn.sendall(f"{total}\n".encode())
-        elif path.startswith("/ws/source/"):
+        elif "/source/" in path:
             left, block = int(path.rsplit("/", 1)[1]), memoryview(b"s" * CHUNK)
             while left > 0:
                 n = min(left, CHUNK)
@@ -129,16 +132,15 @@ def upgrade(port, path):
 
 
 def upload(port, size):
-    sock, _ = upgrade(port, "/ws/sink")
+    sock, _ = upgrade(port, f"/ws/sink/{size}")
     with sock:
         block, left = memoryview(b"c" * CHUNK), size
         while left > 0:
             n = min(left, CHUNK)
             sock.sendall(block[:n])
             left -= n
-        sock.shutdown(socket.SHUT_WR)
         answer = b""
-        while True:
+        while not answer.endswith(b"\n"):
             got = sock.recv(64)
             if not got:
                 break

@@ -22,7 +22,7 @@
 //! - `fail_to_proxy`: the one place a failure becomes a 4xx/5xx answer (see [`crate::wire::GatewayError`]).
 //! - `logging`: metrics, and the access line handed to the background writer.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -54,7 +54,10 @@ pub(crate) use upgrade::HeldBack;
 /// connector for the upgrades it relays itself (see [`upgrade`]).
 pub struct Gateway {
     current: Arc<Current>,
-    connector: TransportConnector,
+    /// Made at the first upgrade: making one loads the system's CA store (about 400
+    /// million instructions), which a gateway without WebSockets never needs.
+    connector: OnceLock<TransportConnector>,
+    connector_options: ConnectorOptions,
 }
 
 impl Gateway {
@@ -62,8 +65,14 @@ impl Gateway {
     pub fn new(current: Arc<Current>, conf: &ServerConf) -> Gateway {
         Gateway {
             current,
-            connector: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            connector: OnceLock::new(),
+            connector_options: ConnectorOptions::from_server_conf(conf),
         }
+    }
+
+    fn connector(&self) -> &TransportConnector {
+        self.connector
+            .get_or_init(|| TransportConnector::new(Some(self.connector_options.clone())))
     }
 }
 

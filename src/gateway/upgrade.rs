@@ -59,8 +59,8 @@ impl Gateway {
     }
 
     /// Ask an instance, pass its answer on, and after a 101 relay the connection in a task
-    /// of its own. An error is a failure before anything went to the client (Pingora's
-    /// `fail_to_proxy` answers it).
+    /// of its own. An error before the answer's head went out becomes the gateway's own
+    /// answer (`fail_to_proxy`); after it, the connection just closes.
     pub(super) async fn upgrade(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         let (rt, state) = ctx.parts();
         let (mut upstream, resp) = self.handshake(session, rt, state).await?;
@@ -109,7 +109,7 @@ impl Gateway {
     ) -> Result<(UpstreamSession, Box<ResponseHeader>)> {
         loop {
             let peer = self.choose_peer(session, rt, state)?;
-            let upstream = match self.connector.new_stream(&*peer).await {
+            let upstream = match self.connector().new_stream(&*peer).await {
                 Ok(stream) => stream,
                 Err(e) => {
                     let e = self.connect_failed(rt, state, e.into_up());
