@@ -68,7 +68,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_read_holds_no_buffer_and_keeps_what_arrives() {
-        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let (mut client, mut server) = tokio::io::duplex(4 * SCRATCH_SIZE);
         let mut pending = BytesMut::new();
         let read = tokio::spawn(async move {
             let n = read_into(&mut server, &mut pending).await.unwrap();
