@@ -219,25 +219,28 @@ impl Half {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::task::JoinHandle;
+
+    /// Relay between the far ends of two pipes, in a task.
+    fn spawn_relay(
+        mut client_end: DuplexStream,
+        mut upstream_end: DuplexStream,
+        early: Early,
+        idle: Duration,
+    ) -> JoinHandle<Relayed> {
+        tokio::spawn(async move { relay(&mut client_end, &mut upstream_end, early, idle).await })
+    }
 
     #[tokio::test]
     async fn bytes_cross_both_ways_and_a_close_on_each_side_ends_it() {
-        let (mut client, mut client_end) = duplex(1024);
-        let (mut upstream, mut upstream_end) = duplex(1024);
+        let (mut client, client_end) = duplex(1024);
+        let (mut upstream, upstream_end) = duplex(1024);
         let early = Early {
             to_upstream: Bytes::from_static(b"early-up"),
             to_client: Bytes::from_static(b"early-down"),
         };
-        let task = tokio::spawn(async move {
-            relay(
-                &mut client_end,
-                &mut upstream_end,
-                early,
-                Duration::from_secs(5),
-            )
-            .await
-        });
+        let task = spawn_relay(client_end, upstream_end, early, Duration::from_secs(5));
         let mut buf = [0u8; 64];
         let n = upstream.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"early-up");
@@ -271,17 +274,14 @@ mod tests {
     #[tokio::test]
     async fn a_slow_reader_gets_everything_in_order() {
         // 1 MiB through pipes of 256 bytes: most writes find the destination full
-        let (mut client, mut client_end) = duplex(256);
-        let (mut upstream, mut upstream_end) = duplex(256);
-        let task = tokio::spawn(async move {
-            relay(
-                &mut client_end,
-                &mut upstream_end,
-                Early::default(),
-                Duration::from_secs(5),
-            )
-            .await
-        });
+        let (mut client, client_end) = duplex(256);
+        let (mut upstream, upstream_end) = duplex(256);
+        let task = spawn_relay(
+            client_end,
+            upstream_end,
+            Early::default(),
+            Duration::from_secs(5),
+        );
         let sent: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
         let writer = {
             let sent = sent.clone();
@@ -310,17 +310,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn silence_both_ways_ends_it_and_traffic_keeps_it() {
-        let (mut client, mut client_end) = duplex(1024);
-        let (_upstream, mut upstream_end) = duplex(1024);
-        let task = tokio::spawn(async move {
-            relay(
-                &mut client_end,
-                &mut upstream_end,
-                Early::default(),
-                Duration::from_secs(10),
-            )
-            .await
-        });
+        let (mut client, client_end) = duplex(1024);
+        let (_upstream, upstream_end) = duplex(1024);
+        let task = spawn_relay(
+            client_end,
+            upstream_end,
+            Early::default(),
+            Duration::from_secs(10),
+        );
         // a byte every 6 s keeps it for 30 s past its idle time
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(6)).await;
@@ -335,17 +332,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_side_that_fails_ends_it_named() {
-        let (client, mut client_end) = duplex(1024);
-        let (mut upstream, mut upstream_end) = duplex(1024);
-        let task = tokio::spawn(async move {
-            relay(
-                &mut client_end,
-                &mut upstream_end,
-                Early::default(),
-                Duration::from_secs(5),
-            )
-            .await
-        });
+        let (client, client_end) = duplex(1024);
+        let (mut upstream, upstream_end) = duplex(1024);
+        let task = spawn_relay(
+            client_end,
+            upstream_end,
+            Early::default(),
+            Duration::from_secs(5),
+        );
         drop(client);
         // the client's end passed on as the upstream's
         let mut buf = [0u8; 8];

@@ -720,12 +720,40 @@ fn wait_until_listening(addr: SocketAddr, child: &mut Child) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+        // the listener must be this child's: a port from `closed_port` can be taken by
+        // another test's gateway meanwhile, which then answers while this one fails to bind
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+            && listens_on(child.id(), addr.port())
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Whether process `pid` holds the socket listening on loopback `port` (from
+/// /proc/net/tcp and the process's descriptors).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local address, state 0A (LISTEN), inode
+            (fields.len() > 9 && fields[1] == local && fields[3] == "0A")
+                .then(|| format!("socket:[{}]", fields[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|link| inodes.iter().any(|i| link.to_string_lossy() == i.as_str()))
+    })
 }
 
 /// Run `pylon` with arguments and a config text; returns (exit code, stdout, stderr).
