@@ -610,32 +610,7 @@ fn failed_tls_handshakes_are_counted_and_kept_out_of_the_error_log() {
 #[test]
 fn a_websocket_over_tls_is_relayed_both_ways() {
     use std::io::Read;
-    // an upstream that switches, then echoes what comes
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { return };
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = s.read(&mut buf).unwrap();
-                    if n == 0 {
-                        return;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                }
-                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-                    .unwrap();
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let upstream = raw_upstream(switch_then_echo);
     let pki = Pki::new();
     let a = pki.write("a", &["a.pylon.test"], -60, 86_400 * 30);
     let (gw, tls, _admin) = start_tls_with_admin(&[a], &route("/ws", upstream, ""));
@@ -644,20 +619,10 @@ fn a_websocket_over_tls_is_relayed_both_ways() {
     let tcp = TcpStream::connect(tls).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut s = b.build().connect("a.pylon.test", tcp).unwrap();
-    s.write_all(b"GET /ws/tls HTTP/1.1\r\nHost: a.pylon.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-        .unwrap();
-    let mut got = Vec::new();
+    s.write_all(upgrade_request("/ws/tls").as_bytes()).unwrap();
+    let (head, _) = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let mut buf = [0u8; 65536];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before the 101");
-        got.extend_from_slice(&buf[..n]);
-    }
-    assert!(
-        got.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
     // 1 MiB each way, in pieces larger than a TLS record
     let sent: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
     let mut echoed = Vec::new();

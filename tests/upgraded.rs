@@ -13,9 +13,6 @@ use std::time::Duration;
 
 use common::*;
 
-const SWITCH: &[u8] =
-    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
-
 /// An upstream that switches protocols, sends `then` as upgraded bytes, and resets the
 /// connection (SO_LINGER 0), as a crashing WebSocket server does.
 fn switch_then_reset(then: &'static [u8]) -> SocketAddr {
@@ -43,13 +40,6 @@ fn switch_then_reset(then: &'static [u8]) -> SocketAddr {
         }
     });
     addr
-}
-
-fn upgrade_request(path: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
 }
 
 /// Everything the client reads until the gateway closes the connection.
@@ -141,38 +131,6 @@ fn a_client_gone_after_101_closes_the_upstream_side() {
     );
 }
 
-/// An upstream that runs `serve` on each connection, in a thread of its own.
-fn raw_upstream(serve: fn(TcpStream)) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            std::thread::spawn(move || serve(stream));
-        }
-    });
-    addr
-}
-
-/// Read one head; what came after it is returned too.
-fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = seen.split_off(end + 4);
-            return (String::from_utf8_lossy(&seen).into_owned(), rest);
-        }
-        let n = s.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "closed inside a head: {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
-}
-
 /// Switch, read everything the client sends until its end, then answer with how much
 /// came and what, and close.
 fn switch_read_all_then_answer(mut s: TcpStream) {
@@ -180,18 +138,6 @@ fn switch_read_all_then_answer(mut s: TcpStream) {
     s.write_all(SWITCH).unwrap();
     s.read_to_end(&mut got).unwrap();
     let _ = s.write_all(format!("got {}: {}", got.len(), String::from_utf8_lossy(&got)).as_bytes());
-}
-
-/// Switch, then send back whatever comes.
-fn switch_then_echo(mut s: TcpStream) {
-    let _ = read_head(&mut s);
-    s.write_all(SWITCH).unwrap();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 || s.write_all(&buf[..n]).is_err() {
-            return;
-        }
-    }
 }
 
 #[test]

@@ -12,8 +12,6 @@
 //! closes the other, and the access line (status 101, bytes each way, how it ended) is
 //! written when the relay ends.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use futures::FutureExt;
 use http::StatusCode;
@@ -227,7 +225,7 @@ fn kept_request(req: &pingora::http::RequestHeader) -> pingora::http::RequestHea
 fn record(
     req: &pingora::http::RequestHeader,
     relayed: &Relayed,
-    rt: &Arc<Runtime>,
+    rt: &Runtime,
     state: &RequestState,
 ) {
     let error = match relayed.end {

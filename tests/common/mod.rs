@@ -1012,3 +1012,63 @@ pub fn api_key_hash(key: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Upgraded connections: raw upstreams that switch protocols, and the client's side
+// ---------------------------------------------------------------------------------------------
+
+/// A 101 as a WebSocket server sends it.
+pub const SWITCH: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+/// A WebSocket opening handshake for `path`.
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// An upstream that runs `serve` on each connection, in a thread of its own.
+pub fn raw_upstream(serve: fn(TcpStream)) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
+/// Read one head; what came after it is returned too.
+pub fn read_head<R: Read>(s: &mut R) -> (String, Vec<u8>) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = seen.split_off(end + 4);
+            return (String::from_utf8_lossy(&seen).into_owned(), rest);
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed inside a head: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Switch, then send back whatever comes.
+pub fn switch_then_echo(mut s: TcpStream) {
+    let _ = read_head(&mut s);
+    s.write_all(SWITCH).unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
