@@ -626,7 +626,7 @@ fn the_status_page_edits_the_policy_in_chromium() {
     assert_eq!(seen["bad"]["marked"], serde_json::json!([line]), "{done}");
 
     assert!(
-        seen["valid"].as_str().unwrap().starts_with("valid"),
+        seen["valid"].as_str().unwrap().starts_with("valid;"),
         "{done}"
     );
     assert_eq!(seen["markedAfterValid"], 0, "{done}");

@@ -74,7 +74,8 @@ try {
   await step("a good document", async () => {
     await page.fill("#document", seen.loaded.replace(/\n*$/, "\n") + good);
     await page.click("#validate");
-    await wait(() => document.getElementById("editor-result").textContent.startsWith("valid"));
+    // "validating…" also starts with "valid": wait for the answer itself
+    await wait(() => document.getElementById("editor-result").textContent.startsWith("valid;"));
     seen.valid = await text("editor-result");
     seen.markedAfterValid = await page.evaluate(() => document.querySelectorAll("#gutter .bad").length);
     await page.click("#apply");
