@@ -209,6 +209,19 @@ def stop_all():
         svc.stop()
 
 
+def run(main, name):
+    """Runs a bench's main: a BenchError or ^C stops every service it started and exits."""
+    try:
+        main()
+    except BenchError as e:
+        stop_all()
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        stop_all()
+        sys.exit(130)
+
+
 def start_upstream(tmp):
     www = tmp / "www"
     www.mkdir()
@@ -730,12 +743,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as e:
-        stop_all()
-        print(f"idle_connections: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        stop_all()
-        sys.exit(130)
+    run(main, "idle_connections")

@@ -49,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle_connections import (  # noqa: E402
     HOST, PLAIN_PORT, PYLON, WS_GUID, WS_PORT, BenchError, Service, log, make_certificate,
-    start_nginx, start_pylon, stop_all)
+    run, start_nginx, start_pylon, stop_all)
 
 BEFORE = os.environ.get("BEFORE_BIN")
 CHUNK = 1 << 20
@@ -335,12 +335,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as e:
-        stop_all()
-        print(f"websocket: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        stop_all()
-        sys.exit(130)
+    run(main, "websocket")
